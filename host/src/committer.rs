@@ -1,0 +1,86 @@
+//! Group commit: the single writer task.
+//!
+//! Every finished unit of work is sent here. The writer takes all that are waiting (up to
+//! [`MAX_BATCH`]), applies them in one transaction with one fsync, and only then answers each
+//! sender — so a caller is never told "done" before its data is durable, and the disk's
+//! commit rate is shared by many units of work instead of capping them one by one.
+
+use crate::store::{Applied, Store, Write};
+use std::sync::Arc;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Most units of work applied in one transaction: large enough to amortise the fsync, small
+/// enough that one transaction never holds the write lock for long.
+pub const MAX_BATCH: usize = 512;
+/// Units of work that may wait for the writer before senders are slowed down.
+const QUEUE_DEPTH: usize = 4096;
+
+/// The writer failed the whole batch: nothing of it was committed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the database did not commit: {0}")]
+pub struct CommitError(String);
+
+struct Pending {
+    write: Write,
+    reply: oneshot::Sender<Result<Applied, CommitError>>,
+}
+
+/// A handle for submitting units of work to the writer; cheap to clone.
+#[derive(Clone)]
+pub struct Committer {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Committer {
+    /// Starts the writer task. `committed` is notified after every transaction that committed
+    /// something, which is how the dispatcher learns of new deliveries without polling.
+    pub fn spawn(store: Store, committed: Arc<Notify>) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run_writer(store, receiver, committed));
+        Self { queue }
+    }
+
+    /// Commits `write` (with whatever else is waiting) and returns once it is durable.
+    ///
+    /// # Errors
+    /// Fails when the transaction failed or the writer has stopped; nothing was committed.
+    pub async fn submit(&self, write: Write) -> Result<Applied, CommitError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { write, reply })
+            .await
+            .map_err(|_| CommitError("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| CommitError("the writer stopped before answering".into()))?
+    }
+}
+
+async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Pending>, committed: Arc<Notify>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (writes, replies): (Vec<Write>, Vec<_>) =
+            batch.drain(..).map(|p| (p.write, p.reply)).unzip();
+        match store.apply_batch(&writes).await {
+            Ok(results) => {
+                if results.contains(&Applied::Committed) {
+                    committed.notify_one();
+                }
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(error) => {
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    units = writes.len(),
+                    "batch commit failed"
+                );
+                let error = CommitError(format!("{error:#}"));
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}

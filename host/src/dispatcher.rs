@@ -1,0 +1,97 @@
+//! The background delivery loop.
+//!
+//! Woken by every commit (and by a slow poll, for work written by other processes), it scans
+//! for due deliveries and runs them concurrently — but never two of the same subscriber and
+//! partition key at once, and never one whose key has an earlier unfinished delivery, so each
+//! subscriber sees a key's messages in commit order.
+
+use crate::config::DispatchConfig;
+use crate::executor::{Delivered, Executor};
+use crate::store::{Store, now_ms};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+
+/// Deliveries fetched per scan.
+const SCAN_LIMIT: u32 = 256;
+
+/// What is running now: delivery ids, and (subscriber, key) pairs that must not overlap.
+#[derive(Default)]
+struct InFlight {
+    deliveries: HashSet<i64>,
+    keys: HashSet<(String, String)>,
+}
+
+/// Starts the dispatcher. `wake` is notified by the committer after each commit.
+pub fn spawn(
+    executor: Arc<Executor>,
+    store: Store,
+    config: DispatchConfig,
+    wake: Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(executor, store, config, wake))
+}
+
+async fn run(executor: Arc<Executor>, store: Store, config: DispatchConfig, wake: Arc<Notify>) {
+    let in_flight = Arc::new(Mutex::new(InFlight::default()));
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    loop {
+        let subscribers = executor.registry().names();
+        match store.due_deliveries(&subscribers, SCAN_LIMIT).await {
+            Ok(due) => {
+                for delivery in due {
+                    let key = delivery
+                        .partition_key
+                        .clone()
+                        .map(|k| (delivery.subscriber.clone(), k));
+                    {
+                        let mut running = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                        if running.deliveries.contains(&delivery.delivery_id)
+                            || key.as_ref().is_some_and(|k| running.keys.contains(k))
+                        {
+                            continue;
+                        }
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            break; // all busy: a finishing delivery wakes the next scan
+                        };
+                        running.deliveries.insert(delivery.delivery_id);
+                        if let Some(k) = &key {
+                            running.keys.insert(k.clone());
+                        }
+                        let (executor, in_flight, wake, retry) = (
+                            executor.clone(),
+                            in_flight.clone(),
+                            wake.clone(),
+                            config.retry,
+                        );
+                        tokio::spawn(async move {
+                            let outcome = executor.deliver(&delivery, &retry).await;
+                            tracing::debug!(
+                                delivery = delivery.delivery_id,
+                                ?outcome,
+                                "delivery finished"
+                            );
+                            let mut running = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                            running.deliveries.remove(&delivery.delivery_id);
+                            if let Some(k) = &key {
+                                running.keys.remove(k);
+                            }
+                            drop(running);
+                            drop(slot);
+                            if outcome != Delivered::NotRecorded {
+                                wake.notify_one();
+                            }
+                        });
+                    }
+                }
+            }
+            Err(error) => tracing::error!("dispatcher scan failed: {error:#}"),
+        }
+        let until_retry = match store.next_retry_at_ms().await {
+            Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),
+            _ => config.poll_interval,
+        };
+        let _ = tokio::time::timeout(until_retry.min(config.poll_interval), wake.notified()).await;
+    }
+}

@@ -1,0 +1,138 @@
+//! The failure classes that decide what happens to a message.
+//!
+//! A handler reports `rejected`, `retryable` or `permanent` itself; a trap (panic, deadline,
+//! memory cap, stack overflow) is classified by the host. The class decides whether a command
+//! answers 4xx or 5xx, and whether an event delivery is retried or dead-lettered at once.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a handler call did not succeed. Matched exhaustively wherever a decision is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// The handler refused the input; running it again cannot help.
+    Rejected,
+    /// The handler reported a transient failure.
+    Retryable,
+    /// The handler reported that the message can never succeed.
+    Permanent,
+    /// The call ran past its deadline and was interrupted.
+    Deadline,
+    /// The guest tried to grow its memory past its cap.
+    MemoryLimit,
+    /// The guest exhausted its WebAssembly stack.
+    StackOverflow,
+    /// The guest panicked or reached `unreachable`.
+    Panic,
+    /// Any other trap raised inside the guest.
+    Trap,
+    /// The host failed (database unavailable, commit error): not the plugin's fault.
+    Host,
+}
+
+impl ErrorClass {
+    /// Whether a failed event delivery of this class is worth another attempt.
+    ///
+    /// Deadline and memory traps are deterministic for the same message and limits, and
+    /// `rejected`/`permanent` are the handler's own verdict, so they go to the DLQ at once.
+    pub const fn is_retried(self) -> bool {
+        match self {
+            Self::Retryable | Self::Panic | Self::Trap | Self::StackOverflow | Self::Host => true,
+            Self::Rejected | Self::Permanent | Self::Deadline | Self::MemoryLimit => false,
+        }
+    }
+
+    /// Whether the fault lies with the plugin (guest) rather than the host.
+    pub const fn is_guest_fault(self) -> bool {
+        !matches!(self, Self::Host)
+    }
+
+    /// The snake_case name used in JSON, logs and the DLQ.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rejected => "rejected",
+            Self::Retryable => "retryable",
+            Self::Permanent => "permanent",
+            Self::Deadline => "deadline",
+            Self::MemoryLimit => "memory_limit",
+            Self::StackOverflow => "stack_overflow",
+            Self::Panic => "panic",
+            Self::Trap => "trap",
+            Self::Host => "host",
+        }
+    }
+
+    /// Parses the name produced by [`ErrorClass::as_str`].
+    pub fn parse(name: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(name.to_owned())).ok()
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A handler call that did not succeed: its class, the plugin, and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{class} in plugin `{plugin}`: {message}")]
+pub struct HandlerFailure {
+    pub class: ErrorClass,
+    pub plugin: String,
+    pub message: String,
+}
+
+impl HandlerFailure {
+    pub fn new(class: ErrorClass, plugin: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            class,
+            plugin: plugin.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The JSON body of every error the host answers:
+/// `{"error": {"class": ..., "plugin": ..., "message": ...}}`.
+/// Kept in one place because a rejected idempotent command stores this body and replays it.
+pub fn error_body(class: &str, plugin: Option<&str>, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": { "class": class, "plugin": plugin, "message": message }
+    });
+    serde_json::to_vec(&body).expect("a JSON value always serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_names_round_trip() {
+        for class in [
+            ErrorClass::Rejected,
+            ErrorClass::Retryable,
+            ErrorClass::Permanent,
+            ErrorClass::Deadline,
+            ErrorClass::MemoryLimit,
+            ErrorClass::StackOverflow,
+            ErrorClass::Panic,
+            ErrorClass::Trap,
+            ErrorClass::Host,
+        ] {
+            assert_eq!(ErrorClass::parse(class.as_str()), Some(class));
+        }
+        assert_eq!(ErrorClass::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn deterministic_failures_are_not_retried() {
+        assert!(!ErrorClass::Permanent.is_retried());
+        assert!(!ErrorClass::Deadline.is_retried());
+        assert!(!ErrorClass::MemoryLimit.is_retried());
+        assert!(!ErrorClass::Rejected.is_retried());
+        assert!(ErrorClass::Retryable.is_retried());
+        assert!(ErrorClass::Panic.is_retried());
+    }
+}

@@ -1,0 +1,509 @@
+//! Runs commands, queries and event deliveries end to end: builds the envelope, runs the
+//! handler in a fresh unit of work, addresses what it emitted, and hands the result to the
+//! committer — re-running the handler when a key it read changed before commit.
+
+use crate::bindings::Envelope;
+use crate::committer::Committer;
+use crate::error::{ErrorClass, HandlerFailure, error_body};
+use crate::registry::Registry;
+use crate::retry::RetryPolicy;
+use crate::store::{
+    Applied, DeliveryFate, DueDelivery, IdempotencyRecord, OutboxEvent, StateChanges, Store, Write,
+    now_ms,
+};
+use crate::unit_of_work::{Access, EmittedEvent, UnitOfWork};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Times a handler is re-run because another unit of work changed a key it read. Contention
+/// on one key beyond this is reported as retryable rather than spinning.
+pub const MAX_CONFLICT_RERUNS: usize = 32;
+/// Schema version stamped on messages until plugins can declare their own.
+const SCHEMA_VERSION: u32 = 1;
+
+/// A command or query as it arrives from a caller.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub kind: String,
+    pub payload: Vec<u8>,
+    pub idempotency_key: Option<String>,
+    pub partition_key: Option<String>,
+    pub correlation_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub actor: Option<String>,
+}
+
+/// A command's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The handler ran and its effects are durable.
+    Success(Vec<u8>),
+    /// The stored first outcome of this idempotency key, replayed without running anything.
+    Replayed { status: u16, body: Vec<u8> },
+}
+
+/// Why a command or query was not answered with success.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ExecError {
+    #[error("no plugin handles {what} `{kind}`")]
+    UnknownKind { what: &'static str, kind: String },
+    #[error(transparent)]
+    Failure(HandlerFailure),
+    #[error("idempotency key `{key}` was already used with a different request")]
+    IdempotencyMismatch { key: String },
+    #[error("{0}")]
+    Host(String),
+}
+
+impl ExecError {
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UnknownKind { .. } => 404,
+            Self::IdempotencyMismatch { .. } => 422,
+            Self::Host(_) => 503,
+            Self::Failure(failure) => match failure.class {
+                ErrorClass::Rejected => 422,
+                ErrorClass::Retryable | ErrorClass::Host => 503,
+                ErrorClass::Permanent
+                | ErrorClass::Deadline
+                | ErrorClass::MemoryLimit
+                | ErrorClass::StackOverflow
+                | ErrorClass::Panic
+                | ErrorClass::Trap => 500,
+            },
+        }
+    }
+
+    /// The JSON error body (see [`error_body`]).
+    pub fn body(&self) -> Vec<u8> {
+        match self {
+            Self::UnknownKind { .. } => error_body("unknown_kind", None, &self.to_string()),
+            Self::IdempotencyMismatch { .. } => {
+                error_body("idempotency_mismatch", None, &self.to_string())
+            }
+            Self::Host(message) => error_body("host", None, message),
+            Self::Failure(f) => error_body(f.class.as_str(), Some(&f.plugin), &f.message),
+        }
+    }
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    Done,
+    /// Failed; retried at the given time.
+    WillRetry(i64),
+    Dead,
+    /// Already handled or no longer pending: nothing was run twice.
+    Skipped,
+    /// The database did not take the outcome; the delivery stays due.
+    NotRecorded,
+}
+
+/// Runs messages through plugins and into the committer.
+pub struct Executor {
+    registry: Arc<Registry>,
+    store: Store,
+    committer: Committer,
+    idempotency_ttl: Duration,
+    /// One lock per idempotency key in use, so a concurrent duplicate waits for the first
+    /// and then replays its outcome instead of running the handler again.
+    key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Executor {
+    pub fn new(
+        registry: Arc<Registry>,
+        store: Store,
+        committer: Committer,
+        idempotency_ttl: Duration,
+    ) -> Self {
+        Self {
+            registry,
+            store,
+            committer,
+            idempotency_ttl,
+            key_locks: Mutex::default(),
+        }
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// Runs a command and commits its effects.
+    ///
+    /// # Errors
+    /// An [`ExecError`] for an unknown kind, a handler failure, an idempotency key reused
+    /// with another request, or a database failure (nothing committed).
+    pub async fn command(&self, request: &Request) -> Result<Reply, ExecError> {
+        let plugin =
+            self.registry
+                .command_owner(&request.kind)
+                .ok_or_else(|| ExecError::UnknownKind {
+                    what: "command",
+                    kind: request.kind.clone(),
+                })?;
+        let Some(key) = &request.idempotency_key else {
+            return self
+                .run_command(plugin.name(), request, None)
+                .await
+                .map_err(into_exec);
+        };
+        let lock = self.key_lock(key);
+        let result = {
+            let _held = lock.lock().await;
+            self.idempotent_command(plugin.name(), request, key).await
+        };
+        self.release_key_lock(key, lock);
+        result
+    }
+
+    async fn idempotent_command(
+        &self,
+        plugin: &str,
+        request: &Request,
+        key: &str,
+    ) -> Result<Reply, ExecError> {
+        let hash = request_hash(&request.kind, &request.payload);
+        // Two rounds: if another process commits the key between our lookup and our commit,
+        // the second lookup finds its record.
+        for _ in 0..2 {
+            let stored = self
+                .store
+                .idempotency_record(key)
+                .await
+                .map_err(|e| ExecError::Host(format!("{e:#}")))?;
+            if let Some(record) = stored {
+                if record.request_hash != hash {
+                    return Err(ExecError::IdempotencyMismatch {
+                        key: key.to_owned(),
+                    });
+                }
+                return Ok(Reply::Replayed {
+                    status: record.status,
+                    body: record.body,
+                });
+            }
+            match self.run_command(plugin, request, Some((key, &hash))).await {
+                Err(CommandError::KeyTaken) => continue,
+                other => return other.map_err(into_exec),
+            }
+        }
+        Err(ExecError::Host(format!(
+            "idempotency key `{key}` is contended; try again"
+        )))
+    }
+
+    async fn run_command(
+        &self,
+        plugin_name: &str,
+        request: &Request,
+        key: Option<(&str, &str)>,
+    ) -> Result<Reply, CommandError> {
+        let plugin = self
+            .registry
+            .plugin(plugin_name)
+            .expect("owner is registered");
+        let envelope = request_envelope(request);
+        for _ in 0..MAX_CONFLICT_RERUNS {
+            let unit = UnitOfWork::new(plugin_name, Access::ReadWrite, self.store.clone());
+            let call = plugin.handle_command(&envelope, unit).await;
+            let (write, reply) = match call.outcome {
+                Ok(body) => {
+                    let (changes, emitted) = call
+                        .unit_of_work
+                        .expect("a successful call returns its unit of work")
+                        .finish();
+                    let outbox = self.address(&envelope, plugin_name, emitted);
+                    let idempotency = key.map(|(key, hash)| {
+                        self.idempotency_record(key, &request.kind, hash, 200, body.clone())
+                    });
+                    (
+                        Write::Command {
+                            changes,
+                            outbox,
+                            idempotency,
+                        },
+                        Ok(Reply::Success(body)),
+                    )
+                }
+                Err(failure) if failure.class == ErrorClass::Rejected && key.is_some() => {
+                    // A rejection is an answer too: it is stored and replayed like a success.
+                    let (key, hash) = key.expect("checked");
+                    let error = ExecError::Failure(failure);
+                    let record = self.idempotency_record(
+                        key,
+                        &request.kind,
+                        hash,
+                        error.status(),
+                        error.body(),
+                    );
+                    let changes = StateChanges {
+                        plugin: plugin_name.to_owned(),
+                        ..StateChanges::default()
+                    };
+                    (
+                        Write::Command {
+                            changes,
+                            outbox: Vec::new(),
+                            idempotency: Some(record),
+                        },
+                        Err(CommandError::Exec(error)),
+                    )
+                }
+                Err(failure) => return Err(CommandError::Exec(ExecError::Failure(failure))),
+            };
+            match self.committer.submit(write).await {
+                Ok(Applied::Committed) => return reply,
+                Ok(Applied::Conflict) => continue,
+                Ok(Applied::IdempotencyTaken) => return Err(CommandError::KeyTaken),
+                Ok(Applied::DeliveryStale) => unreachable!("a command write has no delivery"),
+                Err(error) => return Err(CommandError::Exec(ExecError::Host(error.to_string()))),
+            }
+        }
+        Err(CommandError::Exec(ExecError::Failure(HandlerFailure::new(
+            ErrorClass::Retryable,
+            plugin_name,
+            format!(
+                "state read by the handler kept changing; gave up after {MAX_CONFLICT_RERUNS} runs"
+            ),
+        ))))
+    }
+
+    /// Runs a query against committed state. Queries may not write or emit.
+    ///
+    /// # Errors
+    /// An [`ExecError`] for an unknown kind or a handler failure.
+    pub async fn query(&self, request: &Request) -> Result<Vec<u8>, ExecError> {
+        let plugin =
+            self.registry
+                .query_owner(&request.kind)
+                .ok_or_else(|| ExecError::UnknownKind {
+                    what: "query",
+                    kind: request.kind.clone(),
+                })?;
+        let envelope = request_envelope(request);
+        let unit = UnitOfWork::new(plugin.name(), Access::ReadOnly, self.store.clone());
+        plugin
+            .handle_query(&envelope, unit)
+            .await
+            .outcome
+            .map_err(ExecError::Failure)
+    }
+
+    /// Runs one delivery: the subscriber's effects commit together with its inbox mark, or
+    /// the failure is recorded with its retry time or as dead.
+    pub async fn deliver(&self, due: &DueDelivery, retry: &RetryPolicy) -> Delivered {
+        let Some(plugin) = self.registry.plugin(&due.subscriber) else {
+            return Delivered::NotRecorded;
+        };
+        let attempt = due.attempts + 1;
+        let envelope = Envelope {
+            id: due.message_id.clone(),
+            kind: due.kind.clone(),
+            partition_key: due.partition_key.clone(),
+            tenant_id: due.tenant_id.clone(),
+            correlation_id: due.correlation_id.clone(),
+            causation_id: due.causation_id.clone(),
+            actor: due.actor.clone(),
+            schema_version: due.schema_version,
+            occurred_at_ms: due.occurred_at_ms as u64,
+            attempt,
+            headers: due.headers.clone(),
+            payload: due.payload.clone(),
+        };
+        for _ in 0..MAX_CONFLICT_RERUNS {
+            let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone());
+            let call = plugin.handle_event(&envelope, unit).await;
+            let (write, fate) = match call.outcome {
+                Ok(()) => {
+                    let (changes, emitted) = call
+                        .unit_of_work
+                        .expect("a successful call returns its unit of work")
+                        .finish();
+                    let outbox = self.address(&envelope, plugin.name(), emitted);
+                    let handled_by = format!("{}@{}", plugin.name(), plugin.version());
+                    (
+                        Write::Delivered {
+                            delivery_id: due.delivery_id,
+                            attempt,
+                            handled_by,
+                            changes,
+                            outbox,
+                        },
+                        Delivered::Done,
+                    )
+                }
+                Err(failure) => {
+                    let fate = if !failure.class.is_retried() || retry.is_exhausted(attempt) {
+                        DeliveryFate::Dead
+                    } else {
+                        let delay = retry.delay(attempt, &mut rand::rng());
+                        DeliveryFate::RetryAt(now_ms() + delay.as_millis() as i64)
+                    };
+                    tracing::warn!(
+                        delivery = due.delivery_id, message = %due.message_id, kind = %due.kind,
+                        subscriber = %due.subscriber, attempt, class = %failure.class,
+                        fault = if failure.class.is_guest_fault() { "guest" } else { "host" },
+                        ?fate, "delivery failed: {}", failure.message
+                    );
+                    let delivered = match fate {
+                        DeliveryFate::Dead => Delivered::Dead,
+                        DeliveryFate::RetryAt(at) => Delivered::WillRetry(at),
+                    };
+                    (
+                        Write::DeliveryFailed {
+                            delivery_id: due.delivery_id,
+                            attempt,
+                            failure,
+                            fate,
+                        },
+                        delivered,
+                    )
+                }
+            };
+            match self.committer.submit(write).await {
+                Ok(Applied::Committed) => return fate,
+                Ok(Applied::Conflict) => continue,
+                Ok(Applied::DeliveryStale) => return Delivered::Skipped,
+                Ok(Applied::IdempotencyTaken) => {
+                    unreachable!("a delivery write has no idempotency key")
+                }
+                Err(error) => {
+                    tracing::error!(
+                        delivery = due.delivery_id,
+                        "could not record the delivery outcome: {error}"
+                    );
+                    return Delivered::NotRecorded;
+                }
+            }
+        }
+        let failure = HandlerFailure::new(
+            ErrorClass::Retryable,
+            plugin.name(),
+            "state read by the handler kept changing",
+        );
+        let at = now_ms() + retry.delay(attempt, &mut rand::rng()).as_millis() as i64;
+        match self
+            .committer
+            .submit(Write::DeliveryFailed {
+                delivery_id: due.delivery_id,
+                attempt,
+                failure,
+                fate: DeliveryFate::RetryAt(at),
+            })
+            .await
+        {
+            Ok(_) => Delivered::WillRetry(at),
+            Err(_) => Delivered::NotRecorded,
+        }
+    }
+
+    /// Envelopes the events a handler emitted, as children of `cause`, and addresses each
+    /// to the plugins subscribed to its kind now.
+    fn address(
+        &self,
+        cause: &Envelope,
+        emitted_by: &str,
+        emitted: Vec<EmittedEvent>,
+    ) -> Vec<OutboxEvent> {
+        let now = now_ms();
+        emitted
+            .into_iter()
+            .map(|event| OutboxEvent {
+                id: uuid::Uuid::now_v7().to_string(),
+                subscribers: self.registry.subscribers(&event.kind),
+                kind: event.kind,
+                partition_key: event.partition_key,
+                tenant_id: cause.tenant_id.clone(),
+                correlation_id: cause.correlation_id.clone(),
+                causation_id: Some(cause.id.clone()),
+                actor: cause.actor.clone(),
+                schema_version: SCHEMA_VERSION,
+                occurred_at_ms: now,
+                headers: Vec::new(),
+                payload: event.payload,
+                emitted_by: emitted_by.to_owned(),
+            })
+            .collect()
+    }
+
+    fn idempotency_record(
+        &self,
+        key: &str,
+        kind: &str,
+        hash: &str,
+        status: u16,
+        body: Vec<u8>,
+    ) -> IdempotencyRecord {
+        let now = now_ms();
+        IdempotencyRecord {
+            key: key.to_owned(),
+            command_kind: kind.to_owned(),
+            request_hash: hash.to_owned(),
+            status,
+            body,
+            created_at_ms: now,
+            expires_at_ms: now + self.idempotency_ttl.as_millis() as i64,
+        }
+    }
+
+    fn key_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.key_locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(key.to_owned()).or_default().clone()
+    }
+
+    fn release_key_lock(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.key_locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else waits on it.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(key);
+        }
+    }
+}
+
+/// Inner result of one command run: `KeyTaken` sends the caller back to replay.
+enum CommandError {
+    Exec(ExecError),
+    KeyTaken,
+}
+
+fn into_exec(error: CommandError) -> ExecError {
+    match error {
+        CommandError::Exec(e) => e,
+        CommandError::KeyTaken => ExecError::Host("idempotency key taken concurrently".into()),
+    }
+}
+
+/// The envelope of a command or query as it enters: a new id, which also starts the
+/// correlation unless the caller continues one.
+fn request_envelope(request: &Request) -> Envelope {
+    let id = uuid::Uuid::now_v7().to_string();
+    Envelope {
+        correlation_id: request.correlation_id.clone().unwrap_or_else(|| id.clone()),
+        id,
+        kind: request.kind.clone(),
+        partition_key: request.partition_key.clone(),
+        tenant_id: request.tenant_id.clone(),
+        causation_id: None,
+        actor: request.actor.clone(),
+        schema_version: SCHEMA_VERSION,
+        occurred_at_ms: now_ms() as u64,
+        attempt: 1,
+        headers: Vec::new(),
+        payload: request.payload.clone(),
+    }
+}
+
+/// Identifies a request for idempotency: the same key must come with the same kind and payload.
+fn request_hash(kind: &str, payload: &[u8]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_bytes());
+    hasher.update([0]);
+    hasher.update(payload);
+    hex::encode(hasher.finalize())
+}

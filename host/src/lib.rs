@@ -1,0 +1,40 @@
+//! Handler Host: one process that owns everything that must be correct and durable in a
+//! message-driven service, while the business logic runs as sandboxed WebAssembly components.
+//!
+//! # Layout
+//! The path of a command, top to bottom: [`http`] (ingress) → [`executor`] (idempotency, the
+//! unit of work, re-runs on conflict) → [`plugin`] (the sandboxed call, built on [`sandbox`] and
+//! [`bindings`]) → [`committer`] (group commit into the [`store`]) → [`dispatcher`] (delivers the
+//! outbox to subscribers, with [`retry`] and the dead-letter queue).
+//!
+//! - [`bindings`]: the Rust side of the WIT contract, generated once.
+//! - [`sandbox`]: the wasmtime engine, limits, traps and what a guest may touch.
+//! - [`plugin`]: one loaded component and the typed calls into it.
+//! - [`registry`]: every loaded plugin and who owns or subscribes to which kind.
+//! - [`manifest`]: `plugin.toml`, how a plugin folder is built into a component.
+//! - [`unit_of_work`]: what one handler call reads and writes, before it commits.
+//! - [`store`]: the database: schema, reads, and applying committed batches.
+//! - [`committer`]: the single writer that applies many units of work per transaction.
+//! - [`executor`]: runs commands, queries and event deliveries end to end.
+//! - [`dispatcher`]: the background delivery loop: ordering, retries, dead letters.
+//! - [`retry`]: the retry policy and its backoff.
+//! - [`http`]: the HTTP ingress and the JSON error format.
+//! - [`config`]: every tunable, with its default written once.
+//! - [`error`]: the failure classes that decide what happens to a message.
+//! - [`cli`]: the `host` command line.
+
+pub mod bindings;
+pub mod cli;
+pub mod committer;
+pub mod config;
+pub mod dispatcher;
+pub mod error;
+pub mod executor;
+pub mod http;
+pub mod manifest;
+pub mod plugin;
+pub mod registry;
+pub mod retry;
+pub mod sandbox;
+pub mod store;
+pub mod unit_of_work;

@@ -1,0 +1,236 @@
+//! `plugin.toml`: how a plugin folder is built into a component.
+//!
+//! A plugins directory holds ready components (`*.wasm`) and source folders. A source folder
+//! has a `plugin.toml` that names its build command and its output; the host runs the build
+//! when the output is missing or older than any of the inputs, then loads the output.
+//!
+//! ```toml
+//! [build]
+//! command = ["cargo", "build", "--release", "--target", "wasm32-wasip2", "-p", "orders"]
+//! output = "../../target/wasm32-wasip2/release/orders.wasm"
+//! inputs = [".", "../../sdk", "../../wit"]   # optional; default ["."]
+//! ```
+//! Paths are relative to the folder; the command runs in it.
+
+use crate::plugin::LoadError;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::SystemTime;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+pub const MANIFEST_FILE: &str = "plugin.toml";
+
+/// Folders never scanned for changed inputs: build outputs and installed dependencies.
+const IGNORED_DIRS: &[&str] = &["target", "node_modules", ".venv", "__pycache__", "dist"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub build: BuildSpec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSpec {
+    /// Program and arguments; run in the plugin folder.
+    pub command: Vec<String>,
+    /// The component the command produces.
+    pub output: PathBuf,
+    /// Files or folders whose changes make the output stale.
+    #[serde(default = "default_inputs")]
+    pub inputs: Vec<PathBuf>,
+}
+
+fn default_inputs() -> Vec<PathBuf> {
+    vec![PathBuf::from(".")]
+}
+
+/// One thing found in a plugins directory.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A component file, loaded as it is.
+    Component(PathBuf),
+    /// A source folder with a manifest.
+    Source { folder: PathBuf, manifest: Manifest },
+}
+
+/// Lists the components and source folders of `dir`, in name order. Entries that are neither
+/// are ignored; a folder whose manifest is invalid is reported as a [`LoadError`].
+///
+/// # Errors
+/// Fails when `dir` cannot be read.
+pub fn discover(dir: &Path) -> anyhow::Result<(Vec<Entry>, Vec<LoadError>)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read plugins directory {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .collect();
+    paths.sort();
+    let mut entries = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let manifest_path = path.join(MANIFEST_FILE);
+            if manifest_path.is_file() {
+                match read_manifest(&manifest_path) {
+                    Ok(manifest) => entries.push(Entry::Source {
+                        folder: path,
+                        manifest,
+                    }),
+                    Err(error) => errors.push(error),
+                }
+            }
+        } else if path.extension().is_some_and(|ext| ext == "wasm") {
+            entries.push(Entry::Component(path));
+        }
+    }
+    Ok((entries, errors))
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::new(path, e))?;
+    let manifest: Manifest = toml::from_str(&text).map_err(|e| LoadError::new(path, e))?;
+    if manifest.build.command.is_empty() {
+        return Err(LoadError::new(path, "`build.command` is empty"));
+    }
+    Ok(manifest)
+}
+
+/// Where a source folder's component is.
+pub fn output_path(folder: &Path, manifest: &Manifest) -> PathBuf {
+    folder.join(&manifest.build.output)
+}
+
+/// Whether the output is missing or older than the newest input.
+pub fn is_stale(folder: &Path, manifest: &Manifest) -> bool {
+    let Ok(built) = std::fs::metadata(output_path(folder, manifest)).and_then(|m| m.modified())
+    else {
+        return true;
+    };
+    manifest
+        .build
+        .inputs
+        .iter()
+        .filter_map(|input| newest_mtime(&folder.join(input)))
+        .any(|changed| changed > built)
+}
+
+fn newest_mtime(path: &Path) -> Option<SystemTime> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_dir() {
+        return meta.modified().ok();
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            !name.starts_with('.') && !IGNORED_DIRS.contains(&name.as_ref())
+        })
+        .filter_map(|entry| newest_mtime(&entry.path()))
+        .max()
+}
+
+/// Runs the folder's build command, logging its output line by line tagged with the folder
+/// name, and returns the output path.
+///
+/// # Errors
+/// A [`LoadError`] naming the folder when the command cannot start, fails, or produces no
+/// output file.
+pub async fn build(folder: &Path, manifest: &Manifest) -> Result<PathBuf, LoadError> {
+    let name = folder.file_name().map_or_else(
+        || folder.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let (program, args) = manifest
+        .build
+        .command
+        .split_first()
+        .expect("checked when read");
+    tracing::info!(plugin = %name, command = manifest.build.command.join(" "), "building");
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(folder)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            LoadError::new(
+                folder,
+                format!("cannot run build command `{program}`: {e}; is it installed?"),
+            )
+        })?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let (status, (), ()) = tokio::join!(
+        child.wait(),
+        log_lines(&name, stdout),
+        log_lines(&name, stderr)
+    );
+    let status = status.map_err(|e| LoadError::new(folder, e))?;
+    if !status.success() {
+        return Err(LoadError::new(
+            folder,
+            format!(
+                "build command `{}` failed ({status}); its output is in the log above",
+                manifest.build.command.join(" ")
+            ),
+        ));
+    }
+    let output = output_path(folder, manifest);
+    if !output.is_file() {
+        return Err(LoadError::new(
+            folder,
+            format!(
+                "build succeeded but `{}` does not exist; check `build.output`",
+                output.display()
+            ),
+        ));
+    }
+    Ok(output)
+}
+
+async fn log_lines(plugin: &str, stream: impl tokio::io::AsyncRead + Unpin) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        tracing::info!(plugin, "build: {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_with_unknown_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            "[build]\ncommand=[\"true\"]\noutput=\"x.wasm\"\ncomand=1\n",
+        )
+        .unwrap();
+        let err = read_manifest(&dir.path().join(MANIFEST_FILE)).unwrap_err();
+        assert!(err.cause.contains("comand"), "{err}");
+    }
+
+    #[test]
+    fn output_is_stale_until_built_and_again_after_an_input_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest: Manifest =
+            toml::from_str("[build]\ncommand=[\"true\"]\noutput=\"out/p.wasm\"\ninputs=[\"src\"]")
+                .unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        assert!(is_stale(dir.path(), &manifest));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("out/p.wasm"), "").unwrap();
+        assert!(!is_stale(dir.path(), &manifest));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("src/lib.rs"), "// changed").unwrap();
+        assert!(is_stale(dir.path(), &manifest));
+    }
+}

@@ -1,0 +1,201 @@
+//! Every loaded plugin, and who owns or subscribes to which kind.
+//!
+//! Exactly one plugin owns a command kind or query kind; a second claimant is refused with an
+//! error naming both. Any number of plugins subscribe to an event kind, by exact kind or by a
+//! pattern in which `*` matches any run of characters (`order.*`, `*`).
+
+use crate::manifest::{self, Entry};
+use crate::plugin::{LoadError, Plugin};
+use crate::sandbox::Sandbox;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+/// The routing table of a running host.
+#[derive(Default)]
+pub struct Registry {
+    plugins: BTreeMap<String, Arc<Plugin>>,
+    commands: HashMap<String, Arc<Plugin>>,
+    queries: HashMap<String, Arc<Plugin>>,
+    /// (pattern, subscriber)
+    subscriptions: Vec<(String, String)>,
+}
+
+/// Whether to build source folders whose component is missing or stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildPolicy {
+    BuildStale,
+    LoadOnly,
+}
+
+impl Registry {
+    /// Loads every plugin of `dir`. A plugin that cannot be built, compiled, described or
+    /// registered is reported in the returned errors and left out; the others load.
+    ///
+    /// # Errors
+    /// Fails only when `dir` itself cannot be read.
+    pub async fn load_dir(
+        sandbox: &Arc<Sandbox>,
+        dir: &Path,
+        policy: BuildPolicy,
+    ) -> anyhow::Result<(Self, Vec<LoadError>)> {
+        let (entries, mut errors) = manifest::discover(dir)?;
+        let mut registry = Self::default();
+        for entry in entries {
+            let file = match entry {
+                Entry::Component(file) => file,
+                Entry::Source { folder, manifest } => {
+                    if policy == BuildPolicy::BuildStale && manifest::is_stale(&folder, &manifest) {
+                        match manifest::build(&folder, &manifest).await {
+                            Ok(output) => output,
+                            Err(error) => {
+                                errors.push(error);
+                                continue;
+                            }
+                        }
+                    } else {
+                        manifest::output_path(&folder, &manifest)
+                    }
+                }
+            };
+            let loaded = match tokio::fs::read(&file).await {
+                Ok(bytes) => Plugin::load(sandbox, &file, bytes).await,
+                Err(e) => Err(LoadError::new(&file, format!("cannot read the file: {e}"))),
+            };
+            match loaded.and_then(|plugin| registry.add(plugin)) {
+                Ok(()) => {}
+                Err(error) => errors.push(error),
+            }
+        }
+        for error in &errors {
+            tracing::error!("{error}");
+        }
+        Ok((registry, errors))
+    }
+
+    /// Registers a plugin, refusing it whole when its name or any kind it owns is taken.
+    ///
+    /// # Errors
+    /// A [`LoadError`] naming the plugin's file and the plugin that already holds the name or kind.
+    pub fn add(&mut self, plugin: Plugin) -> Result<(), LoadError> {
+        let refuse = |cause: String| Err(LoadError::new(plugin.source(), cause));
+        if let Some(other) = self.plugins.get(plugin.name()) {
+            return refuse(format!(
+                "a plugin named `{}` is already loaded from {}",
+                plugin.name(),
+                other.source().display()
+            ));
+        }
+        for (what, kinds, owners) in [
+            ("command", &plugin.info().commands, &self.commands),
+            ("query", &plugin.info().queries, &self.queries),
+        ] {
+            for kind in kinds {
+                if let Some(owner) = owners.get(kind) {
+                    return refuse(format!(
+                        "plugin `{}` claims {what} `{kind}`, which plugin `{}` ({}) already owns",
+                        plugin.name(),
+                        owner.name(),
+                        owner.source().display()
+                    ));
+                }
+            }
+        }
+        let plugin = Arc::new(plugin);
+        let name = plugin.name().to_owned();
+        for kind in &plugin.info().commands {
+            self.commands.insert(kind.clone(), plugin.clone());
+        }
+        for kind in &plugin.info().queries {
+            self.queries.insert(kind.clone(), plugin.clone());
+        }
+        for pattern in &plugin.info().events {
+            self.subscriptions.push((pattern.clone(), name.clone()));
+        }
+        tracing::info!(
+            plugin = %name,
+            version = plugin.version(),
+            file = %plugin.source().display(),
+            commands = ?plugin.info().commands,
+            events = ?plugin.info().events,
+            queries = ?plugin.info().queries,
+            "plugin loaded"
+        );
+        self.plugins.insert(name, plugin);
+        Ok(())
+    }
+
+    pub fn command_owner(&self, kind: &str) -> Option<&Arc<Plugin>> {
+        self.commands.get(kind)
+    }
+
+    pub fn query_owner(&self, kind: &str) -> Option<&Arc<Plugin>> {
+        self.queries.get(kind)
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.get(name)
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
+        self.plugins.values()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.plugins.keys().cloned().collect()
+    }
+
+    /// The plugins subscribed to `kind`, each once, in name order.
+    pub fn subscribers(&self, kind: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|(pattern, _)| pattern_matches(pattern, kind))
+            .map(|(_, name)| name.clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Glob match where `*` stands for any run of characters (dots included).
+pub fn pattern_matches(pattern: &str, kind: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = kind.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty(); // no `*`: exact match
+    };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pattern_matches;
+
+    #[test]
+    fn patterns() {
+        assert!(pattern_matches("order.placed", "order.placed"));
+        assert!(!pattern_matches("order.placed", "order.placed2"));
+        assert!(pattern_matches("order.*", "order.placed"));
+        assert!(pattern_matches("order.*", "order.a.b"));
+        assert!(!pattern_matches("order.*", "orders.placed"));
+        assert!(!pattern_matches("order.*", "stock.reserved"));
+        assert!(pattern_matches("*", "anything"));
+        assert!(pattern_matches("*.placed", "order.placed"));
+        assert!(!pattern_matches("*.placed", "order.placed.x"));
+        assert!(pattern_matches("a*b*c", "a-b-c"));
+        assert!(!pattern_matches("a*b*c", "a-c-b"));
+        assert!(!pattern_matches("ab*ba", "aba"));
+    }
+}

@@ -1,0 +1,340 @@
+//! Applying committed batches: the one place the host's durable writes happen.
+//!
+//! A batch is one transaction with one fsync. Each item runs inside its own savepoint, so an
+//! item that fails its checks (stale read, idempotency key already taken, delivery already
+//! done) is rolled back alone and the rest of the batch still commits.
+
+use super::{StateVersion, Store, now_ms};
+use crate::error::HandlerFailure;
+use anyhow::Context;
+use sqlx::{Row, SqliteConnection};
+use std::future::Future;
+use std::pin::Pin;
+
+/// The state part of a unit of work: what it read (and at which version) and what it writes.
+#[derive(Debug, Clone, Default)]
+pub struct StateChanges {
+    pub plugin: String,
+    /// Versions that must still be current for the writes to be valid.
+    pub reads: Vec<(String, StateVersion)>,
+    /// `None` deletes the key.
+    pub writes: Vec<(String, Option<Vec<u8>>)>,
+}
+
+/// An event ready for the outbox: fully enveloped and addressed to its subscribers.
+#[derive(Debug, Clone)]
+pub struct OutboxEvent {
+    pub id: String,
+    pub kind: String,
+    pub partition_key: Option<String>,
+    pub tenant_id: Option<String>,
+    pub correlation_id: String,
+    pub causation_id: Option<String>,
+    pub actor: Option<String>,
+    pub schema_version: u32,
+    pub occurred_at_ms: i64,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+    pub emitted_by: String,
+    /// Plugins whose event patterns match `kind`; one delivery row each.
+    pub subscribers: Vec<String>,
+}
+
+/// The stored first outcome of an idempotent command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    pub command_kind: String,
+    /// SHA-256 of kind and payload: the same key with another request is refused.
+    pub request_hash: String,
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+/// What happens to a delivery whose attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryFate {
+    /// Try again at this time (ms since the epoch).
+    RetryAt(i64),
+    /// Move it to the dead-letter queue.
+    Dead,
+}
+
+/// One unit of work for the writer.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// A command's effects, and its idempotency record when it carried a key. A rejected
+    /// command with a key commits the record alone.
+    Command {
+        changes: StateChanges,
+        outbox: Vec<OutboxEvent>,
+        idempotency: Option<IdempotencyRecord>,
+    },
+    /// A subscriber's effects together with its inbox mark (the delivery turning `done`).
+    Delivered {
+        delivery_id: i64,
+        /// The attempt that succeeded; guards against a concurrent duplicate run.
+        attempt: u32,
+        handled_by: String,
+        changes: StateChanges,
+        outbox: Vec<OutboxEvent>,
+    },
+    /// A failed delivery attempt: the error is recorded, nothing of the handler's is.
+    DeliveryFailed {
+        delivery_id: i64,
+        attempt: u32,
+        failure: HandlerFailure,
+        fate: DeliveryFate,
+    },
+}
+
+/// The result of one item of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Committed,
+    /// A key read by the handler changed before commit; re-run the handler.
+    Conflict,
+    /// Another request committed this idempotency key first; replay its outcome.
+    IdempotencyTaken,
+    /// The delivery is no longer pending at this attempt (already done, replayed, dead).
+    DeliveryStale,
+}
+
+impl Store {
+    /// Applies `batch` in one transaction and returns one result per item, in order.
+    ///
+    /// # Errors
+    /// Fails, committing nothing, when the database itself fails.
+    pub async fn apply_batch(&self, batch: &[Write]) -> anyhow::Result<Vec<Applied>> {
+        let mut conn = self
+            .writer()
+            .acquire()
+            .await
+            .context("acquiring the writer")?;
+        // IMMEDIATE takes the write lock up front instead of failing at the first write when
+        // another process holds it.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .context("BEGIN")?;
+        match apply_items(&mut conn, batch).await {
+            Ok(results) => {
+                sqlx::query("COMMIT")
+                    .execute(&mut *conn)
+                    .await
+                    .context("COMMIT")?;
+                Ok(results)
+            }
+            Err(error) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(error)
+            }
+        }
+    }
+}
+
+/// Boxed with an explicit `Send` bound: without it the compiler cannot prove the writer
+/// task's future `Send` across the borrowed connection (rust-lang/rust#102211).
+fn apply_items<'a>(
+    conn: &'a mut SqliteConnection,
+    batch: &'a [Write],
+) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Applied>>> + Send + 'a>> {
+    Box::pin(async move {
+        let now = now_ms();
+        let mut results = Vec::with_capacity(batch.len());
+        for item in batch {
+            sqlx::query("SAVEPOINT item").execute(&mut *conn).await?;
+            let applied = apply_item(conn, item, now).await?;
+            if applied != Applied::Committed {
+                sqlx::query("ROLLBACK TO item").execute(&mut *conn).await?;
+            }
+            sqlx::query("RELEASE item").execute(&mut *conn).await?;
+            results.push(applied);
+        }
+        Ok(results)
+    })
+}
+
+async fn apply_item(
+    conn: &mut SqliteConnection,
+    item: &Write,
+    now: i64,
+) -> anyhow::Result<Applied> {
+    match item {
+        Write::Command {
+            changes,
+            outbox,
+            idempotency,
+        } => {
+            if let Some(record) = idempotency {
+                let taken = sqlx::query(
+                    "INSERT INTO idempotency
+                       (key, command_kind, request_hash, status, body, created_at_ms, expires_at_ms)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)
+                     ON CONFLICT (key) DO UPDATE SET
+                       command_kind = excluded.command_kind, request_hash = excluded.request_hash,
+                       status = excluded.status, body = excluded.body,
+                       created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms
+                     WHERE idempotency.expires_at_ms <= ?",
+                )
+                .bind(record.key.clone())
+                .bind(record.command_kind.clone())
+                .bind(record.request_hash.clone())
+                .bind(record.status as i64)
+                .bind(record.body.clone())
+                .bind(record.created_at_ms)
+                .bind(record.expires_at_ms)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected()
+                    == 0;
+                if taken {
+                    return Ok(Applied::IdempotencyTaken);
+                }
+            }
+            if !apply_state(conn, changes).await? {
+                return Ok(Applied::Conflict);
+            }
+            insert_outbox(conn, outbox, now).await?;
+            Ok(Applied::Committed)
+        }
+        Write::Delivered {
+            delivery_id,
+            attempt,
+            handled_by,
+            changes,
+            outbox,
+        } => {
+            let marked = sqlx::query(
+                "UPDATE deliveries
+                 SET status = 'done', attempts = ?, handled_by = ?, completed_at_ms = ?
+                 WHERE id = ? AND status = 'pending' AND attempts = ?",
+            )
+            .bind(*attempt as i64)
+            .bind(handled_by.clone())
+            .bind(now)
+            .bind(*delivery_id)
+            .bind(*attempt as i64 - 1)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if marked == 0 {
+                return Ok(Applied::DeliveryStale);
+            }
+            if !apply_state(conn, changes).await? {
+                return Ok(Applied::Conflict);
+            }
+            insert_outbox(conn, outbox, now).await?;
+            Ok(Applied::Committed)
+        }
+        Write::DeliveryFailed {
+            delivery_id,
+            attempt,
+            failure,
+            fate,
+        } => {
+            let (status, next_attempt) = match fate {
+                DeliveryFate::RetryAt(at) => ("pending", *at),
+                DeliveryFate::Dead => ("dead", now),
+            };
+            let updated = sqlx::query(
+                "UPDATE deliveries
+                 SET status = ?, attempts = ?, next_attempt_at_ms = ?, last_error = ?,
+                     error_class = ?, first_failed_at_ms = COALESCE(first_failed_at_ms, ?),
+                     last_failed_at_ms = ?
+                 WHERE id = ? AND status = 'pending' AND attempts = ?",
+            )
+            .bind(status)
+            .bind(*attempt as i64)
+            .bind(next_attempt)
+            .bind(failure.message.clone())
+            .bind(failure.class.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(*delivery_id)
+            .bind(*attempt as i64 - 1)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            Ok(if updated == 0 {
+                Applied::DeliveryStale
+            } else {
+                Applied::Committed
+            })
+        }
+    }
+}
+
+/// Checks the read versions and applies the writes. Returns false on a version conflict.
+async fn apply_state(conn: &mut SqliteConnection, changes: &StateChanges) -> anyhow::Result<bool> {
+    for (key, seen) in &changes.reads {
+        let current: StateVersion =
+            sqlx::query("SELECT version FROM state WHERE plugin = ? AND key = ?")
+                .bind(changes.plugin.clone())
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await?
+                .map_or(0, |row| row.get(0));
+        if current != *seen {
+            return Ok(false);
+        }
+    }
+    for (key, value) in &changes.writes {
+        sqlx::query(
+            "INSERT INTO state (plugin, key, value, version) VALUES (?, ?, ?, 1)
+             ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, version = version + 1",
+        )
+        .bind(changes.plugin.clone())
+        .bind(key)
+        .bind(value.clone())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(true)
+}
+
+async fn insert_outbox(
+    conn: &mut SqliteConnection,
+    outbox: &[OutboxEvent],
+    now: i64,
+) -> anyhow::Result<()> {
+    for event in outbox {
+        let headers = serde_json::to_string(&event.headers)?;
+        let seq: i64 = sqlx::query(
+            "INSERT INTO messages (id, kind, partition_key, tenant_id, correlation_id, causation_id,
+                                   actor, schema_version, occurred_at_ms, headers, payload, emitted_by)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        )
+        .bind(event.id.clone())
+        .bind(event.kind.clone())
+        .bind(event.partition_key.clone())
+        .bind(event.tenant_id.clone())
+        .bind(event.correlation_id.clone())
+        .bind(event.causation_id.clone())
+        .bind(event.actor.clone())
+        .bind(event.schema_version as i64)
+        .bind(event.occurred_at_ms)
+        .bind(headers)
+        .bind(event.payload.clone())
+        .bind(event.emitted_by.clone())
+        .fetch_one(&mut *conn)
+        .await?
+        .get(0);
+        for subscriber in &event.subscribers {
+            sqlx::query(
+                "INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms)
+                 VALUES (?, ?, ?, 'pending', ?)",
+            )
+            .bind(seq)
+            .bind(subscriber)
+            .bind(event.partition_key.clone())
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
