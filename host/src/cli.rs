@@ -281,11 +281,11 @@ async fn build(plugins: PluginsArg) -> anyhow::Result<()> {
         tracing::error!("{error}");
     }
     for entry in entries {
-        if let crate::manifest::Entry::Source { folder, manifest } = entry {
-            if let Err(error) = crate::manifest::build(&folder, &manifest).await {
-                tracing::error!("{error}");
-                failed += 1;
-            }
+        if let crate::manifest::Entry::Source { folder, manifest } = entry
+            && let Err(error) = crate::manifest::build(&folder, &manifest).await
+        {
+            tracing::error!("{error}");
+            failed += 1;
         }
     }
     if failed > 0 {

@@ -51,7 +51,7 @@ async fn command(
 ) -> Response {
     let request = match parse_request(kind, &headers, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(message) => return bad_request(&message),
     };
     match state.executor.command(&request).await {
         Ok(Reply::Success(body)) => json_response(StatusCode::OK, body),
@@ -75,7 +75,7 @@ async fn query(
 ) -> Response {
     let request = match parse_request(kind, &headers, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(message) => return bad_request(&message),
     };
     match state.executor.query(&request).await {
         Ok(body) => json_response(StatusCode::OK, body),
@@ -105,9 +105,10 @@ async fn health(State(state): State<AppState>) -> Response {
     json_response(StatusCode::OK, body.to_string().into_bytes())
 }
 
-fn parse_request(kind: String, headers: &HeaderMap, body: Bytes) -> Result<Request, Response> {
+/// The request, or why it is a bad request.
+fn parse_request(kind: String, headers: &HeaderMap, body: Bytes) -> Result<Request, String> {
     if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        return Err(bad_request("the request body must be a JSON document"));
+        return Err("the request body must be a JSON document".to_owned());
     }
     Ok(Request {
         idempotency_key: id_header(headers, "idempotency-key")?,
@@ -121,7 +122,7 @@ fn parse_request(kind: String, headers: &HeaderMap, body: Bytes) -> Result<Reque
 }
 
 /// An optional id-like header: 1 to [`MAX_HEADER_ID_BYTES`] printable ASCII characters.
-fn id_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, Response> {
+fn id_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, String> {
     let Some(value) = headers.get(name) else {
         return Ok(None);
     };
@@ -130,9 +131,9 @@ fn id_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, Response
     });
     match text {
         Some(text) => Ok(Some(text.to_owned())),
-        None => Err(bad_request(&format!(
+        None => Err(format!(
             "header `{name}` must be 1 to {MAX_HEADER_ID_BYTES} printable ASCII characters without spaces"
-        ))),
+        )),
     }
 }
 

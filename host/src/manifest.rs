@@ -6,8 +6,9 @@
 //!
 //! ```toml
 //! [build]
-//! command = ["cargo", "build", "--release", "--target", "wasm32-wasip2", "-p", "orders"]
-//! output = "../../target/wasm32-wasip2/release/orders.wasm"
+//! command = ["cargo", "build", "--release", "--target", "wasm32-wasip2", "-p", "orders",
+//!            "--target-dir", "../../target/plugins"]
+//! output = "../../target/plugins/wasm32-wasip2/release/orders.wasm"
 //! inputs = [".", "../../sdk", "../../wit"]   # optional; default ["."]
 //! ```
 //! Paths are relative to the folder; the command runs in it.

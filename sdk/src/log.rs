@@ -1,7 +1,8 @@
 //! Logging into the host's log, where each line is tagged with the plugin's name.
 //!
-//! A plugin has no stdout or stderr of its own that anyone reads; this is where its
-//! diagnostics go. Use the macros, which take `format!` arguments:
+//! Prefer this to printing: a line logged here carries a level, and the contract promises it
+//! reaches the host's log, while stdout and stderr are only what the host chooses to keep. Use
+//! the macros, which take `format!` arguments:
 //!
 //! ```no_run
 //! use handler_host_sdk::log;

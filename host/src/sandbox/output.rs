@@ -38,7 +38,8 @@ impl GuestOutput {
         captured.dropped += bytes.len() - kept;
     }
 
-    /// Logs every captured line tagged with the plugin and stream; returns the last line.
+    /// Logs every captured line tagged with the plugin and stream; returns the last line
+    /// that explains something (Rust's "note: run with RUST_BACKTRACE" hint does not).
     pub fn flush_to_log(&self, plugin: &str, stream: &'static str) -> Option<String> {
         let captured =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|e| e.into_inner()));
@@ -46,7 +47,9 @@ impl GuestOutput {
         let mut last = None;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(plugin, stream, "{line}");
-            last = Some(line.to_owned());
+            if !line.starts_with("note: run with `RUST_BACKTRACE") {
+                last = Some(line.to_owned());
+            }
         }
         if captured.dropped > 0 {
             tracing::warn!(

@@ -1,0 +1,546 @@
+//! Drives a real `host` process: builds the fixture components once, starts the host on a
+//! fresh temporary directory and database, talks to it over HTTP and the `host bus` CLI, and
+//! reads its SQLite database directly to check what was committed.
+//!
+//! Every wait polls an observable condition with a deadline ([`wait_for`]); nothing sleeps and
+//! hopes. When a test fails while a host is running, the host's temporary directory (database
+//! and log) is kept and its path and log are printed with the failure.
+
+use serde_json::Value;
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a host may take from spawn to its listening line: it compiles every component
+/// at start, and CI machines running the tests in parallel are slow.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+/// Budget of one HTTP request to the host.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default deadline for asynchronous outcomes (deliveries, retries): generous, because a
+/// deadline only costs time when the test is about to fail anyway.
+pub const EVENTUALLY: Duration = Duration::from_secs(20);
+/// Pause between two checks of a polled condition.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+/// The line the host prints on stdout once it serves.
+const LISTENING_PREFIX: &str = "host listening on ";
+
+/// Names of the fixture components, as built into `target/plugins/wasm32-wasip2/release/`.
+pub const ORDERS: &str = "orders";
+pub const INVENTORY: &str = "inventory";
+pub const ORDER_SUMMARY: &str = "order_summary";
+pub const FLAKY: &str = "flaky";
+/// The example plugins of the demo: orders, stock reservation and the order projection.
+pub const DEMO: &[&str] = &[ORDERS, INVENTORY, ORDER_SUMMARY];
+
+/// The workspace root (the host crate lives in `host/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the host crate is inside the workspace")
+        .to_owned()
+}
+
+fn host_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_host")
+}
+
+/// The built component `name` (e.g. [`ORDERS`]), building every fixture on first use.
+pub fn component(name: &str) -> PathBuf {
+    let dir = fixtures();
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.is_file(),
+        "fixture component {} does not exist after the build; is `{name}` a plugin of plugins/ or tests/plugins/?",
+        path.display()
+    );
+    path
+}
+
+/// Builds the example plugins and the test plugins once per test binary and returns the
+/// folder holding their components.
+fn fixtures() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        require_wasm_target(&root);
+        for folder in [root.join("plugins"), root.join("tests/plugins")] {
+            let output = Command::new(host_binary())
+                .arg("build")
+                .arg("--plugins")
+                .arg(&folder)
+                .current_dir(&root)
+                .env("HOST_LOG", "warn")
+                .output()
+                .expect("running `host build`");
+            if !output.status.success() {
+                let log = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&output.stdout),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                let hint = if log.contains("wasm32-wasip2") && log.contains("not installed")
+                    || log.contains("can't find crate for `core`")
+                    || log.contains("can't find crate for `std`")
+                {
+                    "\nthe wasm32-wasip2 target is missing: run `rustup target add wasm32-wasip2`"
+                } else {
+                    ""
+                };
+                panic!(
+                    "`host build --plugins {}` failed ({}){hint}\n{log}",
+                    folder.display(),
+                    output.status
+                );
+            }
+        }
+        root.join("target/plugins/wasm32-wasip2/release")
+    })
+}
+
+/// Fails early, and says what to install, when the Rust toolchain cannot build the fixtures.
+fn require_wasm_target(root: &Path) {
+    let Ok(output) = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(root)
+        .output()
+    else {
+        return; // no rustc on PATH: let the build report it
+    };
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    let target = sysroot.join("lib/rustlib/wasm32-wasip2");
+    assert!(
+        !output.status.success() || target.is_dir(),
+        "the end-to-end tests build their fixture plugins for wasm32-wasip2, which this toolchain \
+         ({}) lacks: run `rustup target add wasm32-wasip2`",
+        sysroot.display()
+    );
+}
+
+/// Polls `probe` until it returns `Some`, and returns that; panics naming `what` when
+/// `deadline` passes first.
+pub fn wait_for<T>(deadline: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+}
+
+/// Polls `condition` until it holds; panics naming `what` when `deadline` passes first.
+pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    wait_for(deadline, what, || condition().then_some(()));
+}
+
+/// An HTTP answer of the host.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    /// Whether the host replayed a stored idempotent answer.
+    pub fn replayed(&self) -> bool {
+        self.headers
+            .get("idempotent-replayed")
+            .is_some_and(|v| v == "true")
+    }
+
+    /// The `error.class` of an error answer.
+    pub fn error_class(&self) -> &str {
+        self.body["error"]["class"].as_str().unwrap_or_default()
+    }
+
+    /// The `error.plugin` of an error answer.
+    pub fn error_plugin(&self) -> &str {
+        self.body["error"]["plugin"].as_str().unwrap_or_default()
+    }
+
+    /// The `error.message` of an error answer.
+    pub fn error_message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or_default()
+    }
+}
+
+/// A running (or killed) `host run` process on its own directory and database.
+pub struct Host {
+    /// Shared by hosts started on the same directory with [`Host::start_beside`].
+    dir: Arc<tempfile::TempDir>,
+    /// This process's log (stderr), appended to across restarts.
+    log: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    child: Option<Child>,
+    base_url: String,
+    http: reqwest::blocking::Client,
+}
+
+impl Host {
+    /// Starts a host whose plugins folder holds the named fixture components, on a fresh
+    /// database, with `extra_args` appended to `host run`.
+    pub fn start(plugins: &[&str], extra_args: &[&str]) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("handler-host-e2e-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let plugins_dir = dir.path().join("plugins");
+        fs::create_dir(&plugins_dir).expect("creating the plugins folder");
+        for name in plugins {
+            let from = component(name);
+            fs::copy(&from, plugins_dir.join(format!("{name}.wasm")))
+                .unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+        }
+        Self::start_in(dir, extra_args, &[])
+    }
+
+    /// Starts a host on `dir`, whose `plugins/` folder the caller has filled, with the
+    /// database `dir/host.db` and the environment variables `envs` (e.g. `HOST_LOG`).
+    pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let log = dir.path().join("host.log");
+        let mut host = Self::new(Arc::new(dir), log, extra_args, envs);
+        host.spawn();
+        host
+    }
+
+    /// Starts a second host process on the same plugins folder and database as `self`,
+    /// logging to its own file.
+    pub fn start_beside(&self, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let log = self.dir.path().join(format!(
+            "host-{}.log",
+            fs::read_dir(self.dir.path()).map_or(0, |d| d.count())
+        ));
+        let mut host = Self::new(self.dir.clone(), log, extra_args, envs);
+        host.spawn();
+        host
+    }
+
+    fn new(
+        dir: Arc<tempfile::TempDir>,
+        log: PathBuf,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        Self {
+            dir,
+            log,
+            args: extra_args.iter().map(|a| a.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+            base_url: String::new(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .expect("building the HTTP client"),
+        }
+    }
+
+    /// The temporary directory of this host (plugins folder, database, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The `--database-url` of this host.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("host.db").display())
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "the host is already running");
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the host log");
+        let mut command = Command::new(host_binary());
+        command
+            .arg("run")
+            .arg("--plugins")
+            .arg(self.dir.path().join("plugins"))
+            .arg("--database-url")
+            .arg(self.database_url())
+            .args(["--listen", "127.0.0.1:0", "--no-build"])
+            .args(&self.args)
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (name, value) in &self.envs {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("spawning the host");
+        let stdout = child.stdout.take().expect("stdout is piped");
+        self.child = Some(child);
+
+        // A thread reads stdout for the whole life of the process, so the host never blocks
+        // on a full pipe; the first listening line is handed over.
+        let (lines, listening) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix(LISTENING_PREFIX) {
+                    let _ = lines.send(url.trim().to_owned());
+                }
+            }
+        });
+        match listening.recv_timeout(STARTUP_DEADLINE) {
+            Ok(url) => self.base_url = url,
+            Err(error) => {
+                let exit = self
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                self.stop();
+                panic!(
+                    "the host did not print `{LISTENING_PREFIX}…` ({}); its log:\n{}",
+                    match (error, exit) {
+                        (_, Some(status)) => format!("it exited with {status}"),
+                        (mpsc::RecvTimeoutError::Timeout, None) =>
+                            format!("still silent after {STARTUP_DEADLINE:?}"),
+                        (mpsc::RecvTimeoutError::Disconnected, None) =>
+                            "it closed stdout".to_owned(),
+                    },
+                    self.log_text()
+                );
+            }
+        }
+    }
+
+    /// Kills the process with SIGKILL (what `Child::kill` sends on Unix) and reaps it: no
+    /// shutdown code runs, as after a crash or `kill -9`.
+    pub fn kill9(&mut self) {
+        self.stop();
+    }
+
+    /// Starts the host again on the same directory, database and arguments, killing it
+    /// first if it still runs.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Everything the host wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut file) = File::open(&self.log) {
+            let _ = file.read_to_string(&mut text);
+        }
+        text
+    }
+
+    fn post(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+        assert!(self.child.is_some(), "the host is not running");
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request
+            .send()
+            .unwrap_or_else(|e| panic!("POST {path} failed: {e}"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().expect("reading the answer body");
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "POST {path} answered {status} with a body that is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        Answer {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// `POST /commands/{kind}` with `payload` as the body.
+    pub fn command(&self, kind: &str, payload: Value) -> Answer {
+        self.post(&format!("/commands/{kind}"), payload.to_string().into(), &[])
+    }
+
+    /// `POST /commands/{kind}` with an `Idempotency-Key`.
+    pub fn command_with_key(&self, kind: &str, payload: Value, key: &str) -> Answer {
+        self.post(
+            &format!("/commands/{kind}"),
+            payload.to_string().into(),
+            &[("idempotency-key", key)],
+        )
+    }
+
+    /// `POST /commands/{kind}` with a raw body, for malformed requests.
+    pub fn command_raw(&self, kind: &str, body: &[u8]) -> Answer {
+        self.post(&format!("/commands/{kind}"), body.to_vec(), &[])
+    }
+
+    /// `POST /queries/{kind}` with `payload` as the body.
+    pub fn query(&self, kind: &str, payload: Value) -> Answer {
+        self.post(&format!("/queries/{kind}"), payload.to_string().into(), &[])
+    }
+
+    /// A command that must succeed; returns its answer body.
+    pub fn command_ok(&self, kind: &str, payload: Value) -> Value {
+        let answer = self.command(kind, payload.clone());
+        assert_eq!(
+            answer.status, 200,
+            "command {kind} {payload} failed: {answer:?}"
+        );
+        answer.body
+    }
+
+    /// A query that must succeed; returns its answer body.
+    pub fn query_ok(&self, kind: &str, payload: Value) -> Value {
+        let answer = self.query(kind, payload.clone());
+        assert_eq!(
+            answer.status, 200,
+            "query {kind} {payload} failed: {answer:?}"
+        );
+        answer.body
+    }
+
+    /// `GET /health`.
+    pub fn health(&self) -> Value {
+        self.http
+            .get(format!("{}/health", self.base_url))
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json())
+            .expect("GET /health")
+    }
+
+    /// Runs `host ARGS --database-url <this host's database>` and returns its stdout; panics
+    /// with its output when it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new(host_binary())
+            .args(args)
+            .arg("--database-url")
+            .arg(self.database_url())
+            .current_dir(self.dir.path())
+            .env("HOST_LOG", "warn")
+            .output()
+            .expect("running the host CLI");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "`host {}` failed ({}):\n{stdout}{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        stdout
+    }
+
+    /// `host bus list --type KIND --format json`: the deliveries as JSON objects.
+    pub fn bus_list(&self, kind: &str) -> Vec<Value> {
+        let stdout = self.cli(&["bus", "list", "--type", kind, "--format", "json"]);
+        serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("`host bus list` printed no JSON array ({e}):\n{stdout}"))
+    }
+
+    /// `host bus replay ID`.
+    pub fn bus_replay(&self, id: i64) {
+        self.cli(&["bus", "replay", &id.to_string()]);
+    }
+
+    /// A connection to this host's database, for checking what was committed.
+    pub fn db(&self) -> Db {
+        Db::open(&self.database_url())
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+        if std::thread::panicking() {
+            // Keep the database and logs of a failed test for a post-mortem.
+            let kept = self.dir.path().to_owned();
+            if let Some(dir) = Arc::get_mut(&mut self.dir) {
+                dir.disable_cleanup(true);
+            }
+            eprintln!(
+                "host directory kept at {}; log {}:\n{}",
+                kept.display(),
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// Read access to a host's SQLite database (the host may be running: WAL lets us read beside
+/// its writer).
+pub struct Db {
+    runtime: tokio::runtime::Runtime,
+    pool: sqlx::SqlitePool,
+}
+
+impl Db {
+    fn open(url: &str) -> Self {
+        use std::str::FromStr;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a tokio runtime");
+        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+            .expect("a SQLite URL")
+            .busy_timeout(Duration::from_secs(10));
+        let pool = runtime
+            .block_on(
+                sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(options),
+            )
+            .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        Self { runtime, pool }
+    }
+
+    /// The single integer `sql` selects, with `binds` bound in order.
+    pub fn scalar(&self, sql: &str, binds: &[&str]) -> i64 {
+        let mut query = sqlx::query_scalar::<_, i64>(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        self.runtime
+            .block_on(query.fetch_one(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// The text column every row of `sql` selects, with `binds` bound in order.
+    pub fn strings(&self, sql: &str, binds: &[&str]) -> Vec<String> {
+        let mut query = sqlx::query_scalar::<_, String>(sql);
+        for bind in binds {
+            query = query.bind(*bind);
+        }
+        self.runtime
+            .block_on(query.fetch_all(&self.pool))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        self.runtime.block_on(self.pool.close());
+    }
+}

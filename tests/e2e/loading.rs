@@ -1,0 +1,81 @@
+//! Loading a plugins folder: files that are not usable components, and a component that
+//! claims what another already owns, are reported with their file and cause; the rest load.
+
+use crate::harness::{Host, INVENTORY, ORDERS, component};
+use serde_json::{Value, json};
+use std::fs;
+
+/// The 8-byte header of an empty core WebAssembly module (magic, version 1).
+const CORE_MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+#[test]
+fn bad_and_duplicate_components_are_reported_and_the_rest_load() {
+    let dir = tempfile::Builder::new()
+        .prefix("handler-host-e2e-")
+        .tempdir()
+        .expect("creating a temporary directory");
+    let plugins = dir.path().join("plugins");
+    fs::create_dir(&plugins).expect("creating the plugins folder");
+    let orders = fs::read(component(ORDERS)).expect("reading orders.wasm");
+    fs::write(plugins.join("orders.wasm"), &orders).unwrap();
+    fs::write(plugins.join("orders-copy.wasm"), &orders).unwrap();
+    fs::write(plugins.join("truncated.wasm"), &orders[..100]).unwrap();
+    fs::write(plugins.join("bad.wasm"), CORE_MODULE).unwrap();
+    fs::copy(component(INVENTORY), plugins.join("inventory.wasm")).unwrap();
+
+    let host = Host::start_in(dir, &[], &[]);
+    let health = host.health();
+
+    let mut loaded: Vec<&str> = health["plugins"]
+        .as_array()
+        .expect("`plugins` is an array")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    loaded.sort_unstable();
+    assert_eq!(loaded, ["inventory", "orders"], "{health:#}");
+
+    let errors = health["load_errors"]
+        .as_array()
+        .expect("`load_errors` is an array");
+    let cause_of = |file: &str| -> &str {
+        let matching: Vec<&Value> = errors
+            .iter()
+            .filter(|e| e["file"].as_str().is_some_and(|f| f.ends_with(file)))
+            .collect();
+        assert_eq!(matching.len(), 1, "one load error for {file}: {health:#}");
+        matching[0]["cause"].as_str().unwrap_or_default()
+    };
+    assert_eq!(errors.len(), 3, "{health:#}");
+
+    let bad = cause_of("/bad.wasm");
+    assert!(bad.contains("core WebAssembly module"), "bad.wasm: {bad}");
+    let truncated = cause_of("/truncated.wasm");
+    assert!(!truncated.is_empty(), "truncated.wasm has a cause");
+
+    // Whichever copy of orders loaded first, the other is refused naming it.
+    let loaded_file = health["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "orders")
+        .and_then(|p| p["file"].as_str())
+        .expect("the loaded orders plugin names its file");
+    let (refused, kept) = if loaded_file.ends_with("/orders.wasm") {
+        ("/orders-copy.wasm", "/orders.wasm")
+    } else {
+        ("/orders.wasm", "/orders-copy.wasm")
+    };
+    let duplicate = cause_of(refused);
+    assert!(
+        duplicate.contains(kept),
+        "the refusal of {refused} must name {kept}: {duplicate}"
+    );
+
+    // What loaded works.
+    host.command_ok("stock.add", json!({ "sku": "widget", "qty": 1 }));
+    host.command_ok(
+        "order.place",
+        json!({ "order_id": "o-1", "sku": "widget", "qty": 1 }),
+    );
+}
