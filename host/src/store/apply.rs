@@ -338,3 +338,244 @@ async fn insert_outbox(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorClass;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    fn put(plugin: &str, key: &str, value: &str, reads: Vec<(String, StateVersion)>) -> Write {
+        Write::Command {
+            changes: StateChanges {
+                plugin: plugin.into(),
+                reads,
+                writes: vec![(key.into(), Some(value.as_bytes().to_vec()))],
+            },
+            outbox: Vec::new(),
+            idempotency: None,
+        }
+    }
+
+    fn event(kind: &str, key: &str, subscribers: &[&str]) -> OutboxEvent {
+        OutboxEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: kind.into(),
+            partition_key: Some(key.into()),
+            tenant_id: None,
+            correlation_id: "c".into(),
+            causation_id: None,
+            actor: None,
+            schema_version: 1,
+            occurred_at_ms: now_ms(),
+            headers: vec![("h".into(), "v".into())],
+            payload: b"{}".to_vec(),
+            emitted_by: "p".into(),
+            subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_read_conflicts_alone_and_the_rest_of_the_batch_commits() {
+        let (_dir, store) = store().await;
+        store
+            .apply_batch(&[put("p", "k", "1", vec![])])
+            .await
+            .unwrap();
+        let (_, version) = store.read_state("p", "k").await.unwrap();
+        assert_eq!(version, 1);
+        let results = store
+            .apply_batch(&[
+                put("p", "k", "2", vec![("k".into(), 1)]),
+                // Read at version 1 too, but the first item already moved it to 2.
+                put("p", "k", "3", vec![("k".into(), 1)]),
+                put("p", "other", "x", vec![("other".into(), 0)]),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            results,
+            [Applied::Committed, Applied::Conflict, Applied::Committed]
+        );
+        assert_eq!(
+            store.read_state("p", "k").await.unwrap(),
+            (Some(b"2".to_vec()), 2)
+        );
+        assert_eq!(
+            store.read_state("p", "other").await.unwrap(),
+            (Some(b"x".to_vec()), 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_delete_leaves_a_tombstone_with_a_new_version() {
+        let (_dir, store) = store().await;
+        store
+            .apply_batch(&[put("p", "k", "1", vec![])])
+            .await
+            .unwrap();
+        let delete = Write::Command {
+            changes: StateChanges {
+                plugin: "p".into(),
+                reads: vec![],
+                writes: vec![("k".into(), None)],
+            },
+            outbox: Vec::new(),
+            idempotency: None,
+        };
+        store.apply_batch(&[delete]).await.unwrap();
+        assert_eq!(store.read_state("p", "k").await.unwrap(), (None, 2));
+        // A reader that saw the key absent before it ever existed (version 0) now conflicts.
+        let results = store
+            .apply_batch(&[put("p", "k", "y", vec![("k".into(), 0)])])
+            .await
+            .unwrap();
+        assert_eq!(results, [Applied::Conflict]);
+    }
+
+    #[tokio::test]
+    async fn state_is_namespaced_by_plugin() {
+        let (_dir, store) = store().await;
+        store
+            .apply_batch(&[put("a", "k", "from a", vec![])])
+            .await
+            .unwrap();
+        assert_eq!(store.read_state("b", "k").await.unwrap(), (None, 0));
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_is_taken_once_until_it_expires() {
+        let (_dir, store) = store().await;
+        let record = |expires_at_ms| IdempotencyRecord {
+            key: "key".into(),
+            command_kind: "c".into(),
+            request_hash: "h".into(),
+            status: 200,
+            body: b"{}".to_vec(),
+            created_at_ms: now_ms(),
+            expires_at_ms,
+        };
+        let command = |record| Write::Command {
+            changes: StateChanges::default(),
+            outbox: vec![],
+            idempotency: Some(record),
+        };
+        let results = store
+            .apply_batch(&[
+                command(record(now_ms() - 1)),
+                command(record(now_ms() + 60_000)),
+            ])
+            .await
+            .unwrap();
+        // The first record is already expired, so the second may take the key over.
+        assert_eq!(results, [Applied::Committed, Applied::Committed]);
+        let results = store
+            .apply_batch(&[command(record(now_ms() + 60_000))])
+            .await
+            .unwrap();
+        assert_eq!(results, [Applied::IdempotencyTaken]);
+        assert!(store.idempotency_record("key").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn a_delivery_commits_its_effects_once() {
+        let (_dir, store) = store().await;
+        let emit = Write::Command {
+            changes: StateChanges::default(),
+            outbox: vec![event("e", "k1", &["s"])],
+            idempotency: None,
+        };
+        store.apply_batch(&[emit]).await.unwrap();
+        let due = store.due_deliveries(&["s".into()], 10).await.unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].headers, vec![("h".to_owned(), "v".to_owned())]);
+        let delivered = || Write::Delivered {
+            delivery_id: due[0].delivery_id,
+            attempt: 1,
+            handled_by: "s@1".into(),
+            changes: StateChanges {
+                plugin: "s".into(),
+                reads: vec![],
+                writes: vec![("count".into(), Some(b"1".to_vec()))],
+            },
+            outbox: vec![],
+        };
+        let results = store
+            .apply_batch(&[delivered(), delivered()])
+            .await
+            .unwrap();
+        assert_eq!(results, [Applied::Committed, Applied::DeliveryStale]);
+        // The duplicate's write was rolled back: version 1, not 2.
+        assert_eq!(store.read_state("s", "count").await.unwrap().1, 1);
+        assert!(
+            store
+                .due_deliveries(&["s".into()], 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_dead_letter_holds_back_its_key_until_replayed() {
+        let (_dir, store) = store().await;
+        let emit = Write::Command {
+            changes: StateChanges::default(),
+            outbox: vec![
+                event("e", "k1", &["s"]),
+                event("e", "k1", &["s"]),
+                event("e", "k2", &["s"]),
+            ],
+            idempotency: None,
+        };
+        store.apply_batch(&[emit]).await.unwrap();
+        let due = store.due_deliveries(&["s".into()], 10).await.unwrap();
+        let keys: Vec<_> = due
+            .iter()
+            .map(|d| d.partition_key.clone().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["k1", "k2"],
+            "the second k1 message waits for the first"
+        );
+        let first = due[0].delivery_id;
+        let failure = HandlerFailure::new(ErrorClass::Permanent, "s", "boom");
+        let dead = Write::DeliveryFailed {
+            delivery_id: first,
+            attempt: 1,
+            failure,
+            fate: DeliveryFate::Dead,
+        };
+        store.apply_batch(&[dead]).await.unwrap();
+        let due = store.due_deliveries(&["s".into()], 10).await.unwrap();
+        assert_eq!(
+            due.len(),
+            1,
+            "k1 is held back by its dead letter, k2 is due"
+        );
+        assert_eq!(due[0].partition_key.as_deref(), Some("k2"));
+        assert!(store.replay(first).await.unwrap());
+        assert!(
+            !store.replay(first).await.unwrap(),
+            "only a dead delivery can be replayed"
+        );
+        let due = store.due_deliveries(&["s".into()], 10).await.unwrap();
+        assert_eq!(due[0].delivery_id, first);
+        assert_eq!(due[0].attempts, 0);
+        // Unloaded subscribers' deliveries are not handed out.
+        assert!(
+            store
+                .due_deliveries(&["other".into()], 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
