@@ -8,8 +8,6 @@ use super::{StateVersion, Store, now_ms};
 use crate::error::HandlerFailure;
 use anyhow::Context;
 use sqlx::{Row, SqliteConnection};
-use std::future::Future;
-use std::pin::Pin;
 
 /// The state part of a unit of work: what it read (and at which version) and what it writes.
 #[derive(Debug, Clone, Default)]
@@ -135,26 +133,19 @@ impl Store {
     }
 }
 
-/// Boxed with an explicit `Send` bound: without it the compiler cannot prove the writer
-/// task's future `Send` across the borrowed connection (rust-lang/rust#102211).
-fn apply_items<'a>(
-    conn: &'a mut SqliteConnection,
-    batch: &'a [Write],
-) -> Pin<Box<dyn Future<Output = anyhow::Result<Vec<Applied>>> + Send + 'a>> {
-    Box::pin(async move {
-        let now = now_ms();
-        let mut results = Vec::with_capacity(batch.len());
-        for item in batch {
-            sqlx::query("SAVEPOINT item").execute(&mut *conn).await?;
-            let applied = apply_item(conn, item, now).await?;
-            if applied != Applied::Committed {
-                sqlx::query("ROLLBACK TO item").execute(&mut *conn).await?;
-            }
-            sqlx::query("RELEASE item").execute(&mut *conn).await?;
-            results.push(applied);
+async fn apply_items(conn: &mut SqliteConnection, batch: &[Write]) -> anyhow::Result<Vec<Applied>> {
+    let now = now_ms();
+    let mut results = Vec::with_capacity(batch.len());
+    for item in batch {
+        sqlx::query("SAVEPOINT item").execute(&mut *conn).await?;
+        let applied = apply_item(conn, item, now).await?;
+        if applied != Applied::Committed {
+            sqlx::query("ROLLBACK TO item").execute(&mut *conn).await?;
         }
-        Ok(results)
-    })
+        sqlx::query("RELEASE item").execute(&mut *conn).await?;
+        results.push(applied);
+    }
+    Ok(results)
 }
 
 async fn apply_item(
@@ -179,11 +170,11 @@ async fn apply_item(
                        created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms
                      WHERE idempotency.expires_at_ms <= ?",
                 )
-                .bind(record.key.clone())
-                .bind(record.command_kind.clone())
-                .bind(record.request_hash.clone())
+                .bind(&record.key)
+                .bind(&record.command_kind)
+                .bind(&record.request_hash)
                 .bind(record.status as i64)
-                .bind(record.body.clone())
+                .bind(&record.body)
                 .bind(record.created_at_ms)
                 .bind(record.expires_at_ms)
                 .bind(now)
@@ -214,7 +205,7 @@ async fn apply_item(
                  WHERE id = ? AND status = 'pending' AND attempts = ?",
             )
             .bind(*attempt as i64)
-            .bind(handled_by.clone())
+            .bind(handled_by)
             .bind(now)
             .bind(*delivery_id)
             .bind(*attempt as i64 - 1)
@@ -250,7 +241,7 @@ async fn apply_item(
             .bind(status)
             .bind(*attempt as i64)
             .bind(next_attempt)
-            .bind(failure.message.clone())
+            .bind(&failure.message)
             .bind(failure.class.as_str())
             .bind(now)
             .bind(now)
@@ -273,7 +264,7 @@ async fn apply_state(conn: &mut SqliteConnection, changes: &StateChanges) -> any
     for (key, seen) in &changes.reads {
         let current: StateVersion =
             sqlx::query("SELECT version FROM state WHERE plugin = ? AND key = ?")
-                .bind(changes.plugin.clone())
+                .bind(&changes.plugin)
                 .bind(key)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -287,9 +278,9 @@ async fn apply_state(conn: &mut SqliteConnection, changes: &StateChanges) -> any
             "INSERT INTO state (plugin, key, value, version) VALUES (?, ?, ?, 1)
              ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, version = version + 1",
         )
-        .bind(changes.plugin.clone())
+        .bind(&changes.plugin)
         .bind(key)
-        .bind(value.clone())
+        .bind(value.as_deref())
         .execute(&mut *conn)
         .await?;
     }
@@ -308,18 +299,18 @@ async fn insert_outbox(
                                    actor, schema_version, occurred_at_ms, headers, payload, emitted_by)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
         )
-        .bind(event.id.clone())
-        .bind(event.kind.clone())
-        .bind(event.partition_key.clone())
-        .bind(event.tenant_id.clone())
-        .bind(event.correlation_id.clone())
-        .bind(event.causation_id.clone())
-        .bind(event.actor.clone())
+        .bind(&event.id)
+        .bind(&event.kind)
+        .bind(&event.partition_key)
+        .bind(&event.tenant_id)
+        .bind(&event.correlation_id)
+        .bind(&event.causation_id)
+        .bind(&event.actor)
         .bind(event.schema_version as i64)
         .bind(event.occurred_at_ms)
         .bind(headers)
-        .bind(event.payload.clone())
-        .bind(event.emitted_by.clone())
+        .bind(&event.payload)
+        .bind(&event.emitted_by)
         .fetch_one(&mut *conn)
         .await?
         .get(0);
@@ -330,7 +321,7 @@ async fn insert_outbox(
             )
             .bind(seq)
             .bind(subscriber)
-            .bind(event.partition_key.clone())
+            .bind(&event.partition_key)
             .bind(now)
             .execute(&mut *conn)
             .await?;
