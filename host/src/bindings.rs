@@ -12,5 +12,5 @@ wasmtime::component::bindgen!({
 
 pub use self::Plugin as PluginWorld;
 pub use self::PluginPre as PluginWorldPre;
-pub use handler_host::plugin::log::Level as LogLevel;
-pub use handler_host::plugin::{log as log_api, unit_of_work as unit_of_work_api};
+pub use self::handler_host::plugin::log::Level as LogLevel;
+pub use self::handler_host::plugin::{log as log_api, unit_of_work as unit_of_work_api};

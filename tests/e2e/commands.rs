@@ -55,7 +55,10 @@ fn bad_commands_answer_4xx_and_write_nothing() {
 
     // Only the one good order left a trace: its state row and its one event.
     assert_eq!(
-        db.strings("SELECT key FROM state WHERE plugin = 'orders' ORDER BY key", &[]),
+        db.strings(
+            "SELECT key FROM state WHERE plugin = 'orders' ORDER BY key",
+            &[]
+        ),
         ["order/o-1"]
     );
     assert_eq!(

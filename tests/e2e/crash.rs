@@ -27,14 +27,7 @@ fn answered_command_and_its_events_survive_kill_9() {
             json!({ "order_id": order_id, "sku": "widget", "qty": 1 }),
             "round {round}: the answered order must survive the crash"
         );
-        wait_until(
-            EVENTUALLY,
-            &format!("round {round}: {order_id} to be reserved after the restart"),
-            || {
-                host.query("order.summary", json!({ "order_id": order_id })).body["status"]
-                    == "reserved"
-            },
-        );
+        host.summary_when(&order_id, "reserved", EVENTUALLY);
         assert_eq!(
             host.query_ok("stock.get", json!({ "sku": "widget" }))["available"],
             STOCK - round - 1,

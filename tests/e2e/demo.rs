@@ -1,24 +1,12 @@
 //! The demo flow: a command, the events it causes across plugins, and the queries that show
 //! the outcome.
 
-use crate::harness::{DEMO, EVENTUALLY, Host, wait_for};
-use serde_json::{Value, json};
+use crate::harness::{DEMO, EVENTUALLY, Host};
+use serde_json::json;
 use std::time::Duration;
 
 /// How quickly the demo promises a placed order to be reserved.
 const DEMO_LATENCY: Duration = Duration::from_secs(1);
-
-/// The summary of `order_id` once it has reached `status`.
-fn summary_when(host: &Host, order_id: &str, status: &str, deadline: Duration) -> Value {
-    wait_for(
-        deadline,
-        &format!("order {order_id} to be {status}"),
-        || {
-            let answer = host.query("order.summary", json!({ "order_id": order_id }));
-            (answer.status == 200 && answer.body["status"] == status).then_some(answer.body)
-        },
-    )
-}
 
 #[test]
 fn placed_order_is_reserved_and_an_order_beyond_stock_is_rejected() {
@@ -32,7 +20,7 @@ fn placed_order_is_reserved_and_an_order_beyond_stock_is_rejected() {
     );
     assert_eq!(placed, json!({ "order_id": "o-1", "status": "placed" }));
 
-    let summary = summary_when(&host, "o-1", "reserved", DEMO_LATENCY);
+    let summary = host.summary_when("o-1", "reserved", DEMO_LATENCY);
     assert_eq!(summary["sku"], "widget");
     assert_eq!(summary["qty"], 2);
     assert_eq!(
@@ -44,7 +32,7 @@ fn placed_order_is_reserved_and_an_order_beyond_stock_is_rejected() {
         "order.place",
         json!({ "order_id": "o-2", "sku": "widget", "qty": 9 }),
     );
-    let summary = summary_when(&host, "o-2", "rejected", EVENTUALLY);
+    let summary = host.summary_when("o-2", "rejected", EVENTUALLY);
     let reason = summary["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("insufficient stock"),

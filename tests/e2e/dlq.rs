@@ -57,9 +57,7 @@ fn failing_subscriber_is_dead_lettered_alone_and_replay_delivers_it() {
     );
 
     // The other subscribers of the same event went on without waiting for flaky.
-    wait_until(EVENTUALLY, "o-dlq to be reserved", || {
-        host.query("order.summary", json!({ "order_id": "o-dlq" })).body["status"] == "reserved"
-    });
+    host.summary_when("o-dlq", "reserved", EVENTUALLY);
     assert_eq!(
         host.query_ok("stock.get", json!({ "sku": "widget" }))["available"],
         9
@@ -92,7 +90,10 @@ fn failing_subscriber_is_dead_lettered_alone_and_replay_delivers_it() {
         .into_iter()
         .find(|d| d["id"] == id)
         .expect("`bus list --type done` shows the replayed delivery");
-    assert_eq!(replayed["attempts"], 1, "attempts restart at replay: {replayed:#}");
+    assert_eq!(
+        replayed["attempts"], 1,
+        "attempts restart at replay: {replayed:#}"
+    );
     assert_eq!(
         host.query_ok("flaky.seen", json!({ "order_id": "o-dlq" }))["count"],
         1

@@ -11,6 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -73,7 +74,9 @@ fn fixtures() -> &'static Path {
                 .arg("--plugins")
                 .arg(&folder)
                 .current_dir(&root)
-                .env("HOST_LOG", "warn")
+                // The compiler's output is logged at info level: keep it for the failure report.
+                .env("HOST_LOG", "info")
+                .env("NO_COLOR", "1")
                 .output()
                 .expect("running `host build`");
             if !output.status.success() {
@@ -82,7 +85,7 @@ fn fixtures() -> &'static Path {
                     String::from_utf8_lossy(&output.stdout),
                     String::from_utf8_lossy(&output.stderr)
                 );
-                let hint = if log.contains("wasm32-wasip2") && log.contains("not installed")
+                let hint = if (log.contains("wasm32-wasip2") && log.contains("not installed"))
                     || log.contains("can't find crate for `core`")
                     || log.contains("can't find crate for `std`")
                 {
@@ -140,6 +143,23 @@ pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() ->
     wait_for(deadline, what, || condition().then_some(()));
 }
 
+/// A fresh temporary directory for a host, whose `plugins/` folder holds the named fixture
+/// components; tests may add more files before [`Host::start_in`].
+pub fn host_dir(plugins: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("handler-host-e2e-")
+        .tempdir()
+        .expect("creating a temporary directory");
+    let plugins_dir = dir.path().join("plugins");
+    fs::create_dir(&plugins_dir).expect("creating the plugins folder");
+    for name in plugins {
+        let from = component(name);
+        fs::copy(&from, plugins_dir.join(format!("{name}.wasm")))
+            .unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
+    }
+    dir
+}
+
 /// An HTTP answer of the host.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -189,18 +209,7 @@ impl Host {
     /// Starts a host whose plugins folder holds the named fixture components, on a fresh
     /// database, with `extra_args` appended to `host run`.
     pub fn start(plugins: &[&str], extra_args: &[&str]) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("handler-host-e2e-")
-            .tempdir()
-            .expect("creating a temporary directory");
-        let plugins_dir = dir.path().join("plugins");
-        fs::create_dir(&plugins_dir).expect("creating the plugins folder");
-        for name in plugins {
-            let from = component(name);
-            fs::copy(&from, plugins_dir.join(format!("{name}.wasm")))
-                .unwrap_or_else(|e| panic!("copying {}: {e}", from.display()));
-        }
-        Self::start_in(dir, extra_args, &[])
+        Self::start_in(host_dir(plugins), extra_args, &[])
     }
 
     /// Starts a host on `dir`, whose `plugins/` folder the caller has filled, with the
@@ -215,10 +224,11 @@ impl Host {
     /// Starts a second host process on the same plugins folder and database as `self`,
     /// logging to its own file.
     pub fn start_beside(&self, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
-        let log = self.dir.path().join(format!(
-            "host-{}.log",
-            fs::read_dir(self.dir.path()).map_or(0, |d| d.count())
-        ));
+        static NEXT: AtomicUsize = AtomicUsize::new(2);
+        let log = self
+            .dir
+            .path()
+            .join(format!("host-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
         let mut host = Self::new(self.dir.clone(), log, extra_args, envs);
         host.spawn();
         host
@@ -247,9 +257,9 @@ impl Host {
         }
     }
 
-    /// The temporary directory of this host (plugins folder, database, logs).
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
+    /// The `--plugins` folder of this host.
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
     }
 
     /// The `--database-url` of this host.
@@ -268,12 +278,14 @@ impl Host {
         command
             .arg("run")
             .arg("--plugins")
-            .arg(self.dir.path().join("plugins"))
+            .arg(self.plugins_dir())
             .arg("--database-url")
             .arg(self.database_url())
             .args(["--listen", "127.0.0.1:0", "--no-build"])
             .args(&self.args)
             .current_dir(self.dir.path())
+            // Plain text logs: tests search them, people read them after a failure.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -303,16 +315,16 @@ impl Host {
                     .as_mut()
                     .and_then(|c| c.try_wait().ok().flatten());
                 self.stop();
+                // Dropping the host during the panic prints its log.
                 panic!(
-                    "the host did not print `{LISTENING_PREFIX}…` ({}); its log:\n{}",
+                    "the host did not print `{LISTENING_PREFIX}…`: {}",
                     match (error, exit) {
                         (_, Some(status)) => format!("it exited with {status}"),
                         (mpsc::RecvTimeoutError::Timeout, None) =>
                             format!("still silent after {STARTUP_DEADLINE:?}"),
                         (mpsc::RecvTimeoutError::Disconnected, None) =>
                             "it closed stdout".to_owned(),
-                    },
-                    self.log_text()
+                    }
                 );
             }
         }
@@ -378,7 +390,11 @@ impl Host {
 
     /// `POST /commands/{kind}` with `payload` as the body.
     pub fn command(&self, kind: &str, payload: Value) -> Answer {
-        self.post(&format!("/commands/{kind}"), payload.to_string().into(), &[])
+        self.post(
+            &format!("/commands/{kind}"),
+            payload.to_string().into(),
+            &[],
+        )
     }
 
     /// `POST /commands/{kind}` with an `Idempotency-Key`.
@@ -464,6 +480,20 @@ impl Host {
         self.cli(&["bus", "replay", &id.to_string()]);
     }
 
+    /// Waits until the `order-summary` projection shows `order_id` at `status` ("placed",
+    /// "reserved" or "rejected") and returns the summary.
+    pub fn summary_when(&self, order_id: &str, status: &str, deadline: Duration) -> Value {
+        wait_for(
+            deadline,
+            &format!("order {order_id} to be {status} in order.summary"),
+            || {
+                let answer =
+                    self.query("order.summary", serde_json::json!({ "order_id": order_id }));
+                (answer.status == 200 && answer.body["status"] == status).then_some(answer.body)
+            },
+        )
+    }
+
     /// A connection to this host's database, for checking what was committed.
     pub fn db(&self) -> Db {
         Db::open(&self.database_url())
@@ -489,8 +519,8 @@ impl Drop for Host {
     }
 }
 
-/// Read access to a host's SQLite database (the host may be running: WAL lets us read beside
-/// its writer).
+/// Read-only access to a host's SQLite database, for checking what was committed. The host
+/// may be running: WAL lets readers work beside its writer.
 pub struct Db {
     runtime: tokio::runtime::Runtime,
     pool: sqlx::SqlitePool,
@@ -505,6 +535,7 @@ impl Db {
             .expect("building a tokio runtime");
         let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
             .expect("a SQLite URL")
+            .read_only(true)
             .busy_timeout(Duration::from_secs(10));
         let pool = runtime
             .block_on(

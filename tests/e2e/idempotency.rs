@@ -1,7 +1,7 @@
 //! `Idempotency-Key`: the first answer (success or rejection) is stored and replayed, the
 //! handler never runs twice for one key, and a key reused for another request is refused.
 
-use crate::harness::{DEMO, EVENTUALLY, Host, ORDERS, wait_until};
+use crate::harness::{DEMO, EVENTUALLY, Host, ORDERS};
 use serde_json::json;
 use std::sync::{Arc, Barrier};
 
@@ -22,12 +22,13 @@ fn same_key_replays_the_first_answer_and_runs_the_handler_once() {
     let second = host.command_with_key("order.place", order.clone(), "key-1");
     assert_eq!(second.status, 200, "{second:?}");
     assert_eq!(second.body, first.body);
-    assert!(second.replayed(), "the second answer must be marked as replayed");
+    assert!(
+        second.replayed(),
+        "the second answer must be marked as replayed"
+    );
 
     assert_eq!(db.scalar(PLACED_COUNT, &["o-1"]), 1);
-    wait_until(EVENTUALLY, "o-1 to be reserved", || {
-        host.query("order.summary", json!({ "order_id": "o-1" })).body["status"] == "reserved"
-    });
+    host.summary_when("o-1", "reserved", EVENTUALLY);
     assert_eq!(
         host.query_ok("stock.get", json!({ "sku": "widget" }))["available"],
         8,
@@ -58,10 +59,8 @@ fn a_rejection_is_replayed_too() {
     assert_eq!(second.body, first.body);
     assert!(second.replayed(), "the stored rejection must be replayed");
     assert_eq!(
-        host.db().scalar(
-            "SELECT status FROM idempotency WHERE key = ?",
-            &["key-r"]
-        ),
+        host.db()
+            .scalar("SELECT status FROM idempotency WHERE key = ?", &["key-r"]),
         422
     );
 }
@@ -88,9 +87,15 @@ fn concurrent_requests_with_one_key_run_the_handler_once() {
 
     for answer in &answers {
         assert_eq!(answer.status, 200, "{answer:?}");
-        assert_eq!(answer.body, json!({ "order_id": "o-c", "status": "placed" }));
+        assert_eq!(
+            answer.body,
+            json!({ "order_id": "o-c", "status": "placed" })
+        );
     }
     let fresh = answers.iter().filter(|a| !a.replayed()).count();
-    assert_eq!(fresh, 1, "exactly one caller ran the handler; the others replayed");
+    assert_eq!(
+        fresh, 1,
+        "exactly one caller ran the handler; the others replayed"
+    );
     assert_eq!(host.db().scalar(PLACED_COUNT, &["o-c"]), 1);
 }

@@ -5,6 +5,7 @@
 //! built once per run by [`harness`]. One file per guarantee:
 //!
 //! - `demo`: the order flow of the README across three plugins.
+//! - `cli`: `host send` beside a running host shares its database and idempotency keys.
 //! - `commands`: how a command's failures answer, and that a failed unit of work writes nothing.
 //! - `idempotency`: keys replay the first answer and never run a handler twice.
 //! - `traps`: a trapping handler is classified, leaves nothing behind, and the host serves on.
@@ -15,6 +16,7 @@
 
 mod harness;
 
+mod cli;
 mod commands;
 mod crash;
 mod demo;

@@ -6,7 +6,7 @@
 //! scan the same queue and wake for the same retry time, so they run the same delivery at the
 //! same moment. Each run counts the order in `flaky`'s state; the count must end at one.
 
-use crate::harness::{EVENTUALLY, FLAKY, Host, ORDERS, wait_until};
+use crate::harness::{EVENTUALLY, FLAKY, Host, ORDERS, host_dir, wait_until};
 use serde_json::json;
 
 const ORDERS_PLACED: usize = 20;
@@ -30,19 +30,7 @@ const FLAKY_NOT_DONE: &str =
 
 #[test]
 fn concurrent_redelivery_commits_effects_once() {
-    let dir = tempfile::Builder::new()
-        .prefix("handler-host-e2e-")
-        .tempdir()
-        .expect("creating a temporary directory");
-    std::fs::create_dir(dir.path().join("plugins")).expect("creating the plugins folder");
-    for name in [ORDERS, FLAKY] {
-        std::fs::copy(
-            crate::harness::component(name),
-            dir.path().join(format!("plugins/{name}.wasm")),
-        )
-        .expect("copying a component");
-    }
-    let mut first = Host::start_in(dir, RETRY, &[DISPATCH_LOG]);
+    let mut first = Host::start_in(host_dir(&[ORDERS, FLAKY]), RETRY, &[DISPATCH_LOG]);
     let mut second = first.start_beside(RETRY, &[DISPATCH_LOG]);
     let db = first.db();
 
@@ -56,12 +44,16 @@ fn concurrent_redelivery_commits_effects_once() {
             json!({ "order_id": order_id, "sku": "widget", "qty": 1 }),
         );
     }
-    wait_until(EVENTUALLY, "every flaky delivery to have failed once", || {
-        db.scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE subscriber = 'flaky' AND attempts >= 1",
-            &[],
-        ) == ORDERS_PLACED as i64
-    });
+    wait_until(
+        EVENTUALLY,
+        "every flaky delivery to have failed once",
+        || {
+            db.scalar(
+                "SELECT COUNT(*) FROM deliveries WHERE subscriber = 'flaky' AND attempts >= 1",
+                &[],
+            ) == ORDERS_PLACED as i64
+        },
+    );
     // Only runs after the switch are counted: those are the ones whose effects could double.
     let logged_before = [first.log_text().len(), second.log_text().len()];
 
@@ -73,7 +65,13 @@ fn concurrent_redelivery_commits_effects_once() {
     let duplicates: usize = [&first, &second]
         .iter()
         .zip(logged_before)
-        .map(|(host, from)| host.log_text().get(from..).unwrap_or_default().matches(DUPLICATE_RUN).count())
+        .map(|(host, from)| {
+            host.log_text()
+                .get(from..)
+                .unwrap_or_default()
+                .matches(DUPLICATE_RUN)
+                .count()
+        })
         .sum();
     for order_id in &order_ids {
         assert_eq!(
@@ -84,7 +82,8 @@ fn concurrent_redelivery_commits_effects_once() {
     }
     assert!(
         duplicates > 0,
-        "no delivery ran twice, so this test proved nothing: look at the dispatcher timing"
+        "no delivery ran twice, so this test proved nothing: did the dispatcher's timing \
+         change, or its debug line `delivery finished … {DUPLICATE_RUN}`?"
     );
 
     // A crash of both and a restart find nothing left to do and change nothing.
