@@ -1,12 +1,14 @@
-//! The `host` command line: `run`, `build`, `send` and `bus`.
+//! The `host` command line: `run`, `build`, `send`, `bench` and `bus`.
 
 use crate::committer::Committer;
-use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DispatchConfig, Limits};
+use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DispatchConfig};
 use crate::dispatcher;
+use crate::error::ErrorClass;
 use crate::executor::{Executor, Reply, Request};
 use crate::http::{self, AppState};
+use crate::maintenance;
+use crate::policy::{ConfigError, HostConfig, PluginPolicy};
 use crate::registry::{BuildPolicy, Registry};
-use crate::retry::RetryPolicy;
 use crate::sandbox::Sandbox;
 use crate::store::{DeliveryFilter, DeliveryStatus, DeliveryView, Store};
 use anyhow::{Context, bail};
@@ -38,6 +40,8 @@ pub enum Command {
     },
     /// Run one command in-process against the database and print its answer.
     Send(SendArgs),
+    /// Measure throughput and latency against raw SQLite and raw wasmtime baselines.
+    Bench(crate::bench::BenchArgs),
     /// Inspect and repair the delivery queue and the dead-letter queue.
     Bus {
         #[command(subcommand)]
@@ -76,59 +80,110 @@ pub struct RunArgs {
     /// Print the effective configuration as JSON and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Token the admin endpoints require (header `X-Admin-Token`). Required when --listen is
+    /// not a loopback address: without it the host refuses to start.
+    #[arg(long, env = "HOST_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Time a client has to send a request body, in milliseconds; then it gets a 408.
+    #[arg(long, default_value_t = http::Ingress::DEFAULT.body_read_timeout.as_millis() as u64)]
+    pub body_read_timeout_ms: u64,
 }
 
-/// Limits and retry policy; defaults come from [`Limits::DEFAULT`] and [`RetryPolicy::DEFAULT`].
+/// The host config file and the command-line overrides of its `[defaults]`. Built-in
+/// defaults come from [`PluginPolicy::DEFAULT`]; the file's `[defaults]` override them, these
+/// flags override the file's `[defaults]`, and `[plugins.NAME]` sections override all three
+/// for their plugin.
 #[derive(Debug, Args)]
 pub struct Tuning {
-    /// Wall-clock budget of one handler call, in milliseconds.
-    #[arg(long, default_value_t = Limits::DEFAULT.call_deadline.as_millis() as u64)]
-    pub call_deadline_ms: u64,
-    /// Cap on a plugin's linear memory, in MiB.
-    #[arg(long, default_value_t = Limits::DEFAULT.memory_bytes >> 20)]
-    pub memory_mib: usize,
-    /// Attempts per delivery before it is dead-lettered.
-    #[arg(long, default_value_t = RetryPolicy::DEFAULT.max_attempts)]
-    pub max_attempts: u32,
-    /// Delay before the first retry, in milliseconds.
-    #[arg(long, default_value_t = RetryPolicy::DEFAULT.initial_delay.as_millis() as u64)]
-    pub retry_initial_ms: u64,
-    /// Longest delay between retries, in milliseconds.
-    #[arg(long, default_value_t = RetryPolicy::DEFAULT.max_delay.as_millis() as u64)]
-    pub retry_max_ms: u64,
-    /// How long an idempotency key's outcome is kept and replayed, in seconds.
-    #[arg(long, default_value_t = crate::config::DEFAULT_IDEMPOTENCY_TTL.as_secs())]
-    pub idempotency_ttl_secs: u64,
+    /// Host config file (TOML): per-plugin retry, ordering, deadline and memory; idempotency
+    /// key lifetimes; retention. See `docs/guarantees.md` and `host::policy`.
+    #[arg(long, env = "HOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Wall-clock budget of one handler call, in milliseconds [default: 5000].
+    #[arg(long)]
+    pub call_deadline_ms: Option<u64>,
+    /// Cap on a plugin's linear memory, in MiB [default: 64].
+    #[arg(long)]
+    pub memory_mib: Option<usize>,
+    /// Attempts per delivery before it is dead-lettered [default: 5].
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Delay before the first retry, in milliseconds [default: 200].
+    #[arg(long)]
+    pub retry_initial_ms: Option<u64>,
+    /// Longest delay between retries, in milliseconds [default: 30000].
+    #[arg(long)]
+    pub retry_max_ms: Option<u64>,
+    /// How long an idempotency key's outcome is kept and replayed, in seconds [default: 86400].
+    #[arg(long)]
+    pub idempotency_ttl_secs: Option<u64>,
 }
 
 impl Tuning {
-    fn limits(&self) -> anyhow::Result<Limits> {
-        if self.call_deadline_ms == 0 || self.memory_mib == 0 {
-            bail!("--call-deadline-ms and --memory-mib must be greater than 0");
+    /// The resolved configuration: the file (if any) with these flags applied to its
+    /// `[defaults]`.
+    fn host_config(&self) -> anyhow::Result<HostConfig> {
+        let flags = |defaults: &mut PluginPolicy| -> Result<(), ConfigError> {
+            let flag = |name: &str, message: &str| ConfigError {
+                key: format!("--{name}"),
+                message: message.to_owned(),
+            };
+            if let Some(ms) = self.call_deadline_ms {
+                if ms == 0 {
+                    return Err(flag("call-deadline-ms", "must be greater than 0"));
+                }
+                defaults.limits.call_deadline = Duration::from_millis(ms);
+            }
+            if let Some(mib) = self.memory_mib {
+                if mib == 0 || mib as u64 > crate::policy::MAX_MEMORY_MIB {
+                    return Err(flag("memory-mib", "must be between 1 and 4096"));
+                }
+                defaults.limits.memory_bytes = mib << 20;
+            }
+            if let Some(attempts) = self.max_attempts {
+                defaults.retry.max_attempts = attempts;
+            }
+            if let Some(ms) = self.retry_initial_ms {
+                defaults.retry.initial_delay = Duration::from_millis(ms);
+            }
+            if let Some(ms) = self.retry_max_ms {
+                defaults.retry.max_delay = Duration::from_millis(ms);
+            }
+            Ok(())
+        };
+        let mut config = match &self.config {
+            Some(path) => HostConfig::load(path, flags)?,
+            None => HostConfig::without_file(flags)?,
+        };
+        if let Some(secs) = self.idempotency_ttl_secs {
+            if secs == 0 {
+                bail!("--idempotency-ttl-secs must be greater than 0");
+            }
+            config.idempotency.ttl = Duration::from_secs(secs);
         }
-        Ok(Limits {
-            call_deadline: Duration::from_millis(self.call_deadline_ms),
-            memory_bytes: self.memory_mib << 20,
-            ..Limits::DEFAULT
-        })
+        Ok(config)
     }
+}
 
-    fn dispatch(&self) -> anyhow::Result<DispatchConfig> {
-        if self.max_attempts == 0 {
-            bail!("--max-attempts must be at least 1");
-        }
-        if self.retry_initial_ms > self.retry_max_ms {
-            bail!("--retry-initial-ms must not exceed --retry-max-ms");
-        }
-        let retry = RetryPolicy::DEFAULT
-            .max_attempts(self.max_attempts)
-            .initial_delay(Duration::from_millis(self.retry_initial_ms))
-            .max_delay(Duration::from_millis(self.retry_max_ms));
-        Ok(DispatchConfig {
-            retry,
-            ..DispatchConfig::DEFAULT
-        })
-    }
+/// The sandbox with each configured plugin's own limits.
+fn sandbox_for(config: &HostConfig) -> anyhow::Result<Arc<Sandbox>> {
+    let plugin_limits = config
+        .plugins
+        .iter()
+        .map(|(name, policy)| (name.clone(), policy.limits))
+        .collect();
+    Sandbox::with_plugin_limits(config.defaults.limits, plugin_limits)
+}
+
+/// The executor with the configured idempotency key lifetimes.
+fn executor_for(
+    config: &HostConfig,
+    registry: Registry,
+    store: Store,
+    committer: Committer,
+) -> Executor {
+    Executor::new(Arc::new(registry), store, committer, config.idempotency.ttl)
+        .with_idempotency_ttls(config.idempotency.ttl_by_kind.clone())
 }
 
 #[derive(Debug, Args)]
@@ -156,24 +211,96 @@ pub enum BusCommand {
     List {
         /// Which deliveries: waiting to run, dead-lettered, completed, or all.
         #[arg(long = "type", value_enum, default_value_t = ListType::Pending)]
-        kind: ListType,
+        which: ListType,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// Only this subscriber's deliveries.
-        #[arg(long)]
-        subscriber: Option<String>,
+        #[command(flatten)]
+        filter: BusFilter,
         #[arg(long)]
         limit: Option<u32>,
         #[command(flatten)]
         database: DatabaseArg,
     },
-    /// Put a dead-lettered delivery back in the queue with its attempts reset.
-    Replay {
+    /// Show one delivery: its whole envelope, attempts, first and last failure, last error and
+    /// the plugin version that handled it (JSON).
+    Show {
         /// The delivery id (the `id` column of `bus list`).
         id: i64,
         #[command(flatten)]
         database: DatabaseArg,
     },
+    /// Put dead-lettered deliveries back in the queue with their attempts reset: one by id,
+    /// or `--all` that match the filters. Replaying the letter that holds back a strict key
+    /// releases the key.
+    Replay {
+        /// The delivery id (the `id` column of `bus list`).
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Every dead letter matching the filters.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: BusFilter,
+        /// Print what would be replayed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Delete the dead letters matching the filters. Refuses without `--force`, saying how
+    /// many would go. A purged letter no longer holds back its key.
+    Purge {
+        #[command(flatten)]
+        filter: BusFilter,
+        /// Really delete them.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Counts of deliveries by status, and of failed ones by error class.
+    Stats {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+}
+
+/// Which deliveries a bus command applies to.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BusFilter {
+    /// Only this subscriber's (plugin's) deliveries.
+    #[arg(long, visible_alias = "plugin")]
+    pub subscriber: Option<String>,
+    /// Only messages of this kind; `*` matches any run of characters (`order.*`).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only deliveries whose last error has this class (`retryable`, `permanent`, `deadline`,
+    /// `memory_limit`, `stack_overflow`, `panic`, `trap`, `host`, `rejected`).
+    #[arg(long)]
+    pub error_class: Option<String>,
+}
+
+impl BusFilter {
+    fn to_filter(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: Option<u32>,
+    ) -> anyhow::Result<DeliveryFilter> {
+        if let Some(class) = &self.error_class
+            && ErrorClass::parse(class).is_none()
+        {
+            bail!("--error-class `{class}` is not an error class (see `host bus list --help`)");
+        }
+        Ok(DeliveryFilter {
+            status,
+            subscriber: self.subscriber.clone(),
+            kind: self.kind.clone(),
+            error_class: self.error_class.clone(),
+            limit,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -199,28 +326,31 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => run(args).await,
         Command::Build { plugins } => build(plugins).await,
         Command::Send(args) => send(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
         Command::Bus { command } => bus(command).await,
     }
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let limits = args.tuning.limits()?;
-    let dispatch = args.tuning.dispatch()?;
+    let config = Arc::new(args.tuning.host_config()?);
+    let dispatch = DispatchConfig::DEFAULT;
     if args.print_config {
-        let config = serde_json::json!({
-            "plugins": args.plugins.plugins, "database_url": args.database.database_url,
-            "listen": args.listen, "build": !args.no_build, "limits": limits,
-            "dispatch": dispatch,
-            "retry": {
-                "initial_delay_ms": dispatch.retry.initial_delay.as_millis() as u64,
-                "multiplier": dispatch.retry.multiplier,
-                "max_delay_ms": dispatch.retry.max_delay.as_millis() as u64,
-                "max_attempts": dispatch.retry.max_attempts, "jitter": dispatch.retry.jitter,
-            },
-            "idempotency_ttl_secs": args.tuning.idempotency_ttl_secs,
-        });
-        println!("{}", serde_json::to_string_pretty(&config)?);
+        let mut effective = config.to_json(&[]);
+        effective["plugins_dir"] = serde_json::json!(args.plugins.plugins);
+        effective["database_url"] = serde_json::json!(args.database.database_url);
+        effective["listen"] = serde_json::json!(args.listen);
+        effective["build"] = serde_json::json!(!args.no_build);
+        effective["admin_token"] = serde_json::json!(args.admin_token.as_ref().map(|_| "(set)"));
+        effective["body_read_timeout_ms"] = serde_json::json!(args.body_read_timeout_ms);
+        effective["dispatch"] = serde_json::to_value(dispatch)?;
+        println!("{}", serde_json::to_string_pretty(&effective)?);
         return Ok(());
+    }
+    if let Some(point) = crate::fault::armed().map_err(anyhow::Error::msg)? {
+        tracing::warn!(
+            "fault injection armed: the process aborts at `{}`",
+            point.as_str()
+        );
     }
     let policy = if args.no_build {
         BuildPolicy::LoadOnly
@@ -228,33 +358,49 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         BuildPolicy::BuildStale
     };
     let store = Store::open(&args.database.database_url).await?;
-    let sandbox = Sandbox::new(limits)?;
+    let sandbox = sandbox_for(&config)?;
     let (registry, load_errors) =
         Registry::load_dir(&sandbox, &args.plugins.plugins, policy).await?;
+    for name in config.plugins.keys() {
+        if registry.plugin(name).is_none() {
+            tracing::warn!(
+                "the host config has a section [plugins.{name}] but no plugin `{name}` is loaded"
+            );
+        }
+    }
     let wake = Arc::new(Notify::new());
     let committer = Committer::spawn(store.clone(), wake.clone());
-    let ttl = Duration::from_secs(args.tuning.idempotency_ttl_secs);
-    let executor = Arc::new(Executor::new(
-        Arc::new(registry),
-        store.clone(),
-        committer,
-        ttl,
-    ));
+    let executor = Arc::new(executor_for(&config, registry, store.clone(), committer));
     // Deliveries committed before a crash or by another process are found by the first scan.
     wake.notify_one();
-    dispatcher::spawn(executor.clone(), store, dispatch, wake);
+    dispatcher::spawn(
+        executor.clone(),
+        store.clone(),
+        dispatch,
+        config.clone(),
+        wake,
+    );
+    maintenance::spawn(store, config.retention);
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let address = listener.local_addr()?;
+    http::check_exposure(&address, args.admin_token.as_deref())?;
     tracing::info!(%address, plugins = executor.registry().names().len(), "serving");
     // A machine-readable line on stdout for scripts and tests that wait for readiness.
     println!("host listening on http://{address}");
-    let app = http::router(AppState {
-        executor,
-        load_errors: Arc::new(load_errors),
-    });
+    let ingress = http::Ingress {
+        body_read_timeout: Duration::from_millis(args.body_read_timeout_ms.max(1)),
+        admin_token: args.admin_token.as_deref().map(Arc::from),
+    };
+    let app = http::router_with(
+        AppState {
+            executor,
+            load_errors: Arc::new(load_errors),
+        },
+        ingress,
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -295,13 +441,13 @@ async fn build(plugins: PluginsArg) -> anyhow::Result<()> {
 }
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let config = args.tuning.host_config()?;
     let store = Store::open(&args.database.database_url).await?;
-    let sandbox = Sandbox::new(args.tuning.limits()?)?;
+    let sandbox = sandbox_for(&config)?;
     let (registry, _) =
         Registry::load_dir(&sandbox, &args.plugins.plugins, BuildPolicy::BuildStale).await?;
     let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
-    let ttl = Duration::from_secs(args.tuning.idempotency_ttl_secs);
-    let executor = Executor::new(Arc::new(registry), store, committer, ttl);
+    let executor = executor_for(&config, registry, store, committer);
     let request = Request {
         kind: args.kind,
         payload: args.payload.into_bytes(),
@@ -330,25 +476,21 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
 async fn bus(command: BusCommand) -> anyhow::Result<()> {
     match command {
         BusCommand::List {
-            kind,
+            which,
             format,
-            subscriber,
+            filter,
             limit,
             database,
         } => {
             let store = Store::open(&database.database_url).await?;
-            let status = match kind {
+            let status = match which {
                 ListType::Pending => Some(DeliveryStatus::Pending),
                 ListType::Dlq => Some(DeliveryStatus::Dead),
                 ListType::Done => Some(DeliveryStatus::Done),
                 ListType::All => None,
             };
             let rows = store
-                .list_deliveries(&DeliveryFilter {
-                    status,
-                    subscriber,
-                    limit,
-                })
+                .list_deliveries(&filter.to_filter(status, limit)?)
                 .await?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
@@ -356,14 +498,99 @@ async fn bus(command: BusCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BusCommand::Replay { id, database } => {
+        BusCommand::Show { id, database } => {
             let store = Store::open(&database.database_url).await?;
-            if !store.replay(id).await? {
-                bail!("no dead-lettered delivery with id {id} (see `host bus list --type dlq`)");
+            let Some(delivery) = store.delivery(id).await? else {
+                bail!("no delivery with id {id} (see `host bus list --type all`)");
+            };
+            println!("{}", serde_json::to_string_pretty(&delivery)?);
+            Ok(())
+        }
+        BusCommand::Replay {
+            id,
+            all,
+            filter,
+            dry_run,
+            database,
+        } => {
+            let store = Store::open(&database.database_url).await?;
+            if !all {
+                let id = id.expect("clap requires an id without --all");
+                if dry_run {
+                    let dead = store
+                        .delivery(id)
+                        .await?
+                        .is_some_and(|d| d.view.status == DeliveryStatus::Dead);
+                    if !dead {
+                        bail!(
+                            "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
+                        );
+                    }
+                    println!("would replay 1 dead-lettered deliveries: [{id}]");
+                    return Ok(());
+                }
+                if !store.replay(id).await? {
+                    bail!(
+                        "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
+                    );
+                }
+                println!(
+                    "delivery {id} is queued again; a running host delivers it within its poll interval"
+                );
+                return Ok(());
             }
-            println!(
-                "delivery {id} is queued again; a running host delivers it within its poll interval"
-            );
+            let ids = store
+                .replay_matching(&filter.to_filter(None, None)?, dry_run)
+                .await?;
+            let verb = if dry_run { "would replay" } else { "replayed" };
+            println!("{verb} {} dead-lettered deliveries: {ids:?}", ids.len());
+            Ok(())
+        }
+        BusCommand::Purge {
+            filter,
+            force,
+            database,
+        } => {
+            let store = Store::open(&database.database_url).await?;
+            let filter = filter.to_filter(None, None)?;
+            if !force {
+                let ids = store.purge_matching(&filter, true).await?;
+                if ids.is_empty() {
+                    println!("no dead-lettered deliveries match: nothing to purge");
+                    return Ok(());
+                }
+                bail!(
+                    "refusing to purge without --force: {} dead-lettered deliveries would be deleted: {ids:?}",
+                    ids.len()
+                );
+            }
+            let ids = store.purge_matching(&filter, false).await?;
+            println!("purged {} dead-lettered deliveries: {ids:?}", ids.len());
+            Ok(())
+        }
+        BusCommand::Stats { format, database } => {
+            let store = Store::open(&database.database_url).await?;
+            let stats = store.stats().await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
+                Format::Table => {
+                    let mut t = comfy_table::Table::new();
+                    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+                        .set_header(["status", "count"]);
+                    for (status, n) in &stats.by_status {
+                        t.add_row([status.clone(), n.to_string()]);
+                    }
+                    println!("{t}");
+                    let mut t = comfy_table::Table::new();
+                    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+                        .set_header(["error class", "dead", "retrying"]);
+                    for (class, counts) in &stats.by_error_class {
+                        let n = |s: &str| counts.get(s).copied().unwrap_or(0).to_string();
+                        t.add_row([class.clone(), n("dead"), n("pending")]);
+                    }
+                    println!("{t}");
+                }
+            }
             Ok(())
         }
     }

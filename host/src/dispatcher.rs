@@ -3,10 +3,13 @@
 //! Woken by every commit (and by a slow poll, for work written by other processes), it scans
 //! for due deliveries and runs them concurrently — but never two of the same subscriber and
 //! partition key at once, and never one whose key has an earlier unfinished delivery, so each
-//! subscriber sees a key's messages in commit order.
+//! subscriber sees a key's messages in commit order. Each subscriber's deliveries follow its
+//! own [`crate::policy::PluginPolicy`]: retry schedule, dead-letter classes, and whether a
+//! failing message holds back its key (`strict`) or is parked so the key moves on (`skip`).
 
 use crate::config::DispatchConfig;
 use crate::executor::{Delivered, Executor};
+use crate::policy::{HostConfig, Ordering};
 use crate::store::{Store, now_ms};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -28,17 +31,29 @@ pub fn spawn(
     executor: Arc<Executor>,
     store: Store,
     config: DispatchConfig,
+    policies: Arc<HostConfig>,
     wake: Arc<Notify>,
 ) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(executor, store, config, wake))
+    tokio::spawn(run(executor, store, config, policies, wake))
 }
 
-async fn run(executor: Arc<Executor>, store: Store, config: DispatchConfig, wake: Arc<Notify>) {
+async fn run(
+    executor: Arc<Executor>,
+    store: Store,
+    config: DispatchConfig,
+    policies: Arc<HostConfig>,
+    wake: Arc<Notify>,
+) {
     let in_flight = Arc::new(Mutex::new(InFlight::default()));
     let slots = Arc::new(Semaphore::new(config.concurrency));
     loop {
         let subscribers = executor.registry().names();
-        match store.due_deliveries(&subscribers, SCAN_LIMIT).await {
+        let skip: Vec<String> = subscribers
+            .iter()
+            .filter(|name| policies.policy(name).ordering == Ordering::Skip)
+            .cloned()
+            .collect();
+        match store.due_deliveries(&subscribers, &skip, SCAN_LIMIT).await {
             Ok(due) => {
                 for delivery in due {
                     let key = delivery
@@ -59,14 +74,14 @@ async fn run(executor: Arc<Executor>, store: Store, config: DispatchConfig, wake
                         if let Some(k) = &key {
                             running.keys.insert(k.clone());
                         }
-                        let (executor, in_flight, wake, retry) = (
+                        let (executor, in_flight, wake, policy) = (
                             executor.clone(),
                             in_flight.clone(),
                             wake.clone(),
-                            config.retry,
+                            *policies.policy(&delivery.subscriber),
                         );
                         tokio::spawn(async move {
-                            let outcome = executor.deliver(&delivery, &retry).await;
+                            let outcome = executor.deliver(&delivery, &policy).await;
                             tracing::debug!(
                                 delivery = delivery.delivery_id,
                                 ?outcome,

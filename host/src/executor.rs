@@ -5,8 +5,9 @@
 use crate::bindings::Envelope;
 use crate::committer::Committer;
 use crate::error::{ErrorClass, HandlerFailure, error_body};
+use crate::fault::{self, FaultPoint};
+use crate::policy::PluginPolicy;
 use crate::registry::Registry;
-use crate::retry::RetryPolicy;
 use crate::store::{
     Applied, DeliveryFate, DueDelivery, IdempotencyRecord, OutboxEvent, StateChanges, Store, Write,
     now_ms,
@@ -109,6 +110,8 @@ pub struct Executor {
     store: Store,
     committer: Committer,
     idempotency_ttl: Duration,
+    /// Overrides of `idempotency_ttl` by command kind.
+    idempotency_ttl_by_kind: HashMap<String, Duration>,
     /// One lock per idempotency key in use, so a concurrent duplicate waits for the first
     /// and then replays its outcome instead of running the handler again.
     key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -126,12 +129,26 @@ impl Executor {
             store,
             committer,
             idempotency_ttl,
+            idempotency_ttl_by_kind: HashMap::new(),
             key_locks: Mutex::default(),
         }
     }
 
+    /// Gives the idempotency keys of the named command kinds their own lifetime.
+    pub fn with_idempotency_ttls(
+        mut self,
+        by_kind: impl IntoIterator<Item = (String, Duration)>,
+    ) -> Self {
+        self.idempotency_ttl_by_kind = by_kind.into_iter().collect();
+        self
+    }
+
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    pub(crate) fn committer(&self) -> &Committer {
+        &self.committer
     }
 
     /// Runs a command and commits its effects.
@@ -296,8 +313,9 @@ impl Executor {
     }
 
     /// Runs one delivery: the subscriber's effects commit together with its inbox mark, or
-    /// the failure is recorded with its retry time or as dead.
-    pub async fn deliver(&self, due: &DueDelivery, retry: &RetryPolicy) -> Delivered {
+    /// the failure is recorded with its retry time or as dead, by the subscriber's `policy`.
+    pub async fn deliver(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
+        let retry = &policy.retry;
         let Some(plugin) = self.registry.plugin(&due.subscriber) else {
             return Delivered::NotRecorded;
         };
@@ -327,6 +345,7 @@ impl Executor {
                         .finish();
                     let outbox = self.address(&envelope, plugin.name(), emitted);
                     let handled_by = format!("{}@{}", plugin.name(), plugin.version());
+                    fault::hit(FaultPoint::AfterEffects);
                     (
                         Write::Delivered {
                             delivery_id: due.delivery_id,
@@ -339,7 +358,7 @@ impl Executor {
                     )
                 }
                 Err(failure) => {
-                    let fate = if !failure.class.is_retried() || retry.is_exhausted(attempt) {
+                    let fate = if policy.is_dead(failure.class, attempt) {
                         DeliveryFate::Dead
                     } else {
                         let delay = retry.delay(attempt, &mut rand::rng());
@@ -405,7 +424,7 @@ impl Executor {
 
     /// Envelopes the events a handler emitted, as children of `cause`, and addresses each
     /// to the plugins subscribed to its kind now.
-    fn address(
+    pub(crate) fn address(
         &self,
         cause: &Envelope,
         emitted_by: &str,
@@ -441,6 +460,11 @@ impl Executor {
         body: Vec<u8>,
     ) -> IdempotencyRecord {
         let now = now_ms();
+        let ttl = self
+            .idempotency_ttl_by_kind
+            .get(kind)
+            .copied()
+            .unwrap_or(self.idempotency_ttl);
         IdempotencyRecord {
             key: key.to_owned(),
             command_kind: kind.to_owned(),
@@ -448,7 +472,7 @@ impl Executor {
             status,
             body,
             created_at_ms: now,
-            expires_at_ms: now + self.idempotency_ttl.as_millis() as i64,
+            expires_at_ms: now + ttl.as_millis() as i64,
         }
     }
 

@@ -3,28 +3,66 @@
 //! - `POST /commands/{kind}` — body: the JSON payload. Headers: `Idempotency-Key`,
 //!   `Partition-Key`, `Correlation-Id`, `Tenant-Id`, `Actor` (all optional). Answers the
 //!   handler's JSON with 200, or an error (see [`crate::error::error_body`]): 400 bad request,
-//!   404 unknown kind, 413 body too large, 422 rejected or idempotency mismatch, 500 trap or
+//!   404 unknown kind or route, 405 wrong method, 408 body not received in time, 413 body over
+//!   the owning plugin's `payload_in_bytes`, 422 rejected or idempotency mismatch, 500 trap or
 //!   permanent, 503 retryable or host failure. A replayed idempotent answer carries
 //!   `Idempotent-Replayed: true`.
 //! - `POST /queries/{kind}` — the same, read-only.
 //! - `GET /health` — the loaded plugins and the plugins that failed to load.
+//!
+//! Every answer, errors included, is a JSON document. The body is read completely, within
+//! [`Ingress::body_read_timeout`] and the plugin's payload limit, before any handler runs, so
+//! a slow or abandoned client holds a connection but never a plugin instance; once read, the
+//! request runs to its end even if the client goes away, so no half-run command is left
+//! behind. A server bound to a non-loopback address refuses to start without an admin token
+//! ([`check_exposure`]); admin routes are wrapped in [`require_admin_token`].
 
 use crate::error::error_body;
 use crate::executor::{ExecError, Executor, Reply, Request};
 use crate::plugin::LoadError;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-/// Largest request body accepted. Payloads are copied into the guest; a bound keeps one
-/// request from taking the host's memory.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Longest accepted `Idempotency-Key` (and other id-like headers).
 pub const MAX_HEADER_ID_BYTES: usize = 255;
+/// Longest kind echoed back in a 404: the caller's own input, but not an amplifier.
+pub const MAX_ECHOED_KIND_BYTES: usize = 256;
+/// The header carrying the admin token.
+pub const ADMIN_TOKEN_HEADER: &str = "x-admin-token";
+
+/// How the ingress treats its callers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ingress {
+    /// Time a client has to send the whole body once its headers arrived; past it the
+    /// request answers 408 and the connection is freed.
+    pub body_read_timeout: Duration,
+    /// Token required by admin routes; `None` leaves them open, which [`check_exposure`]
+    /// allows only on a loopback address.
+    pub admin_token: Option<Arc<str>>,
+}
+
+impl Ingress {
+    pub const DEFAULT: Self = Self {
+        // A megabyte takes well under a second on any link a host serves; ten seconds is
+        // generous to slow clients without letting one park a request indefinitely.
+        body_read_timeout: Duration::from_secs(10),
+        admin_token: None,
+    };
+}
+
+impl Default for Ingress {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
 
 /// What every handler needs.
 #[derive(Clone)]
@@ -33,29 +71,111 @@ pub struct AppState {
     pub load_errors: Arc<Vec<LoadError>>,
 }
 
-/// The ingress router.
+#[derive(Clone)]
+struct Routed {
+    app: AppState,
+    ingress: Arc<Ingress>,
+}
+
+/// The ingress router with [`Ingress::DEFAULT`].
 pub fn router(state: AppState) -> Router {
+    router_with(state, Ingress::DEFAULT)
+}
+
+/// The ingress router.
+pub fn router_with(state: AppState, ingress: Ingress) -> Router {
     Router::new()
         .route("/commands/{kind}", post(command))
         .route("/queries/{kind}", post(query))
         .route("/health", get(health))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(Routed {
+            app: state,
+            ingress: Arc::new(ingress),
+        })
+}
+
+/// Refuses to serve on an address other machines can reach without an admin token: the
+/// admin surface (replay, purge, …) must not be open to the network.
+///
+/// # Errors
+/// When `listen` is not a loopback address and `admin_token` is `None` or empty.
+pub fn check_exposure(listen: &SocketAddr, admin_token: Option<&str>) -> anyhow::Result<()> {
+    let has_token = admin_token.is_some_and(|t| !t.is_empty());
+    if !listen.ip().is_loopback() && !has_token {
+        anyhow::bail!(
+            "refusing to listen on {listen} without an admin token: another machine could reach \
+             the admin endpoints. Set --admin-token (or HOST_ADMIN_TOKEN), or listen on 127.0.0.1"
+        );
+    }
+    Ok(())
+}
+
+/// Middleware for admin routes: with a token configured, a request must carry it in
+/// [`ADMIN_TOKEN_HEADER`] (or `Authorization: Bearer …`), else it answers 401.
+pub async fn require_admin_token(
+    State(token): State<Option<Arc<str>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if admin_authorized(token.as_deref(), request.headers()) {
+        next.run(request).await
+    } else {
+        json_response(
+            StatusCode::UNAUTHORIZED,
+            error_body(
+                "unauthorized",
+                None,
+                "this admin endpoint needs the admin token in the `X-Admin-Token` header",
+            ),
+        )
+    }
+}
+
+/// Whether `headers` carry `token` (always true when no token is configured).
+fn admin_authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let given = headers
+        .get(ADMIN_TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+        });
+    // Compared in constant time: the comparison must not tell how much of a guess was right.
+    given.is_some_and(|given| {
+        given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
 }
 
 async fn command(
-    State(state): State<AppState>,
-    Path(kind): Path<String>,
+    State(routed): State<Routed>,
+    kind: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let request = match parse_request(kind, &headers, body) {
+    let request = match read_request(&routed, What::Command, kind, &headers, body).await {
         Ok(request) => request,
-        Err(message) => return bad_request(&message),
+        Err(response) => return response,
     };
-    match state.executor.command(&request).await {
-        Ok(Reply::Success(body)) => json_response(StatusCode::OK, body),
-        Ok(Reply::Replayed { status, body }) => {
+    let executor = routed.app.executor.clone();
+    // Run to the end even if the client goes away: a command cancelled halfway would leave
+    // its idempotency key's lock behind.
+    let kind = request.kind.clone();
+    let run = tokio::spawn(async move { executor.command(&request).await });
+    match run.await {
+        Ok(Ok(Reply::Success(body))) => json_response(StatusCode::OK, body),
+        Ok(Ok(Reply::Replayed { status, body })) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
             let mut response = json_response(status, body);
             response
@@ -63,27 +183,149 @@ async fn command(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             response
         }
-        Err(error) => error_response(&request.kind, error),
+        Ok(Err(error)) => error_response(&kind, error),
+        Err(panicked) => host_error(&kind, &panicked),
     }
 }
 
 async fn query(
-    State(state): State<AppState>,
-    Path(kind): Path<String>,
+    State(routed): State<Routed>,
+    kind: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let request = match parse_request(kind, &headers, body) {
+    let request = match read_request(&routed, What::Query, kind, &headers, body).await {
         Ok(request) => request,
-        Err(message) => return bad_request(&message),
+        Err(response) => return response,
     };
-    match state.executor.query(&request).await {
-        Ok(body) => json_response(StatusCode::OK, body),
-        Err(error) => error_response(&request.kind, error),
+    let executor = routed.app.executor.clone();
+    let kind = request.kind.clone();
+    let run = tokio::spawn(async move { executor.query(&request).await });
+    match run.await {
+        Ok(Ok(body)) => json_response(StatusCode::OK, body),
+        Ok(Err(error)) => error_response(&kind, error),
+        Err(panicked) => host_error(&kind, &panicked),
     }
 }
 
-async fn health(State(state): State<AppState>) -> Response {
+#[derive(Clone, Copy)]
+enum What {
+    Command,
+    Query,
+}
+
+/// Routes, checks and reads a request: the kind must be owned, the body must arrive in time,
+/// fit the owner's `payload_in_bytes` and be JSON, and the id headers must be well formed.
+async fn read_request(
+    routed: &Routed,
+    what: What,
+    kind: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Request, Response> {
+    let Ok(Path(kind)) = kind else {
+        return Err(bad_request("the kind in the path is not valid UTF-8"));
+    };
+    let registry = routed.app.executor.registry();
+    let (owner, noun) = match what {
+        What::Command => (registry.command_owner(&kind), "command"),
+        What::Query => (registry.query_owner(&kind), "query"),
+    };
+    let Some(owner) = owner else {
+        // Only the caller's own input is echoed; never the kinds or plugins that exist.
+        let message = if kind.len() > MAX_ECHOED_KIND_BYTES {
+            format!("no plugin handles this {noun} (its kind is longer than any kind)")
+        } else {
+            format!("no plugin handles {noun} `{kind}`")
+        };
+        return Err(json_response(
+            StatusCode::NOT_FOUND,
+            error_body("unknown_kind", None, &message),
+        ));
+    };
+    let limit = owner.limits().payload_in_bytes;
+    let too_large = |size: &dyn std::fmt::Display| {
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            error_body(
+                "payload_too_large",
+                Some(owner.name()),
+                &format!(
+                    "the body of {size} bytes is over the limit `payload_in_bytes` of {limit} bytes of plugin `{}`",
+                    owner.name()
+                ),
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(declared) = declared.filter(|&n| n > limit as u64) {
+        return Err(too_large(&declared));
+    }
+    let read = tokio::time::timeout(
+        routed.ingress.body_read_timeout,
+        axum::body::to_bytes(body, limit),
+    )
+    .await;
+    let body = match read {
+        Ok(Ok(body)) => body,
+        Ok(Err(error)) if is_length_limit(&error) => return Err(too_large(&"more than")),
+        Ok(Err(_)) => return Err(bad_request("the request body could not be read")),
+        Err(_) => {
+            return Err(json_response(
+                StatusCode::REQUEST_TIMEOUT,
+                error_body(
+                    "request_timeout",
+                    None,
+                    &format!(
+                        "the request body did not arrive within {} ms",
+                        routed.ingress.body_read_timeout.as_millis()
+                    ),
+                ),
+            ));
+        }
+    };
+    parse_request(kind, headers, body).map_err(|message| bad_request(&message))
+}
+
+/// Whether reading the body failed on its length limit (rather than on the connection).
+fn is_length_limit(error: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
+}
+
+async fn not_found() -> Response {
+    json_response(
+        StatusCode::NOT_FOUND,
+        error_body(
+            "not_found",
+            None,
+            "no such endpoint: use POST /commands/{kind}, POST /queries/{kind} or GET /health",
+        ),
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    json_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        error_body(
+            "method_not_allowed",
+            None,
+            "wrong method: commands and queries are POST, health is GET",
+        ),
+    )
+}
+
+async fn health(State(routed): State<Routed>) -> Response {
+    let state = &routed.app;
     let plugins: Vec<_> = state
         .executor
         .registry()
@@ -141,6 +383,14 @@ fn bad_request(message: &str) -> Response {
     json_response(
         StatusCode::BAD_REQUEST,
         error_body("bad_request", None, message),
+    )
+}
+
+fn host_error(kind: &str, panicked: &tokio::task::JoinError) -> Response {
+    tracing::error!(kind, "the request task failed: {panicked}");
+    json_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        error_body("host", None, "the host failed while running this request"),
     )
 }
 

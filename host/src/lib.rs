@@ -18,11 +18,17 @@
 //! - [`executor`]: runs commands, queries and event deliveries end to end.
 //! - [`dispatcher`]: the background delivery loop: ordering, retries, dead letters.
 //! - [`retry`]: the retry policy and its backoff.
+//! - [`policy`]: the host config file: per-plugin retry, ordering, limits; idempotency and
+//!   retention lifetimes.
+//! - [`maintenance`]: the background task that deletes expired keys and old delivered rows.
+//! - [`fault`]: test-only crash points (`HOST_FAULT`), inert unless set.
 //! - [`http`]: the HTTP ingress and the JSON error format.
 //! - [`config`]: every tunable, with its default written once.
 //! - [`error`]: the failure classes that decide what happens to a message.
 //! - [`cli`]: the `host` command line.
+//! - [`bench`]: `host bench`, the project measured against its baselines.
 
+pub mod bench;
 pub mod bindings;
 pub mod cli;
 pub mod committer;
@@ -30,9 +36,12 @@ pub mod config;
 pub mod dispatcher;
 pub mod error;
 pub mod executor;
+pub mod fault;
 pub mod http;
+pub mod maintenance;
 pub mod manifest;
 pub mod plugin;
+pub mod policy;
 pub mod registry;
 pub mod retry;
 pub mod sandbox;

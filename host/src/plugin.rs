@@ -4,12 +4,14 @@
 //! [`PluginWorldPre`].
 
 use crate::bindings::{Envelope, HandlerError, PluginInfo, PluginWorldPre};
+use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::sandbox::{GuestState, Sandbox};
 use crate::unit_of_work::UnitOfWork;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 use wasmtime::Store;
 
 /// A plugin that could not be loaded: which file, and why.
@@ -40,6 +42,10 @@ pub struct Plugin {
     source: PathBuf,
     pre: PluginWorldPre<GuestState>,
     sandbox: Arc<Sandbox>,
+    limits: Limits,
+    /// [`Limits::concurrent_calls`] permits: a call waits for one before taking an instance
+    /// slot, so one plugin cannot hold every slot of the engine.
+    calls: Arc<Semaphore>,
 }
 
 /// The result of one call: the handler's outcome, and the unit of work to commit when the
@@ -84,7 +90,10 @@ impl Plugin {
             )
         })?;
         let provisional: Arc<str> = Arc::from(file.display().to_string());
-        let mut store = sandbox.new_store(provisional.clone(), None).await;
+        // The name is not known before `describe`: it runs under the default limits.
+        let mut store = sandbox
+            .new_store(provisional.clone(), None, *sandbox.limits())
+            .await;
         let described = match pre.instantiate_async(&mut store).await {
             Ok(world) => world.call_describe(&mut store).await,
             Err(e) => Err(e),
@@ -95,13 +104,21 @@ impl Plugin {
             LoadError::new(file, format!("`describe` failed: {}", failure.message))
         })?;
         validate_info(&info).map_err(|cause| LoadError::new(file, cause))?;
+        let limits = sandbox.limits_for(&info.name);
         Ok(Self {
             name: Arc::from(info.name.as_str()),
             info,
             source: file.to_owned(),
             pre,
             sandbox: sandbox.clone(),
+            limits,
+            calls: Arc::new(Semaphore::new(limits.concurrent_calls.max(1))),
         })
+    }
+
+    /// The limits every call of this plugin runs under.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn name(&self) -> &str {
@@ -122,67 +139,109 @@ impl Plugin {
         &self.source
     }
 
+    /// Runs `handle-command` on a fresh instance.
     pub async fn handle_command(
         &self,
         command: &Envelope,
         unit_of_work: UnitOfWork,
     ) -> CallResult<Vec<u8>> {
-        let Some((mut store, world)) = self.instantiate(unit_of_work).await else {
-            return self.instantiation_failed();
+        let _turn = self.turn().await;
+        let (mut store, world) = match self.instantiate(command, unit_of_work).await {
+            Ok(instance) => instance,
+            Err(failure) => return failed(failure),
         };
         let result = world.call_handle_command(&mut store, command).await;
-        self.finish(store, result)
+        self.check_reply(self.finish(store, result))
     }
 
+    /// Runs `handle-event` on a fresh instance.
     pub async fn handle_event(&self, event: &Envelope, unit_of_work: UnitOfWork) -> CallResult<()> {
-        let Some((mut store, world)) = self.instantiate(unit_of_work).await else {
-            return self.instantiation_failed();
+        let _turn = self.turn().await;
+        let (mut store, world) = match self.instantiate(event, unit_of_work).await {
+            Ok(instance) => instance,
+            Err(failure) => return failed(failure),
         };
         let result = world.call_handle_event(&mut store, event).await;
         self.finish(store, result)
     }
 
+    /// Runs `handle-query` on a fresh instance.
     pub async fn handle_query(
         &self,
         query: &Envelope,
         unit_of_work: UnitOfWork,
     ) -> CallResult<Vec<u8>> {
-        let Some((mut store, world)) = self.instantiate(unit_of_work).await else {
-            return self.instantiation_failed();
+        let _turn = self.turn().await;
+        let (mut store, world) = match self.instantiate(query, unit_of_work).await {
+            Ok(instance) => instance,
+            Err(failure) => return failed(failure),
         };
         let result = world.call_handle_query(&mut store, query).await;
-        self.finish(store, result)
+        self.check_reply(self.finish(store, result))
     }
 
+    /// Waits for one of this plugin's [`Limits::concurrent_calls`] permits.
+    async fn turn(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.calls
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the call semaphore is never closed")
+    }
+
+    /// A fresh instance for handling `message`, or why there is none: the payload is over
+    /// [`Limits::payload_in_bytes`] (rejected: the input is at fault), or instantiation
+    /// failed (classified like a trap).
     async fn instantiate(
         &self,
+        message: &Envelope,
         unit_of_work: UnitOfWork,
-    ) -> Option<(Store<GuestState>, crate::bindings::PluginWorld)> {
+    ) -> Result<(Store<GuestState>, crate::bindings::PluginWorld), HandlerFailure> {
+        if message.payload.len() > self.limits.payload_in_bytes {
+            return Err(HandlerFailure::new(
+                ErrorClass::Rejected,
+                &*self.name,
+                format!(
+                    "limit `payload_in_bytes` of {} exceeded: the payload of `{}` has {} bytes",
+                    self.limits.payload_in_bytes,
+                    message.kind,
+                    message.payload.len()
+                ),
+            ));
+        }
         let mut store = self
             .sandbox
-            .new_store(self.name.clone(), Some(unit_of_work))
+            .new_store(self.name.clone(), Some(unit_of_work), self.limits)
             .await;
         match self.pre.instantiate_async(&mut store).await {
-            Ok(world) => Some((store, world)),
+            Ok(world) => Ok((store, world)),
             Err(error) => {
                 let tail = store.data().flush_output();
-                let failure = self
+                let mut failure = self
                     .sandbox
                     .classify(&self.name, store.data(), &error, tail);
+                failure.message = format!("instantiation failed: {}", failure.message);
                 tracing::error!(plugin = %self.name, %failure, "instantiation failed");
-                None
+                Err(failure)
             }
         }
     }
 
-    fn instantiation_failed<T>(&self) -> CallResult<T> {
-        CallResult {
-            outcome: Err(HandlerFailure::new(
-                ErrorClass::Trap,
-                &*self.name,
-                "the plugin could not be instantiated (see the host log)",
-            )),
-            unit_of_work: None,
+    /// Refuses a reply over [`Limits::payload_out_bytes`]; its unit of work is dropped.
+    fn check_reply(&self, call: CallResult<Vec<u8>>) -> CallResult<Vec<u8>> {
+        match &call.outcome {
+            Ok(reply) if reply.len() > self.limits.payload_out_bytes => {
+                failed(HandlerFailure::new(
+                    ErrorClass::Trap,
+                    &*self.name,
+                    format!(
+                        "limit `payload_out_bytes` of {} exceeded: the reply has {} bytes",
+                        self.limits.payload_out_bytes,
+                        reply.len()
+                    ),
+                ))
+            }
+            _ => call,
         }
     }
 
@@ -197,14 +256,8 @@ impl Plugin {
                 outcome: Ok(value),
                 unit_of_work: store.data_mut().take_unit_of_work(),
             },
-            Ok(Err(error)) => CallResult {
-                outcome: Err(self.handler_failure(error)),
-                unit_of_work: None,
-            },
-            Err(trap) => CallResult {
-                outcome: Err(self.sandbox.classify(&self.name, store.data(), &trap, tail)),
-                unit_of_work: None,
-            },
+            Ok(Err(error)) => failed(self.handler_failure(error)),
+            Err(trap) => failed(self.sandbox.classify(&self.name, store.data(), &trap, tail)),
         }
     }
 
@@ -215,6 +268,14 @@ impl Plugin {
             HandlerError::Permanent(m) => (ErrorClass::Permanent, m),
         };
         HandlerFailure::new(class, &*self.name, message)
+    }
+}
+
+/// A call that failed: nothing to commit.
+fn failed<T>(failure: HandlerFailure) -> CallResult<T> {
+    CallResult {
+        outcome: Err(failure),
+        unit_of_work: None,
     }
 }
 
@@ -244,4 +305,137 @@ fn validate_info(info: &PluginInfo) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component for `world` (WIT text that may use the `handler-host:plugin@0.1.0`
+    /// package) whose every export traps with `unreachable`.
+    fn dummy_component(world_wit: &str) -> Vec<u8> {
+        let mut resolve = wit_parser::Resolve::default();
+        let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+        resolve.push_dir(&wit).unwrap();
+        let package = resolve.push_str("test.wit", world_wit).unwrap();
+        let world = resolve.select_world(&[package], None).unwrap();
+        let mut module =
+            wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .unwrap();
+        wit_component::ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .validate(true)
+            .encode()
+            .unwrap()
+    }
+
+    async fn load(bytes: Vec<u8>) -> Result<Plugin, LoadError> {
+        let sandbox = Sandbox::new(Limits::DEFAULT).unwrap();
+        Plugin::load(&sandbox, Path::new("plugins/under-test.wasm"), bytes).await
+    }
+
+    fn cause(result: Result<Plugin, LoadError>) -> String {
+        match result {
+            Ok(plugin) => panic!("plugin `{}` loaded but must not", plugin.name()),
+            Err(error) => {
+                assert_eq!(error.file, Path::new("plugins/under-test.wasm"));
+                error.cause
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_import_the_host_does_not_provide_fails_the_load_naming_it() {
+        let bytes = dummy_component(
+            "package test:evil;
+             interface socket { connect: func(address: string) -> u32; }
+             world evil { include handler-host:plugin/plugin@0.1.0; import socket; }",
+        );
+        let cause = cause(load(bytes).await);
+        assert!(cause.contains("test:evil/socket"), "{cause}");
+        assert!(cause.contains("the host provides only"), "{cause}");
+    }
+
+    #[tokio::test]
+    async fn a_component_of_another_contract_version_fails_the_load_naming_the_import() {
+        let plugin_wit = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit/plugin.wit"),
+        )
+        .unwrap()
+        .replace(
+            "package handler-host:plugin@0.1.0;",
+            "package handler-host:plugin@0.2.0;",
+        );
+        let mut resolve = wit_parser::Resolve::default();
+        let package = resolve.push_str("plugin.wit", &plugin_wit).unwrap();
+        let world = resolve.select_world(&[package], None).unwrap();
+        let mut module =
+            wit_component::dummy_module(&resolve, world, wit_parser::ManglingAndAbi::Standard32);
+        wit_component::embed_component_metadata(
+            &mut module,
+            &resolve,
+            world,
+            wit_component::StringEncoding::UTF8,
+        )
+        .unwrap();
+        let bytes = wit_component::ComponentEncoder::default()
+            .module(&module)
+            .unwrap()
+            .encode()
+            .unwrap();
+        let cause = cause(load(bytes).await);
+        assert!(cause.contains("@0.2.0"), "{cause}");
+    }
+
+    #[tokio::test]
+    async fn a_component_for_another_world_fails_the_load() {
+        let bytes = dummy_component("package test:other; world other { export run: func(); }");
+        let cause = cause(load(bytes).await);
+        assert!(cause.contains("does not implement"), "{cause}");
+    }
+
+    #[tokio::test]
+    async fn a_describe_that_traps_fails_the_load_with_its_class() {
+        let bytes = dummy_component(
+            "package test:trapping; world trapping { include handler-host:plugin/plugin@0.1.0; }",
+        );
+        let cause = cause(load(bytes).await);
+        assert!(cause.contains("`describe` failed"), "{cause}");
+        assert!(cause.contains("panicked"), "{cause}");
+    }
+
+    #[tokio::test]
+    async fn empty_truncated_and_core_module_files_fail_the_load() {
+        assert!(cause(load(Vec::new()).await).contains("not a valid WebAssembly component"));
+        let component = dummy_component(
+            "package test:cut; world cut { include handler-host:plugin/plugin@0.1.0; }",
+        );
+        let truncated = component[..component.len() / 2].to_vec();
+        assert!(cause(load(truncated).await).contains("not a valid WebAssembly component"));
+        assert!(cause(load(CORE_MODULE_HEADER.to_vec()).await).contains("core WebAssembly module"));
+    }
+
+    #[test]
+    fn describe_must_name_the_plugin_and_its_kinds_sensibly() {
+        let info = |name: &str, command: &str| PluginInfo {
+            name: name.into(),
+            version: "1".into(),
+            commands: vec![command.into()],
+            events: Vec::new(),
+            queries: Vec::new(),
+        };
+        assert!(validate_info(&info("ok-name_1.2", "a.b")).is_ok());
+        assert!(validate_info(&info("", "a.b")).is_err());
+        assert!(validate_info(&info("../etc", "a.b")).is_err());
+        assert!(validate_info(&info(&"n".repeat(65), "a.b")).is_err());
+        assert!(validate_info(&info("ok", "")).is_err());
+        assert!(validate_info(&info("ok", &"k".repeat(257))).is_err());
+    }
 }

@@ -2,17 +2,21 @@
 //! per-call store with its limits, and how a trap is classified.
 //!
 //! A guest can reach only the `unit-of-work` and `log` interfaces of the contract and a WASI
-//! with no preopened directories, no environment, no arguments and no network. Its stdout and
-//! stderr go to the host log, tagged with the plugin name, capped per call.
+//! with no preopened directories, no environment, no arguments and no network (clocks and
+//! randomness are granted). A component importing anything else fails to load, naming the
+//! import. Its stdout and stderr go to the host log, tagged with the plugin name, capped per
+//! call. Every limit of [`Limits`] is enforced here or in the [`UnitOfWork`]; what a guest
+//! makes the host allocate is bounded by them (see `docs/security.md`).
 
 mod output;
 
 use crate::bindings::{LogLevel, log_api, unit_of_work_api};
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
-use crate::unit_of_work::{EmittedEvent, UnitOfWork};
+use crate::unit_of_work::{AccessError, EmittedEvent, UnitOfWork};
 use anyhow::Context;
 use output::GuestOutput;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -29,11 +33,11 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Component instances alive at once across all plugins; bounds the pooling allocator's
 /// reservations. Calls beyond it wait for a slot instead of growing the host.
 pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
-/// Table elements a guest may grow to: enough for any real program's function tables, small
-/// enough that a hostile guest cannot make the host allocate without bound.
-pub const MAX_TABLE_ELEMENTS: usize = 100_000;
 /// Longest log message kept from the `log` interface; the rest is cut and marked.
 pub const MAX_LOG_MESSAGE_BYTES: usize = 16 << 10;
+/// Log messages kept from one call; the rest are counted and dropped, so a guest logging in a
+/// loop cannot flood the host's log for the whole of its deadline.
+pub const MAX_LOG_MESSAGES_PER_CALL: usize = 1_000;
 /// Longest key a guest may use. Keys are stored and indexed by the host.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -47,6 +51,8 @@ pub struct GuestState {
     limiter: GuestLimiter,
     stdout: GuestOutput,
     stderr: GuestOutput,
+    /// `log` calls made so far, and those dropped past [`MAX_LOG_MESSAGES_PER_CALL`].
+    logged: usize,
     /// Held for the life of the store: one of the pooling allocator's instance slots.
     _slot: OwnedSemaphorePermit,
 }
@@ -66,6 +72,13 @@ impl GuestState {
     /// Writes what the guest printed to the host log and returns the last stderr line (a
     /// Rust panic message, typically) to explain a trap.
     pub fn flush_output(&self) -> Option<String> {
+        if self.logged > MAX_LOG_MESSAGES_PER_CALL {
+            tracing::warn!(
+                plugin = &*self.plugin,
+                dropped = self.logged - MAX_LOG_MESSAGES_PER_CALL,
+                "log messages over the per-call cap of {MAX_LOG_MESSAGES_PER_CALL} were dropped"
+            );
+        }
         self.stdout.flush_to_log(&self.plugin, "stdout");
         self.stderr.flush_to_log(&self.plugin, "stderr")
     }
@@ -80,11 +93,18 @@ impl WasiView for GuestState {
     }
 }
 
-/// Enforces the memory cap and remembers that it was hit, so the trap it causes is
-/// classified as `memory_limit` rather than a generic trap.
+/// Enforces the memory, table and instance caps of [`Limits`] and remembers which one was
+/// hit, so the trap it causes is classified (`memory_limit`, or `trap` naming the limit)
+/// rather than reported as a generic trap.
 struct GuestLimiter {
-    memory_bytes: usize,
-    memory_exceeded: bool,
+    limits: Limits,
+    hit: Option<LimitHit>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitHit {
+    Memory,
+    TableElements,
 }
 
 impl ResourceLimiter for GuestLimiter {
@@ -94,11 +114,11 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
-            self.memory_exceeded = true;
+        if desired > self.limits.memory_bytes {
+            self.hit = Some(LimitHit::Memory);
             wasmtime::bail!(
                 "memory limit exceeded: the guest asked for {desired} bytes, the cap is {} bytes",
-                self.memory_bytes
+                self.limits.memory_bytes
             );
         }
         Ok(true)
@@ -110,7 +130,26 @@ impl ResourceLimiter for GuestLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > self.limits.table_elements {
+            self.hit = Some(LimitHit::TableElements);
+            wasmtime::bail!(
+                "limit `table_elements` of {} exceeded: the guest asked for a table of {desired} elements",
+                self.limits.table_elements
+            );
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories
     }
 }
 
@@ -118,7 +157,10 @@ impl ResourceLimiter for GuestLimiter {
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<GuestState>,
+    /// Limits of every plugin without limits of its own.
     limits: Limits,
+    /// Plugin name → its own limits.
+    plugin_limits: HashMap<String, Limits>,
     instance_slots: Arc<Semaphore>,
 }
 
@@ -129,15 +171,32 @@ impl Sandbox {
     /// # Errors
     /// Fails when the engine cannot be configured on this machine.
     pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
+        Self::with_plugin_limits(limits, HashMap::new())
+    }
+
+    /// Like [`Sandbox::new`], with limits of their own for the plugins named in
+    /// `plugin_limits` (keyed by the name their `describe` returns).
+    ///
+    /// # Errors
+    /// Fails when the engine cannot be configured on this machine.
+    pub fn with_plugin_limits(
+        limits: Limits,
+        plugin_limits: HashMap<String, Limits>,
+    ) -> anyhow::Result<Arc<Self>> {
+        // The pool is sized for the largest limits; each store's limiter enforces its own.
+        let all = || std::iter::once(&limits).chain(plugin_limits.values());
+        let most = |f: fn(&Limits) -> usize| all().map(f).max().unwrap_or(0);
+        let count = |f: fn(&Limits) -> usize| u32::try_from(most(f)).unwrap_or(u32::MAX);
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_CONCURRENT_INSTANCES)
             .total_core_instances(MAX_CONCURRENT_INSTANCES * 16)
             .total_memories(MAX_CONCURRENT_INSTANCES * 2)
             .total_tables(MAX_CONCURRENT_INSTANCES * 16)
-            .max_memory_size(limits.memory_bytes)
-            .max_memories_per_component(4)
-            .max_tables_per_component(32)
-            .max_core_instances_per_component(64);
+            .max_memory_size(most(|l| l.memory_bytes))
+            .table_elements(most(|l| l.table_elements))
+            .max_memories_per_component(count(|l| l.memories))
+            .max_tables_per_component(count(|l| l.tables))
+            .max_core_instances_per_component(count(|l| l.instances));
         let mut config = Config::new();
         config
             .epoch_interruption(true)
@@ -170,6 +229,7 @@ impl Sandbox {
             engine,
             linker,
             limits,
+            plugin_limits,
             instance_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
         }))
     }
@@ -182,8 +242,17 @@ impl Sandbox {
         &self.linker
     }
 
+    /// The limits of plugins without limits of their own.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The limits of the plugin named `plugin`.
+    pub fn limits_for(&self, plugin: &str) -> Limits {
+        self.plugin_limits
+            .get(plugin)
+            .copied()
+            .unwrap_or(self.limits)
     }
 
     /// Compiles a component. CPU-heavy: call it off the async runtime's worker threads.
@@ -194,12 +263,13 @@ impl Sandbox {
         Component::from_binary(&self.engine, bytes).map_err(anyhow::Error::from)
     }
 
-    /// A fresh store for one call, with its deadline armed. Waits while every instance slot
-    /// of the pool is in use.
+    /// A fresh store for one call under `limits`, with its deadline armed. Waits while every
+    /// instance slot of the pool is in use.
     pub async fn new_store(
         &self,
         plugin: Arc<str>,
         unit_of_work: Option<UnitOfWork>,
+        limits: Limits,
     ) -> Store<GuestState> {
         let slot = self
             .instance_slots
@@ -207,8 +277,8 @@ impl Sandbox {
             .acquire_owned()
             .await
             .expect("the instance semaphore is never closed");
-        let stdout = GuestOutput::new(self.limits.guest_output_bytes);
-        let stderr = GuestOutput::new(self.limits.guest_output_bytes);
+        let stdout = GuestOutput::new(limits.guest_output_bytes);
+        let stderr = GuestOutput::new(limits.guest_output_bytes);
         // No preopens, no env, no args, no network: the builder grants nothing by default.
         let wasi = wasmtime_wasi::WasiCtxBuilder::new()
             .stdout(stdout.clone())
@@ -218,18 +288,16 @@ impl Sandbox {
             plugin,
             wasi,
             table: ResourceTable::new(),
-            unit_of_work,
-            limiter: GuestLimiter {
-                memory_bytes: self.limits.memory_bytes,
-                memory_exceeded: false,
-            },
+            unit_of_work: unit_of_work.map(|unit| unit.with_limits(limits)),
+            limiter: GuestLimiter { limits, hit: None },
             stdout,
             stderr,
+            logged: 0,
             _slot: slot,
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = (self.limits.call_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let ticks = (limits.call_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         store
@@ -243,30 +311,39 @@ impl Sandbox {
         error: &wasmtime::Error,
         stderr_tail: Option<String>,
     ) -> HandlerFailure {
-        let (class, what) = if state.limiter.memory_exceeded {
-            (
+        let limits = &state.limiter.limits;
+        let (class, what) = match state.limiter.hit {
+            Some(LimitHit::Memory) => (
                 ErrorClass::MemoryLimit,
-                format!("memory cap of {} bytes exceeded", self.limits.memory_bytes),
-            )
-        } else if error.downcast_ref::<HostFault>().is_some() {
-            (ErrorClass::Host, format!("host failure: {error:#}"))
-        } else {
-            match error.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => (
+                format!(
+                    "limit `memory_bytes` exceeded: memory cap of {} bytes",
+                    limits.memory_bytes
+                ),
+            ),
+            Some(LimitHit::TableElements) => (ErrorClass::Trap, format!("{error:#}")),
+            None if error.downcast_ref::<HostFault>().is_some() => {
+                (ErrorClass::Host, format!("host failure: {error:#}"))
+            }
+            None => match (
+                error.downcast_ref::<AccessError>(),
+                error.downcast_ref::<Trap>(),
+            ) {
+                (Some(refused), _) => (ErrorClass::Trap, refused.to_string()),
+                (None, Some(Trap::Interrupt)) => (
                     ErrorClass::Deadline,
                     format!(
-                        "call deadline of {} ms exceeded",
-                        self.limits.call_deadline.as_millis()
+                        "limit `call_deadline` exceeded: call deadline of {} ms",
+                        limits.call_deadline.as_millis()
                     ),
                 ),
-                Some(Trap::StackOverflow) => {
+                (None, Some(Trap::StackOverflow)) => {
                     (ErrorClass::StackOverflow, "stack overflow".to_owned())
                 }
-                Some(Trap::UnreachableCodeReached) => {
+                (None, Some(Trap::UnreachableCodeReached)) => {
                     (ErrorClass::Panic, "guest panicked".to_owned())
                 }
                 _ => (ErrorClass::Trap, format!("trap: {error:#}")),
-            }
+            },
         };
         let message = match stderr_tail {
             Some(tail) if class != ErrorClass::Host => format!("{what}: {tail}"),
@@ -282,12 +359,14 @@ impl Sandbox {
 #[error("{0:#}")]
 pub struct HostFault(anyhow::Error);
 
-fn check_key(key: &str) -> wasmtime::Result<()> {
-    wasmtime::ensure!(
-        key.len() <= MAX_KEY_BYTES,
-        "state key of {} bytes is longer than the limit of {MAX_KEY_BYTES} bytes",
-        key.len()
-    );
+fn check_key(key: &str) -> Result<(), AccessError> {
+    if key.len() > MAX_KEY_BYTES {
+        return Err(AccessError::Limit {
+            limit: "MAX_KEY_BYTES",
+            max: MAX_KEY_BYTES,
+            what: format!("a state key of {} bytes", key.len()),
+        });
+    }
     Ok(())
 }
 
@@ -296,8 +375,10 @@ impl crate::bindings::handler_host::plugin::types::Host for GuestState {}
 impl unit_of_work_api::Host for GuestState {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
         check_key(&key)?;
-        self.unit_of_work()?
-            .get(&key)
+        let unit = self.unit_of_work()?;
+        // A limit is the guest's fault and traps as such; only the read itself is the host's.
+        unit.check_read(&key)?;
+        unit.get(&key)
             .await
             .map_err(|e| wasmtime::Error::new(HostFault(e)))
     }
@@ -318,7 +399,6 @@ impl unit_of_work_api::Host for GuestState {
         payload: Vec<u8>,
         partition_key: Option<String>,
     ) -> wasmtime::Result<()> {
-        wasmtime::ensure!(!kind.is_empty(), "emit: the event kind is empty");
         Ok(self.unit_of_work()?.emit(EmittedEvent {
             kind,
             payload,
@@ -329,6 +409,10 @@ impl unit_of_work_api::Host for GuestState {
 
 impl log_api::Host for GuestState {
     async fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {
+        self.logged += 1;
+        if self.logged > MAX_LOG_MESSAGES_PER_CALL {
+            return Ok(());
+        }
         if message.len() > MAX_LOG_MESSAGE_BYTES {
             let mut cut = MAX_LOG_MESSAGE_BYTES;
             while !message.is_char_boundary(cut) {
@@ -346,5 +430,204 @@ impl log_api::Host for GuestState {
             LogLevel::Error => tracing::error!(plugin, "{message}"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::component::Instance;
+
+    /// One page of linear memory.
+    const PAGE: usize = 64 << 10;
+
+    /// A component whose exports grow its memory and table, and spin.
+    const GROWER: &str = r#"
+        (component
+          (core module $m
+            (memory 1)
+            (table 1 funcref)
+            (func (export "grow-memory") (param i32) (result i32)
+              local.get 0 memory.grow)
+            (func (export "grow-table") (param i32) (result i32)
+              ref.null func local.get 0 table.grow 0)
+            (func (export "spin") (param i32)
+              (loop local.get 0 i32.const 1 i32.sub local.tee 0 br_if 0))
+            (func (export "forever") (loop br 0)))
+          (core instance $i (instantiate $m))
+          (func (export "grow-memory") (param "pages" u32) (result s32)
+            (canon lift (core func $i "grow-memory")))
+          (func (export "grow-table") (param "elements" u32) (result s32)
+            (canon lift (core func $i "grow-table")))
+          (func (export "spin") (param "times" u32) (canon lift (core func $i "spin")))
+          (func (export "forever") (canon lift (core func $i "forever"))))
+    "#;
+
+    /// A component of `n` core instances of a module with one memory and one table.
+    fn instances(n: usize) -> String {
+        let each = "(core instance (instantiate $m))".repeat(n);
+        format!("(component (core module $m (memory 1) (table 1 funcref)) {each})")
+    }
+
+    fn sandbox(limits: Limits) -> Arc<Sandbox> {
+        Sandbox::new(limits).unwrap()
+    }
+
+    /// Compiles and instantiates `wat`; an error from either step is the `Err`.
+    async fn instantiate(
+        sandbox: &Sandbox,
+        wat: &str,
+    ) -> (Store<GuestState>, anyhow::Result<Instance>) {
+        let mut store = sandbox.new_store("test".into(), None, sandbox.limits).await;
+        let instance = match sandbox.compile(&wat::parse_str(wat).unwrap()) {
+            Ok(component) => sandbox
+                .linker()
+                .instantiate_async(&mut store, &component)
+                .await
+                .map_err(anyhow::Error::from),
+            Err(error) => Err(error),
+        };
+        (store, instance)
+    }
+
+    async fn call(
+        sandbox: &Sandbox,
+        store: &mut Store<GuestState>,
+        instance: &Instance,
+        name: &str,
+        arg: u32,
+    ) -> Result<i32, HandlerFailure> {
+        let func = instance
+            .get_typed_func::<(u32,), (i32,)>(&mut *store, name)
+            .unwrap();
+        match func.call_async(&mut *store, (arg,)).await {
+            Ok((value,)) => Ok(value),
+            Err(error) => Err(sandbox.classify("test", store.data(), &error, None)),
+        }
+    }
+
+    #[tokio::test]
+    async fn memory_at_the_cap_is_granted_and_one_page_more_traps_as_memory_limit() {
+        let sandbox = sandbox(Limits {
+            memory_bytes: 4 * PAGE,
+            ..Limits::DEFAULT
+        });
+        let (mut store, instance) = instantiate(&sandbox, GROWER).await;
+        let instance = instance.unwrap();
+        // From 1 page to 4: exactly the cap. `memory.grow` answers the old size.
+        assert_eq!(
+            call(&sandbox, &mut store, &instance, "grow-memory", 3).await,
+            Ok(1)
+        );
+        let failure = call(&sandbox, &mut store, &instance, "grow-memory", 1)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, ErrorClass::MemoryLimit, "{failure}");
+        assert!(failure.message.contains("memory_bytes"), "{failure}");
+        assert!(
+            failure.message.contains(&(4 * PAGE).to_string()),
+            "{failure}"
+        );
+    }
+
+    #[tokio::test]
+    async fn table_at_the_cap_is_granted_and_one_element_more_traps_naming_the_limit() {
+        let sandbox = sandbox(Limits {
+            table_elements: 10,
+            ..Limits::DEFAULT
+        });
+        let (mut store, instance) = instantiate(&sandbox, GROWER).await;
+        let instance = instance.unwrap();
+        assert_eq!(
+            call(&sandbox, &mut store, &instance, "grow-table", 9).await,
+            Ok(1)
+        );
+        let failure = call(&sandbox, &mut store, &instance, "grow-table", 1)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, ErrorClass::Trap, "{failure}");
+        assert!(
+            failure.message.contains("limit `table_elements` of 10"),
+            "{failure}"
+        );
+    }
+
+    #[tokio::test]
+    async fn instances_tables_and_memories_at_the_cap_instantiate_and_one_more_fails() {
+        let sandbox = sandbox(Limits {
+            instances: 3,
+            tables: 3,
+            memories: 3,
+            ..Limits::DEFAULT
+        });
+        let (_, at_cap) = instantiate(&sandbox, &instances(3)).await;
+        at_cap.unwrap();
+        let (_, past) = instantiate(&sandbox, &instances(4)).await;
+        let error = format!("{:#}", past.unwrap_err());
+        assert!(
+            error.contains("instance") || error.contains("table") || error.contains("memor"),
+            "{error}"
+        );
+        // Each cap on its own: with room for instances, tables or memories still stop it.
+        for (tables, memories) in [(2, 3), (3, 2)] {
+            let sandbox = Sandbox::new(Limits {
+                instances: 3,
+                tables,
+                memories,
+                ..Limits::DEFAULT
+            })
+            .unwrap();
+            let (_, past) = instantiate(&sandbox, &instances(3)).await;
+            assert!(past.is_err(), "tables {tables}, memories {memories}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_within_the_deadline_finishes_and_a_loop_is_interrupted_as_deadline() {
+        let sandbox = sandbox(Limits {
+            call_deadline: Duration::from_millis(50),
+            ..Limits::DEFAULT
+        });
+        let (mut store, instance) = instantiate(&sandbox, GROWER).await;
+        let instance = instance.unwrap();
+        let spin = instance
+            .get_typed_func::<(u32,), ()>(&mut store, "spin")
+            .unwrap();
+        spin.call_async(&mut store, (1000,)).await.unwrap();
+
+        let started = std::time::Instant::now();
+        let forever = instance
+            .get_typed_func::<(), ()>(&mut store, "forever")
+            .unwrap();
+        let error = forever.call_async(&mut store, ()).await.unwrap_err();
+        let failure = sandbox.classify("test", store.data(), &error, None);
+        assert_eq!(failure.class, ErrorClass::Deadline, "{failure}");
+        assert!(failure.message.contains("call_deadline"), "{failure}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plugin_gets_its_own_limits_and_the_rest_the_defaults() {
+        let mine = Limits {
+            memory_bytes: 128 << 20,
+            ..Limits::DEFAULT
+        };
+        let sandbox =
+            Sandbox::with_plugin_limits(Limits::DEFAULT, [("big".to_owned(), mine)].into())
+                .unwrap();
+        assert_eq!(sandbox.limits_for("big"), mine);
+        assert_eq!(sandbox.limits_for("other"), Limits::DEFAULT);
+    }
+
+    #[test]
+    fn keys_at_the_limit_pass_and_one_byte_more_is_refused() {
+        assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
+        assert!(check_key("").is_ok());
+        let error = check_key(&"k".repeat(MAX_KEY_BYTES + 1)).unwrap_err();
+        assert!(error.to_string().contains("MAX_KEY_BYTES"), "{error}");
     }
 }

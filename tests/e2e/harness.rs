@@ -34,6 +34,8 @@ pub const ORDERS: &str = "orders";
 pub const INVENTORY: &str = "inventory";
 pub const ORDER_SUMMARY: &str = "order_summary";
 pub const FLAKY: &str = "flaky";
+/// The test-only plugin that misbehaves on command (`tests/plugins/hostile`).
+pub const HOSTILE: &str = "hostile";
 /// The example plugins of the demo: orders, stock reservation and the order projection.
 pub const DEMO: &[&str] = &[ORDERS, INVENTORY, ORDER_SUMMARY];
 
@@ -45,7 +47,7 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-fn host_binary() -> &'static str {
+pub fn host_binary() -> &'static str {
     env!("CARGO_BIN_EXE_host")
 }
 
@@ -343,6 +345,23 @@ impl Host {
         self.spawn();
     }
 
+    /// [`Host::restart`] with the environment variables replaced by `envs` (e.g. to arm or
+    /// disarm a `HOST_FAULT` point).
+    pub fn restart_with_envs(&mut self, envs: &[(&str, &str)]) {
+        self.envs = envs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self.restart();
+    }
+
+    /// Whether the process has exited by itself (e.g. at a fault point).
+    pub fn has_exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -359,7 +378,18 @@ impl Host {
         text
     }
 
-    fn post(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+    /// The process id of the running host (for reading its `/proc` entries).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the host is running").id()
+    }
+
+    /// The base URL the host serves on, e.g. `http://127.0.0.1:41234`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `POST path` with a raw body and extra headers.
+    pub fn post(&self, path: &str, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
         assert!(self.child.is_some(), "the host is not running");
         let mut request = self
             .http
@@ -446,17 +476,23 @@ impl Host {
             .expect("GET /health")
     }
 
-    /// Runs `host ARGS --database-url <this host's database>` and returns its stdout; panics
-    /// with its output when it fails.
-    pub fn cli(&self, args: &[&str]) -> String {
-        let output = Command::new(host_binary())
+    /// Runs `host ARGS --database-url <this host's database>` and returns its output,
+    /// whether it succeeded or not.
+    pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(host_binary())
             .args(args)
             .arg("--database-url")
             .arg(self.database_url())
             .current_dir(self.dir.path())
             .env("HOST_LOG", "warn")
             .output()
-            .expect("running the host CLI");
+            .expect("running the host CLI")
+    }
+
+    /// Runs `host ARGS --database-url <this host's database>` and returns its stdout; panics
+    /// with its output when it fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = self.cli_output(args);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
             output.status.success(),

@@ -67,7 +67,7 @@ fn a_rejection_is_replayed_too() {
 
 #[test]
 fn concurrent_requests_with_one_key_run_the_handler_once() {
-    const CALLERS: usize = 20;
+    const CALLERS: usize = 100;
     let host = Arc::new(Host::start(&[ORDERS], &[]));
     let order = json!({ "order_id": "o-c", "sku": "widget", "qty": 1 });
     let start = Arc::new(Barrier::new(CALLERS));

@@ -13,15 +13,35 @@
 //! - `crash`: `kill -9` right after an answer loses neither the command nor its events.
 //! - `redelivery`: a delivery run twice at once has its effects committed once.
 //! - `loading`: broken and conflicting components are reported, the rest load.
+//! - `policy_config`: the host config file: errors name the key; `--print-config`.
+//! - `plugin_limits`: a plugin's own deadline and memory cap from `host.toml`.
+//! - `ordering`: `strict` holds a failing key back (only that key); `skip` parks and moves on.
+//! - `bus_lifecycle`: DLQ filters, show, stats, replay (all, dry run), purge with `--force`.
+//! - `faults`: `HOST_FAULT` crash points before/after commit and after a subscriber's effects.
+//! - `group_commit`: commands answered under concurrent load survive `kill -9` (durable before answered).
+//! - `bench_smoke`: `host bench --quick` produces every figure (no speed asserted).
+//! - `lifetimes`: idempotency TTL per command kind; retention of delivered rows.
+//! - `crash_loop`: `kill -9` at random instants under load; exactly once, in order, nothing lost.
 
 mod harness;
+mod ledger;
 
+mod bench_smoke;
+mod bus_lifecycle;
 mod cli;
 mod commands;
 mod crash;
+mod crash_loop;
 mod demo;
 mod dlq;
+mod faults;
+mod group_commit;
+mod hostile;
 mod idempotency;
+mod lifetimes;
 mod loading;
+mod ordering;
+mod plugin_limits;
+mod policy_config;
 mod redelivery;
 mod traps;

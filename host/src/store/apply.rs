@@ -6,6 +6,7 @@
 
 use super::{StateVersion, Store, now_ms};
 use crate::error::HandlerFailure;
+use crate::fault::{self, FaultPoint};
 use anyhow::Context;
 use sqlx::{Row, SqliteConnection};
 
@@ -119,10 +120,12 @@ impl Store {
             .context("BEGIN")?;
         match apply_items(&mut conn, batch).await {
             Ok(results) => {
+                fault::hit(FaultPoint::BeforeCommit);
                 sqlx::query("COMMIT")
                     .execute(&mut *conn)
                     .await
                     .context("COMMIT")?;
+                fault::hit(FaultPoint::AfterCommit);
                 Ok(results)
             }
             Err(error) => {
@@ -483,7 +486,7 @@ mod tests {
             idempotency: None,
         };
         store.apply_batch(&[emit]).await.unwrap();
-        let due = store.due_deliveries(&["s".into()], 10).await.unwrap();
+        let due = store.due_deliveries(&["s".into()], &[], 10).await.unwrap();
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].headers, vec![("h".to_owned(), "v".to_owned())]);
         let delivered = || Write::Delivered {
@@ -506,7 +509,7 @@ mod tests {
         assert_eq!(store.read_state("s", "count").await.unwrap().1, 1);
         assert!(
             store
-                .due_deliveries(&["s".into()], 10)
+                .due_deliveries(&["s".into()], &[], 10)
                 .await
                 .unwrap()
                 .is_empty()
@@ -526,7 +529,7 @@ mod tests {
             idempotency: None,
         };
         store.apply_batch(&[emit]).await.unwrap();
-        let due = store.due_deliveries(&["s".into()], 10).await.unwrap();
+        let due = store.due_deliveries(&["s".into()], &[], 10).await.unwrap();
         let keys: Vec<_> = due
             .iter()
             .map(|d| d.partition_key.clone().unwrap())
@@ -545,7 +548,7 @@ mod tests {
             fate: DeliveryFate::Dead,
         };
         store.apply_batch(&[dead]).await.unwrap();
-        let due = store.due_deliveries(&["s".into()], 10).await.unwrap();
+        let due = store.due_deliveries(&["s".into()], &[], 10).await.unwrap();
         assert_eq!(
             due.len(),
             1,
@@ -557,13 +560,13 @@ mod tests {
             !store.replay(first).await.unwrap(),
             "only a dead delivery can be replayed"
         );
-        let due = store.due_deliveries(&["s".into()], 10).await.unwrap();
+        let due = store.due_deliveries(&["s".into()], &[], 10).await.unwrap();
         assert_eq!(due[0].delivery_id, first);
         assert_eq!(due[0].attempts, 0);
         // Unloaded subscribers' deliveries are not handed out.
         assert!(
             store
-                .due_deliveries(&["other".into()], 10)
+                .due_deliveries(&["other".into()], &[], 10)
                 .await
                 .unwrap()
                 .is_empty()

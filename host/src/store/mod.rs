@@ -6,9 +6,12 @@
 
 mod apply;
 mod bus;
+mod retention;
 
 pub use apply::{Applied, DeliveryFate, IdempotencyRecord, OutboxEvent, StateChanges, Write};
-pub use bus::{DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery};
+pub use bus::{
+    BusStats, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
+};
 
 use anyhow::{Context, bail};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -11,6 +11,19 @@
 //!   trapped unit of work must leave neither. Query `flaky.marker` `{}`: `{"marker": bool}`.
 //! - command `flaky.fail` `{"class": "rejected"|"retryable"|"permanent"}`: writes `fail/marker`,
 //!   then fails with that class; a failed unit of work must write nothing.
+//!
+//! The ledger, for ordering and exactly-once checks (crash loop, `skip`/`strict`, poison):
+//!
+//! - command `flaky.bump` `{"key", "n", "fail_percent"?, "poison"?}`: appends `n` to
+//!   `commands/{key}` (the commit order of the key's commands) and emits `flaky.bumped` with
+//!   the same payload and partition key `key`.
+//! - event `flaky.bumped`: fails `retryable` for `fail_percent` % of attempts (chosen by a hash
+//!   of the message id and the attempt, so it is random yet reproducible); a `poison` message
+//!   fails `retryable` (`permanent` with `"permanent": true`) until `flaky.cure` is sent for
+//!   its key. Otherwise appends `n` to
+//!   `events/{key}`: the order in which this subscriber's effects committed.
+//! - command `flaky.cure` `{"key"}`: poison messages of `key` succeed from now on.
+//! - query `flaky.ledger` `{"key"}`: `{"key", "commands": [n…], "events": [n…]}`.
 
 use handler_host_sdk::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -58,6 +71,52 @@ const SWITCH_KEY: &str = "switch";
 const PANIC_MARKER_KEY: &str = "panic/marker";
 const FAIL_MARKER_KEY: &str = "fail/marker";
 
+/// Payload of `flaky.bump` and of the `flaky.bumped` event it emits.
+#[derive(Serialize, Deserialize)]
+struct Bump {
+    key: String,
+    n: u64,
+    #[serde(default)]
+    fail_percent: u64,
+    #[serde(default)]
+    poison: bool,
+    /// A poison message fails `permanent` instead of `retryable`.
+    #[serde(default)]
+    permanent: bool,
+}
+
+/// Payload of `flaky.cure` and `flaky.ledger`.
+#[derive(Deserialize)]
+struct KeyOnly {
+    key: String,
+}
+
+/// Answer of `flaky.ledger`.
+#[derive(Serialize)]
+struct Ledger {
+    key: String,
+    commands: Vec<u64>,
+    events: Vec<u64>,
+}
+
+/// FNV-1a: a stable hash, so a message's failures are the same on every run of the host.
+fn fnv1a(parts: &[&[u8]]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in *part {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+fn append(key: &str, n: u64) -> Result<(), HandlerError> {
+    let mut list: Vec<u64> = state::get(key)?.unwrap_or_default();
+    list.push(n);
+    state::put(key, &list)
+}
+
 fn seen_key(order_id: &str) -> String {
     format!("seen/{order_id}")
 }
@@ -69,6 +128,10 @@ impl Plugin for Flaky {
             .command("flaky.panic")
             .command("flaky.fail")
             .event("order.placed")
+            .command("flaky.bump")
+            .command("flaky.cure")
+            .event("flaky.bumped")
+            .query("flaky.ledger")
             .query("flaky.seen")
             .query("flaky.marker")
     }
@@ -101,6 +164,17 @@ impl Plugin for Flaky {
                     )),
                 })
             }
+            "flaky.bump" => {
+                let bump: Bump = msg.payload()?;
+                append(&format!("commands/{}", bump.key), bump.n)?;
+                events::emit("flaky.bumped", &bump, Some(&bump.key))?;
+                Reply::json(&bump)
+            }
+            "flaky.cure" => {
+                let cure: KeyOnly = msg.payload()?;
+                state::put(&format!("cured/{}", cure.key), &true)?;
+                Reply::json(&serde_json::json!({ "cured": cure.key }))
+            }
             other => Err(HandlerError::rejected(format!(
                 "plugin `flaky` does not handle command `{other}`"
             ))),
@@ -108,6 +182,27 @@ impl Plugin for Flaky {
     }
 
     fn handle_event(msg: Message) -> Result<(), HandlerError> {
+        if msg.kind() == "flaky.bumped" {
+            let bump: Bump = msg.payload()?;
+            if bump.poison && state::get::<bool>(&format!("cured/{}", bump.key))?.is_none() {
+                let message = format!("poison message {} of key {}", bump.n, bump.key);
+                return Err(if bump.permanent {
+                    HandlerError::permanent(message)
+                } else {
+                    HandlerError::retryable(message)
+                });
+            }
+            let roll = fnv1a(&[msg.id().as_bytes(), &msg.attempt().to_le_bytes()]) % 100;
+            if roll < bump.fail_percent {
+                return Err(HandlerError::retryable(format!(
+                    "transient failure of {} #{} (attempt {})",
+                    bump.key,
+                    bump.n,
+                    msg.attempt()
+                )));
+            }
+            return append(&format!("events/{}", bump.key), bump.n);
+        }
         if msg.kind() != "order.placed" {
             return Ok(());
         }
@@ -132,6 +227,14 @@ impl Plugin for Flaky {
                 Reply::json(&Seen {
                     order_id: query.order_id,
                     count,
+                })
+            }
+            "flaky.ledger" => {
+                let query: KeyOnly = msg.payload()?;
+                Reply::json(&Ledger {
+                    commands: state::get(&format!("commands/{}", query.key))?.unwrap_or_default(),
+                    events: state::get(&format!("events/{}", query.key))?.unwrap_or_default(),
+                    key: query.key,
                 })
             }
             "flaky.marker" => Reply::json(&Marker {

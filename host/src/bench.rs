@@ -1,0 +1,857 @@
+//! `host bench`: the project and its baselines, measured side by side in one run.
+//!
+//! Baselines: **B0** raw SQLite single-row transactions (WAL, `synchronous` FULL and NORMAL, the
+//! pragmas the host uses) and **B1** raw wasmtime (instantiate + call of an empty component, same
+//! engine). Project figures: **P1** durable commands/s in-process and over HTTP, **P2** the same
+//! pipeline with a native handler (WASM/native ratio), **P3** fresh-store invocation cost,
+//! **P4** events/s to a subscriber with inbox dedup (backlog and steady stream), **P5** latency
+//! at half the measured peak. Every figure is the median of `--runs` runs, each on a fresh
+//! database; ratios compare figures from the same run, which is what is comparable on a noisy
+//! machine. Writes `bench.md` and `bench.json` to `--out`.
+
+use crate::bindings::Envelope;
+use crate::committer::Committer;
+use crate::config::{DispatchConfig, Limits};
+use crate::dispatcher;
+use crate::executor::{Executor, Request};
+use crate::http::{self, AppState};
+use crate::policy::HostConfig;
+use crate::registry::{BuildPolicy, Registry};
+use crate::sandbox::Sandbox;
+use crate::store::{StateChanges, Store, Write, now_ms};
+use crate::unit_of_work::{Access, UnitOfWork};
+use anyhow::{Context, bail};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// The plugin every project figure runs.
+const PLUGIN: &str = "bench-trivial";
+
+/// What `host bench` measures and how long.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Where `bench.md` and `bench.json` are written.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Folder holding the benchmark plugin (built if stale).
+    #[arg(long, default_value = "bench/plugins")]
+    pub plugins: PathBuf,
+    /// Runs per figure; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seconds each throughput run lasts.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Concurrent callers for the throughput figures.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// A tiny smoke run (keeps the command working in CI; its numbers mean nothing).
+    #[arg(long)]
+    pub quick: bool,
+}
+
+/// One reported figure.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    pub id: &'static str,
+    pub what: &'static str,
+    pub value: f64,
+    pub unit: &'static str,
+    /// Every run's value, for judging the spread.
+    pub runs: Vec<f64>,
+    /// Other statistics (percentiles) as (name, value).
+    pub detail: Vec<(String, f64)>,
+    pub conditions: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    command: String,
+    machine: String,
+    runs: usize,
+    seconds_per_run: f64,
+    concurrency: usize,
+    figures: Vec<Figure>,
+    ratios: Vec<(String, f64)>,
+    peak_rss_mib: f64,
+}
+
+/// Runs every benchmark and writes the report.
+///
+/// # Errors
+/// Fails when the benchmark plugin cannot be built or loaded, or a database cannot be opened.
+pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if args.quick {
+        args.runs = 1;
+        args.seconds = 0.2;
+        args.concurrency = args.concurrency.min(8);
+    }
+    if args.runs == 0 || args.seconds <= 0.0 || args.concurrency == 0 {
+        bail!("--runs, --seconds and --concurrency must be positive");
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let sandbox = Sandbox::new(Limits::DEFAULT)?;
+    let (registry, errors) =
+        Registry::load_dir(&sandbox, &args.plugins, BuildPolicy::BuildStale).await?;
+    if registry.plugin(PLUGIN).is_none() {
+        bail!(
+            "the benchmark plugin `{PLUGIN}` did not load from {}: {errors:?}",
+            args.plugins.display()
+        );
+    }
+    let registry = Arc::new(registry);
+    let bench = Bench {
+        args: args.clone(),
+        scratch: scratch.path().to_owned(),
+        sandbox,
+        registry,
+    };
+    let duration = Duration::from_secs_f64(args.seconds);
+
+    let mut figures = Vec::new();
+    let b0_full = bench
+        .repeat(|i| bench.raw_sqlite(i, SqliteSynchronous::Full, duration))
+        .await?;
+    figures.push(b0_full.figure(
+        "B0-FULL",
+        "raw SQLite single-row transactions",
+        "tx/s",
+        "WAL, synchronous=FULL, 1 connection, 16-byte rows",
+    ));
+    let b0_normal = bench
+        .repeat(|i| bench.raw_sqlite(i, SqliteSynchronous::Normal, duration))
+        .await?;
+    figures.push(b0_normal.figure(
+        "B0-NORMAL",
+        "raw SQLite single-row transactions",
+        "tx/s",
+        "WAL, synchronous=NORMAL, 1 connection, 16-byte rows",
+    ));
+    let iterations = if args.quick { 200 } else { 20_000 };
+    let b1 = bench.repeat(|_| bench.raw_wasmtime(iterations)).await?;
+    figures.push(b1.figure(
+        "B1",
+        "raw wasmtime instantiate + call, empty component (p50)",
+        "µs",
+        &format!("pooling allocator, epoch deadline, {iterations} calls"),
+    ));
+    let p1 = bench
+        .repeat(|i| bench.commands(i, duration, Route::InProcess))
+        .await?;
+    figures.push(p1.figure(
+        "P1",
+        "durable commands/s, WASM handler, in-process",
+        "cmd/s",
+        &bench.command_conditions(),
+    ));
+    let p1_http = bench
+        .repeat(|i| bench.commands(i, duration, Route::Http))
+        .await?;
+    figures.push(p1_http.figure(
+        "P1-HTTP",
+        "durable commands/s, WASM handler, over HTTP",
+        "cmd/s",
+        &bench.command_conditions(),
+    ));
+    let p2 = bench
+        .repeat(|i| bench.commands(i, duration, Route::Native))
+        .await?;
+    figures.push(p2.figure(
+        "P2-native",
+        "durable commands/s, native handler, in-process",
+        "cmd/s",
+        &bench.command_conditions(),
+    ));
+    let p3 = bench.repeat(|_| bench.invoke(iterations)).await?;
+    figures.push(p3.figure(
+        "P3",
+        "fresh-store invoke of the trivial handler (p50)",
+        "µs",
+        &format!("`bench.noop`, no state, {iterations} calls"),
+    ));
+    let backlog = if args.quick { 200 } else { 20_000 };
+    let p4 = bench.repeat(|i| bench.event_backlog(i, backlog)).await?;
+    figures.push(p4.figure(
+        "P4-backlog",
+        "events delivered/s from a pre-filled backlog",
+        "ev/s",
+        &format!(
+            "{backlog} events, 1 subscriber, inbox mark per event, dispatcher concurrency {}",
+            DispatchConfig::DEFAULT.concurrency
+        ),
+    ));
+    let p4_stream = bench.repeat(|i| bench.event_stream(i, duration)).await?;
+    figures.push(p4_stream.figure(
+        "P4-stream",
+        "events delivered/s while commands stream in",
+        "ev/s",
+        &bench.command_conditions(),
+    ));
+    let rate = p1.median() / 2.0;
+    let p5 = bench.repeat(|i| bench.latency(i, duration, rate)).await?;
+    figures.push(p5.figure(
+        "P5",
+        "command latency at 50% of P1 (p50)",
+        "ms",
+        &format!("open loop at {rate:.0} cmd/s, dispatcher running"),
+    ));
+
+    let ratios = vec![
+        ("P1 / B0-FULL".to_owned(), p1.median() / b0_full.median()),
+        (
+            "P1-HTTP / B0-FULL".to_owned(),
+            p1_http.median() / b0_full.median(),
+        ),
+        (
+            "P1 / P2-native (WASM tax)".to_owned(),
+            p1.median() / p2.median(),
+        ),
+        ("P3 / B1".to_owned(), p3.median() / b1.median()),
+        (
+            "P4-backlog / B0-FULL".to_owned(),
+            p4.median() / b0_full.median(),
+        ),
+        (
+            "P4-stream / B0-FULL".to_owned(),
+            p4_stream.median() / b0_full.median(),
+        ),
+    ];
+    let report = Report {
+        command: reproduce_command(&args),
+        machine: machine_description(),
+        runs: args.runs,
+        seconds_per_run: args.seconds,
+        concurrency: args.concurrency,
+        figures,
+        ratios,
+        peak_rss_mib: peak_rss_mib(),
+    };
+    let markdown = render_markdown(&report);
+    std::fs::write(args.out.join("bench.md"), &markdown)?;
+    std::fs::write(
+        args.out.join("bench.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("{markdown}");
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    InProcess,
+    Http,
+    Native,
+}
+
+/// The values of one figure across runs (each run may carry percentiles).
+struct Samples {
+    values: Vec<f64>,
+    detail: Vec<Vec<(String, f64)>>,
+}
+
+impl Samples {
+    fn median(&self) -> f64 {
+        median(&self.values)
+    }
+
+    fn figure(
+        &self,
+        id: &'static str,
+        what: &'static str,
+        unit: &'static str,
+        conditions: &str,
+    ) -> Figure {
+        let names: Vec<String> = self
+            .detail
+            .first()
+            .map(|d| d.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default();
+        let detail = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                (
+                    name.clone(),
+                    median(&self.detail.iter().map(|d| d[i].1).collect::<Vec<_>>()),
+                )
+            })
+            .collect();
+        Figure {
+            id,
+            what,
+            value: self.median(),
+            unit,
+            runs: self.values.clone(),
+            detail,
+            conditions: conditions.to_owned(),
+        }
+    }
+}
+
+/// One run's result: the headline value and its percentiles.
+struct Run {
+    value: f64,
+    detail: Vec<(String, f64)>,
+}
+
+struct Bench {
+    args: BenchArgs,
+    scratch: PathBuf,
+    sandbox: Arc<Sandbox>,
+    registry: Arc<Registry>,
+}
+
+/// A fresh database with the host's pipeline on it.
+struct Rig {
+    store: Store,
+    executor: Arc<Executor>,
+    wake: Arc<Notify>,
+}
+
+impl Bench {
+    async fn repeat<F, Fut>(&self, mut run: F) -> anyhow::Result<Samples>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Run>>,
+    {
+        let mut samples = Samples {
+            values: Vec::new(),
+            detail: Vec::new(),
+        };
+        for i in 0..self.args.runs {
+            let result = run(i).await?;
+            samples.values.push(result.value);
+            samples.detail.push(result.detail);
+        }
+        Ok(samples)
+    }
+
+    fn command_conditions(&self) -> String {
+        format!(
+            "`bench.touch`: 1 read, 1 write, 1 event; {} concurrent callers, distinct keys, ~40-byte payload, WAL synchronous=FULL, group commit",
+            self.args.concurrency
+        )
+    }
+
+    fn database_url(&self, name: &str, run: usize) -> String {
+        format!(
+            "sqlite://{}",
+            self.scratch.join(format!("{name}-{run}.db")).display()
+        )
+    }
+
+    async fn rig(&self, name: &str, run: usize) -> anyhow::Result<Rig> {
+        let store = Store::open(&self.database_url(name, run)).await?;
+        let wake = Arc::new(Notify::new());
+        let committer = Committer::spawn(store.clone(), wake.clone());
+        let executor = Arc::new(Executor::new(
+            self.registry.clone(),
+            store.clone(),
+            committer,
+            Duration::from_secs(3600),
+        ));
+        Ok(Rig {
+            store,
+            executor,
+            wake,
+        })
+    }
+
+    /// B0: one connection, one row per transaction, as fast as the disk commits.
+    async fn raw_sqlite(
+        &self,
+        run: usize,
+        sync: SqliteSynchronous,
+        duration: Duration,
+    ) -> anyhow::Result<Run> {
+        let path = self.scratch.join(format!("raw-{sync:?}-{run}.db"));
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .connect()
+            .await?;
+        sqlx::query("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)")
+            .execute(&mut conn)
+            .await?;
+        let start = Instant::now();
+        let mut count = 0u64;
+        while start.elapsed() < duration {
+            sqlx::query("INSERT INTO t (v) VALUES (?)")
+                .bind(&[7u8; 16][..])
+                .execute(&mut conn)
+                .await?;
+            count += 1;
+        }
+        let per_second = count as f64 / start.elapsed().as_secs_f64();
+        conn.close().await?;
+        Ok(Run {
+            value: per_second,
+            detail: vec![],
+        })
+    }
+
+    /// B1: the same engine instantiating and calling a component that does nothing.
+    async fn raw_wasmtime(&self, iterations: usize) -> anyhow::Result<Run> {
+        const EMPTY: &str = r#"(component
+            (core module $m (func (export "run")))
+            (core instance $i (instantiate $m))
+            (func (export "run") (canon lift (core func $i "run"))))"#;
+        let engine = self.sandbox.engine();
+        let component =
+            wasmtime::component::Component::new(engine, EMPTY).map_err(anyhow::Error::from)?;
+        let linker = wasmtime::component::Linker::<()>::new(engine);
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)?;
+        let mut timings = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let start = Instant::now();
+            let mut store = wasmtime::Store::new(engine, ());
+            store.set_epoch_deadline(1000);
+            store.epoch_deadline_trap();
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(anyhow::Error::from)?;
+            let run = instance
+                .get_typed_func::<(), ()>(&mut store, "run")
+                .map_err(anyhow::Error::from)?;
+            run.call_async(&mut store, ())
+                .await
+                .map_err(anyhow::Error::from)?;
+            timings.push(start.elapsed());
+        }
+        Ok(percentiles_us(timings))
+    }
+
+    /// P3: a fresh store, instantiation and one call of the trivial plugin's no-op command.
+    async fn invoke(&self, iterations: usize) -> anyhow::Result<Run> {
+        let rig = self.rig("invoke", 0).await?;
+        let plugin = self.registry.plugin(PLUGIN).expect("checked at start");
+        let envelope = bench_envelope("bench.noop", b"{}".to_vec());
+        let mut timings = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let unit = UnitOfWork::new(PLUGIN, Access::ReadWrite, rig.store.clone());
+            let start = Instant::now();
+            let call = plugin.handle_command(&envelope, unit).await;
+            timings.push(start.elapsed());
+            call.outcome.map_err(|f| anyhow::anyhow!("{f}"))?;
+        }
+        Ok(percentiles_us(timings))
+    }
+
+    /// P1/P2: closed loop, `concurrency` callers, each command on its own key.
+    async fn commands(&self, run: usize, duration: Duration, route: Route) -> anyhow::Result<Run> {
+        let rig = self.rig("commands", run).await?;
+        let http_base = match route {
+            Route::Http => Some(serve(&rig).await?),
+            Route::InProcess | Route::Native => None,
+        };
+        let done = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + duration;
+        let start = Instant::now();
+        let mut callers = Vec::new();
+        for caller in 0..self.args.concurrency {
+            let (executor, store, done, http_base) = (
+                rig.executor.clone(),
+                rig.store.clone(),
+                done.clone(),
+                http_base.clone(),
+            );
+            let client = reqwest::Client::new();
+            callers.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let key = format!("c{caller}-{i}");
+                    let payload = format!("{{\"key\":\"{key}\"}}").into_bytes();
+                    match (&http_base, route) {
+                        (Some(base), _) => {
+                            let response = client
+                                .post(format!("{base}/commands/bench.touch"))
+                                .body(payload)
+                                .send()
+                                .await?;
+                            anyhow::ensure!(
+                                response.status().is_success(),
+                                "HTTP {}",
+                                response.status()
+                            );
+                            response.bytes().await?;
+                        }
+                        (None, Route::Native) => native_touch(&executor, &store, &key).await?,
+                        (None, _) => {
+                            let request = Request {
+                                kind: "bench.touch".into(),
+                                payload,
+                                ..Request::default()
+                            };
+                            executor
+                                .command(&request)
+                                .await
+                                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for caller in callers {
+            caller.await??;
+        }
+        Ok(Run {
+            value: done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+            detail: vec![],
+        })
+    }
+
+    /// P4 backlog: commands fill the outbox with the dispatcher off; then it drains.
+    async fn event_backlog(&self, run: usize, events: usize) -> anyhow::Result<Run> {
+        let rig = self.rig("backlog", run).await?;
+        let mut fill = tokio::task::JoinSet::new();
+        for chunk in 0..self.args.concurrency {
+            let executor = rig.executor.clone();
+            let per_chunk = events.div_ceil(self.args.concurrency);
+            fill.spawn(async move {
+                for i in 0..per_chunk {
+                    let request = Request {
+                        kind: "bench.touch".into(),
+                        payload: format!("{{\"key\":\"b{chunk}-{i}\"}}").into_bytes(),
+                        ..Request::default()
+                    };
+                    executor
+                        .command(&request)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(result) = fill.join_next().await {
+            result??;
+        }
+        let total = pending(&rig.store).await?;
+        let start = Instant::now();
+        let task = dispatcher::spawn(
+            rig.executor.clone(),
+            rig.store.clone(),
+            DispatchConfig::DEFAULT,
+            Arc::new(HostConfig::default()),
+            rig.wake.clone(),
+        );
+        rig.wake.notify_one();
+        while pending(&rig.store).await? > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let elapsed = start.elapsed();
+        task.abort();
+        Ok(Run {
+            value: total as f64 / elapsed.as_secs_f64(),
+            detail: vec![],
+        })
+    }
+
+    /// P4 stream: commands at full concurrency with the dispatcher running; events done per second.
+    async fn event_stream(&self, run: usize, duration: Duration) -> anyhow::Result<Run> {
+        let rig = self.rig("stream", run).await?;
+        let task = dispatcher::spawn(
+            rig.executor.clone(),
+            rig.store.clone(),
+            DispatchConfig::DEFAULT,
+            Arc::new(HostConfig::default()),
+            rig.wake.clone(),
+        );
+        let deadline = Instant::now() + duration;
+        let start = Instant::now();
+        let mut callers = tokio::task::JoinSet::new();
+        for caller in 0..self.args.concurrency {
+            let executor = rig.executor.clone();
+            callers.spawn(async move {
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let request = Request {
+                        kind: "bench.touch".into(),
+                        payload: format!("{{\"key\":\"s{caller}-{i}\"}}").into_bytes(),
+                        ..Request::default()
+                    };
+                    executor
+                        .command(&request)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    i += 1;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(result) = callers.join_next().await {
+            result??;
+        }
+        let elapsed = start.elapsed();
+        let delivered = done_deliveries(&rig.store).await?;
+        task.abort();
+        Ok(Run {
+            value: delivered as f64 / elapsed.as_secs_f64(),
+            detail: vec![],
+        })
+    }
+
+    /// P5: open loop at `rate` commands/s; latency of each command, and command → subscriber
+    /// done for a sample (detected by polling the subscriber's state every millisecond).
+    async fn latency(&self, run: usize, duration: Duration, rate: f64) -> anyhow::Result<Run> {
+        let rig = self.rig("latency", run).await?;
+        let task = dispatcher::spawn(
+            rig.executor.clone(),
+            rig.store.clone(),
+            DispatchConfig::DEFAULT,
+            Arc::new(HostConfig::default()),
+            rig.wake.clone(),
+        );
+        let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let deadline = Instant::now() + duration;
+        let mut requests = tokio::task::JoinSet::new();
+        let mut i = 0u64;
+        let sample_every = ((rate * duration.as_secs_f64()) / 200.0).max(1.0) as u64;
+        while Instant::now() < deadline {
+            ticker.tick().await;
+            let (executor, store) = (rig.executor.clone(), rig.store.clone());
+            let end_to_end = i.is_multiple_of(sample_every);
+            requests.spawn(async move {
+                let key = format!("l{i}");
+                let request = Request {
+                    kind: "bench.touch".into(),
+                    payload: format!("{{\"key\":\"{key}\"}}").into_bytes(),
+                    ..Request::default()
+                };
+                let start = Instant::now();
+                executor
+                    .command(&request)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let answered = start.elapsed();
+                let mut delivered = None;
+                if end_to_end {
+                    let seen_key = format!("seen/{key}");
+                    while store.read_state(PLUGIN, &seen_key).await?.0.is_none() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    delivered = Some(start.elapsed());
+                }
+                anyhow::Ok((answered, delivered))
+            });
+            i += 1;
+        }
+        let mut answered = Vec::new();
+        let mut delivered = Vec::new();
+        while let Some(result) = requests.join_next().await {
+            let (a, d) = result??;
+            answered.push(a);
+            delivered.extend(d);
+        }
+        task.abort();
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+        answered.sort();
+        delivered.sort();
+        Ok(Run {
+            value: ms(&percentile(&answered, 50.0)),
+            detail: vec![
+                ("p99 ms".into(), ms(&percentile(&answered, 99.0))),
+                ("p99.9 ms".into(), ms(&percentile(&answered, 99.9))),
+                (
+                    "to subscriber done p50 ms".into(),
+                    ms(&percentile(&delivered, 50.0)),
+                ),
+                (
+                    "to subscriber done p99 ms".into(),
+                    ms(&percentile(&delivered, 99.0)),
+                ),
+                ("commands".into(), answered.len() as f64),
+            ],
+        })
+    }
+}
+
+/// P2's handler: what `bench.touch` does, in native code, through the same unit of work,
+/// addressing and committer as a WASM handler.
+async fn native_touch(executor: &Executor, store: &Store, key: &str) -> anyhow::Result<()> {
+    let envelope = bench_envelope("bench.touch", format!("{{\"key\":\"{key}\"}}").into_bytes());
+    let mut unit = UnitOfWork::new(PLUGIN, Access::ReadWrite, store.clone());
+    let count_key = format!("count/{key}");
+    let count: u64 = match unit.get(&count_key).await? {
+        Some(bytes) => serde_json::from_slice(&bytes)?,
+        None => 0,
+    };
+    unit.put(count_key, serde_json::to_vec(&(count + 1))?)?;
+    unit.emit(crate::unit_of_work::EmittedEvent {
+        kind: "bench.touched".into(),
+        payload: serde_json::to_vec(&serde_json::json!({ "key": key }))?,
+        partition_key: Some(key.to_owned()),
+    })?;
+    let (changes, emitted): (StateChanges, _) = unit.finish();
+    let outbox = executor.address(&envelope, PLUGIN, emitted);
+    executor
+        .committer()
+        .submit(Write::Command {
+            changes,
+            outbox,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn bench_envelope(kind: &str, payload: Vec<u8>) -> Envelope {
+    let id = uuid::Uuid::now_v7().to_string();
+    Envelope {
+        correlation_id: id.clone(),
+        id,
+        kind: kind.into(),
+        partition_key: None,
+        tenant_id: None,
+        causation_id: None,
+        actor: None,
+        schema_version: 1,
+        occurred_at_ms: now_ms() as u64,
+        attempt: 1,
+        headers: Vec::new(),
+        payload,
+    }
+}
+
+async fn serve(rig: &Rig) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let app = http::router(AppState {
+        executor: rig.executor.clone(),
+        load_errors: Arc::new(Vec::new()),
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{address}"))
+}
+
+async fn pending(store: &Store) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+            .fetch_one(store.reader())
+            .await?,
+    )
+}
+
+async fn done_deliveries(store: &Store) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'done'")
+            .fetch_one(store.reader())
+            .await?,
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn percentiles_us(mut timings: Vec<Duration>) -> Run {
+    timings.sort();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    Run {
+        value: us(percentile(&timings, 50.0)),
+        detail: vec![("p99 µs".into(), us(percentile(&timings, 99.0)))],
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if !n.is_multiple_of(2) => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// VmHWM: the peak resident set of this process.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn machine_description() -> String {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_default();
+    format!("{cpus} CPUs ({model}), {}", std::env::consts::ARCH)
+}
+
+fn reproduce_command(args: &BenchArgs) -> String {
+    format!(
+        "cargo run --release -- bench --out {} --runs {} --seconds {} --concurrency {}{}",
+        args.out.display(),
+        args.runs,
+        args.seconds,
+        args.concurrency,
+        if args.quick { " --quick" } else { "" }
+    )
+}
+
+fn render_markdown(report: &Report) -> String {
+    let mut md = String::new();
+    md.push_str(&format!("Reproduce: `{}`\n\nMachine: {}; {} run(s) per figure, median shown; throughput runs last {} s.\n\n", report.command, report.machine, report.runs, report.seconds_per_run));
+    md.push_str("| id | what | median | unit | runs | detail | conditions |\n|---|---|---:|---|---|---|---|\n");
+    for f in &report.figures {
+        let runs: Vec<String> = f.runs.iter().map(|v| format!("{v:.1}")).collect();
+        let detail: Vec<String> = f
+            .detail
+            .iter()
+            .map(|(n, v)| format!("{n} {v:.2}"))
+            .collect();
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {} | {} | {} | {} |\n",
+            f.id,
+            f.what,
+            f.value,
+            f.unit,
+            runs.join(", "),
+            detail.join("; "),
+            f.conditions
+        ));
+    }
+    md.push_str("\n| ratio | value |\n|---|---:|\n");
+    for (name, value) in &report.ratios {
+        md.push_str(&format!("| {name} | {value:.2} |\n"));
+    }
+    md.push_str(&format!(
+        "\nPeak RSS of the host process during the run: {:.1} MiB\n",
+        report.peak_rss_mib
+    ));
+    md
+}

@@ -1,0 +1,761 @@
+//! The host configuration file (`host run --config host.toml`): the delivery policy and the
+//! limits of each plugin, how long idempotency keys live, and how long finished deliveries
+//! are kept.
+//!
+//! ```toml
+//! [defaults]                       # every plugin, unless its own section says otherwise
+//! ordering = "strict"              # or "skip": a failing message is parked, its key moves on
+//! call_deadline = "5s"
+//! memory_mib = 64
+//! dead_letter_at_once = ["rejected", "permanent", "deadline", "memory_limit"]
+//! retry = { initial_delay = "200ms", multiplier = 2.0, max_delay = "30s", max_attempts = 5, jitter = 0.5 }
+//!
+//! [plugins.billing]                # overrides, field by field, for the plugin named `billing`
+//! ordering = "skip"
+//! retry = { max_attempts = 10 }
+//!
+//! [idempotency]
+//! ttl = "24h"
+//! ttl_by_kind = { "order.place" = "1h" }
+//!
+//! [retention]
+//! delivered = "7d"                 # `done` deliveries (inbox marks) older than this are removed
+//! batch_size = 500                 # rows per short delete transaction
+//! interval = "1m"                  # how often the maintenance task runs
+//! ```
+//!
+//! Durations are a number and a unit: `ms`, `s`, `m`, `h` or `d`. Every key is optional; the
+//! defaults are [`PluginPolicy::DEFAULT`], [`IdempotencyConfig::DEFAULT`] and
+//! [`RetentionConfig::DEFAULT`]. An unknown key or a bad value is an error naming the key.
+
+use crate::config::{DEFAULT_IDEMPOTENCY_TTL, Limits};
+use crate::error::ErrorClass;
+use crate::retry::RetryPolicy;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+/// Largest memory cap a plugin may be given: the pooling allocator reserves address space
+/// for this much per instance slot, so an absurd value would fail the engine at start.
+pub const MAX_MEMORY_MIB: u64 = 4096;
+
+/// What a failing message does to the later messages of its partition key, per subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ordering {
+    /// A pending retry or a dead letter holds back the later messages of its key.
+    Strict,
+    /// A message that failed once is parked: its retries go on (and it may end dead), but
+    /// the later messages of its key no longer wait for it.
+    Skip,
+}
+
+impl Ordering {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Strict => "strict",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+/// A set of error classes, cheap to copy and buildable in a `const`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClassSet(u16);
+
+/// Every error class, in declaration order.
+const ALL_CLASSES: [ErrorClass; 9] = [
+    ErrorClass::Rejected,
+    ErrorClass::Retryable,
+    ErrorClass::Permanent,
+    ErrorClass::Deadline,
+    ErrorClass::MemoryLimit,
+    ErrorClass::StackOverflow,
+    ErrorClass::Panic,
+    ErrorClass::Trap,
+    ErrorClass::Host,
+];
+
+impl ClassSet {
+    pub const EMPTY: Self = Self(0);
+    /// The classes [`ErrorClass::is_retried`] says are not worth another attempt.
+    pub const NOT_RETRIED: Self = {
+        let mut set = Self::EMPTY;
+        let mut i = 0;
+        while i < ALL_CLASSES.len() {
+            if !ALL_CLASSES[i].is_retried() {
+                set = set.with(ALL_CLASSES[i]);
+            }
+            i += 1;
+        }
+        set
+    };
+
+    pub const fn with(self, class: ErrorClass) -> Self {
+        Self(self.0 | 1 << class as u16)
+    }
+
+    pub const fn contains(self, class: ErrorClass) -> bool {
+        self.0 & (1 << class as u16) != 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = ErrorClass> {
+        ALL_CLASSES.into_iter().filter(move |c| self.contains(*c))
+    }
+}
+
+/// Everything the host decides per plugin: how its failed deliveries are retried, what a
+/// failure does to the order of its keys, and what one of its calls may consume.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PluginPolicy {
+    pub retry: RetryPolicy,
+    pub ordering: Ordering,
+    pub limits: Limits,
+    /// Failure classes that go to the dead-letter queue at once, without further attempts.
+    pub dead_letter_at_once: ClassSet,
+}
+
+impl PluginPolicy {
+    /// The defaults, written once: [`RetryPolicy::DEFAULT`], strict ordering,
+    /// [`Limits::DEFAULT`], and the classes that cannot succeed on a retry dead at once.
+    pub const DEFAULT: Self = Self {
+        retry: RetryPolicy::DEFAULT,
+        ordering: Ordering::Strict,
+        limits: Limits::DEFAULT,
+        dead_letter_at_once: ClassSet::NOT_RETRIED,
+    };
+
+    /// Whether a delivery that failed with `class` after `attempt` attempts is dead now.
+    pub fn is_dead(&self, class: ErrorClass, attempt: u32) -> bool {
+        self.dead_letter_at_once.contains(class) || self.retry.is_exhausted(attempt)
+    }
+
+    /// The policy as `--print-config` shows it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let dead_at_once: Vec<&str> = self
+            .dead_letter_at_once
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        json!({
+            "ordering": self.ordering.as_str(),
+            "call_deadline": format_duration(self.limits.call_deadline),
+            "memory_mib": self.limits.memory_bytes >> 20,
+            "dead_letter_at_once": dead_at_once,
+            "retry": {
+                "initial_delay": format_duration(self.retry.initial_delay),
+                "multiplier": self.retry.multiplier,
+                "max_delay": format_duration(self.retry.max_delay),
+                "max_attempts": self.retry.max_attempts,
+                "jitter": self.retry.jitter,
+            },
+        })
+    }
+}
+
+impl Default for PluginPolicy {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// How long the first outcome of an idempotency key is kept and replayed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyConfig {
+    pub ttl: Duration,
+    /// Overrides of `ttl` by command kind.
+    pub ttl_by_kind: BTreeMap<String, Duration>,
+}
+
+impl IdempotencyConfig {
+    pub const DEFAULT: Self = Self {
+        ttl: DEFAULT_IDEMPOTENCY_TTL,
+        ttl_by_kind: BTreeMap::new(),
+    };
+
+    /// The lifetime of a key used with command `kind`.
+    pub fn ttl_for(&self, kind: &str) -> Duration {
+        self.ttl_by_kind.get(kind).copied().unwrap_or(self.ttl)
+    }
+}
+
+/// How the background maintenance task trims the database.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetentionConfig {
+    /// `done` deliveries (inbox marks) completed longer ago than this are deleted, then the
+    /// messages left without any delivery.
+    pub delivered: Duration,
+    /// Rows per delete: each batch is its own short transaction, so the writer is never
+    /// held for long.
+    pub batch_size: u32,
+    /// Pause between two maintenance passes.
+    pub interval: Duration,
+}
+
+impl RetentionConfig {
+    pub const DEFAULT: Self = Self {
+        delivered: Duration::from_secs(7 * 24 * 60 * 60),
+        batch_size: 500,
+        interval: Duration::from_secs(60),
+    };
+}
+
+/// The resolved configuration of a host.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostConfig {
+    pub defaults: PluginPolicy,
+    /// Plugins with a section of their own, resolved over `defaults`.
+    pub plugins: BTreeMap<String, PluginPolicy>,
+    pub idempotency: IdempotencyConfig,
+    pub retention: RetentionConfig,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            defaults: PluginPolicy::DEFAULT,
+            plugins: BTreeMap::new(),
+            idempotency: IdempotencyConfig::DEFAULT,
+            retention: RetentionConfig::DEFAULT,
+        }
+    }
+}
+
+/// A configuration value that is not valid, with the dotted key it was found at.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}`: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+impl HostConfig {
+    /// The policy of plugin `name`: its own section, or the defaults.
+    pub fn policy(&self, name: &str) -> &PluginPolicy {
+        self.plugins.get(name).unwrap_or(&self.defaults)
+    }
+
+    /// Reads and resolves the configuration file at `path`; `adjust_defaults` applies
+    /// command-line overrides to `[defaults]` before the plugin sections are laid over it.
+    ///
+    /// # Errors
+    /// Fails when the file cannot be read, is not valid TOML, has an unknown key or a bad
+    /// value; the message names the file and the key.
+    pub fn load(
+        path: &Path,
+        adjust_defaults: impl FnOnce(&mut PluginPolicy) -> Result<(), ConfigError>,
+    ) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read host config {}: {e}", path.display()))?;
+        Self::parse(&text, adjust_defaults)
+            .map_err(|e| anyhow::anyhow!("invalid host config {}: {e}", path.display()))
+    }
+
+    /// Parses and resolves a configuration text (see the module docs for the format).
+    ///
+    /// # Errors
+    /// A TOML error (which names an unknown key and its line) or a [`ConfigError`].
+    pub fn parse(
+        text: &str,
+        adjust_defaults: impl FnOnce(&mut PluginPolicy) -> Result<(), ConfigError>,
+    ) -> anyhow::Result<Self> {
+        let raw: RawConfig = toml::from_str(text)?;
+        Ok(raw.resolve(adjust_defaults)?)
+    }
+
+    /// Resolves the built-in defaults with command-line overrides only (no file).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] from `adjust_defaults`.
+    pub fn without_file(
+        adjust_defaults: impl FnOnce(&mut PluginPolicy) -> Result<(), ConfigError>,
+    ) -> Result<Self, ConfigError> {
+        RawConfig::default().resolve(adjust_defaults)
+    }
+
+    /// The effective configuration as `--print-config` shows it, for the plugins named.
+    pub fn to_json(&self, plugins: &[String]) -> serde_json::Value {
+        let mut names: Vec<&String> = self.plugins.keys().chain(plugins).collect();
+        names.sort();
+        names.dedup();
+        let per_plugin: serde_json::Map<_, _> = names
+            .into_iter()
+            .map(|name| (name.clone(), self.policy(name).to_json()))
+            .collect();
+        json!({
+            "defaults": self.defaults.to_json(),
+            "plugins": per_plugin,
+            "idempotency": {
+                "ttl": format_duration(self.idempotency.ttl),
+                "ttl_by_kind": self.idempotency.ttl_by_kind.iter()
+                    .map(|(k, v)| (k.clone(), json!(format_duration(*v))))
+                    .collect::<serde_json::Map<_, _>>(),
+            },
+            "retention": {
+                "delivered": format_duration(self.retention.delivered),
+                "batch_size": self.retention.batch_size,
+                "interval": format_duration(self.retention.interval),
+            },
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    defaults: RawPolicy,
+    #[serde(default)]
+    plugins: BTreeMap<String, RawPolicy>,
+    #[serde(default)]
+    idempotency: RawIdempotency,
+    #[serde(default)]
+    retention: RawRetention,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    ordering: Option<String>,
+    call_deadline: Option<String>,
+    memory_mib: Option<u64>,
+    dead_letter_at_once: Option<Vec<String>>,
+    #[serde(default)]
+    retry: RawRetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    initial_delay: Option<String>,
+    multiplier: Option<f64>,
+    max_delay: Option<String>,
+    max_attempts: Option<u32>,
+    jitter: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdempotency {
+    ttl: Option<String>,
+    #[serde(default)]
+    ttl_by_kind: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    delivered: Option<String>,
+    batch_size: Option<u32>,
+    interval: Option<String>,
+}
+
+impl RawConfig {
+    fn resolve(
+        self,
+        adjust_defaults: impl FnOnce(&mut PluginPolicy) -> Result<(), ConfigError>,
+    ) -> Result<HostConfig, ConfigError> {
+        let mut defaults = self.defaults.over(&PluginPolicy::DEFAULT, "defaults")?;
+        adjust_defaults(&mut defaults)?;
+        validate(&defaults, "defaults")?;
+        let plugins = self
+            .plugins
+            .into_iter()
+            .map(|(name, raw)| {
+                let key = format!("plugins.{name}");
+                let policy = raw.over(&defaults, &key)?;
+                validate(&policy, &key)?;
+                Ok((name, policy))
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        let mut idempotency = IdempotencyConfig::DEFAULT;
+        if let Some(ttl) = &self.idempotency.ttl {
+            idempotency.ttl = positive_duration("idempotency.ttl", ttl)?;
+        }
+        for (kind, ttl) in &self.idempotency.ttl_by_kind {
+            let key = format!("idempotency.ttl_by_kind.\"{kind}\"");
+            idempotency
+                .ttl_by_kind
+                .insert(kind.clone(), positive_duration(&key, ttl)?);
+        }
+        let mut retention = RetentionConfig::DEFAULT;
+        if let Some(delivered) = &self.retention.delivered {
+            retention.delivered = parse_duration("retention.delivered", delivered)?;
+        }
+        if let Some(batch) = self.retention.batch_size {
+            if batch == 0 {
+                return Err(invalid("retention.batch_size", "must be at least 1"));
+            }
+            retention.batch_size = batch;
+        }
+        if let Some(interval) = &self.retention.interval {
+            retention.interval = positive_duration("retention.interval", interval)?;
+        }
+        Ok(HostConfig {
+            defaults,
+            plugins,
+            idempotency,
+            retention,
+        })
+    }
+}
+
+impl RawPolicy {
+    /// This section's values laid over `base`; `section` is its dotted key, for errors.
+    fn over(&self, base: &PluginPolicy, section: &str) -> Result<PluginPolicy, ConfigError> {
+        let key = |name: &str| format!("{section}.{name}");
+        let mut policy = *base;
+        if let Some(ordering) = &self.ordering {
+            policy.ordering = match ordering.as_str() {
+                "strict" => Ordering::Strict,
+                "skip" => Ordering::Skip,
+                other => {
+                    return Err(invalid(
+                        &key("ordering"),
+                        format!("unknown ordering `{other}`: expected \"strict\" or \"skip\""),
+                    ));
+                }
+            };
+        }
+        if let Some(deadline) = &self.call_deadline {
+            policy.limits.call_deadline = positive_duration(&key("call_deadline"), deadline)?;
+        }
+        if let Some(mib) = self.memory_mib {
+            if mib == 0 || mib > MAX_MEMORY_MIB {
+                return Err(invalid(
+                    &key("memory_mib"),
+                    format!("{mib} is out of range: expected 1 to {MAX_MEMORY_MIB}"),
+                ));
+            }
+            policy.limits.memory_bytes = (mib as usize) << 20;
+        }
+        if let Some(classes) = &self.dead_letter_at_once {
+            let mut set = ClassSet::EMPTY;
+            for name in classes {
+                let class = ErrorClass::parse(name).ok_or_else(|| {
+                    invalid(
+                        &key("dead_letter_at_once"),
+                        format!(
+                            "unknown error class `{name}`: expected one of {}",
+                            ALL_CLASSES.map(ErrorClass::as_str).join(", ")
+                        ),
+                    )
+                })?;
+                set = set.with(class);
+            }
+            policy.dead_letter_at_once = set;
+        }
+        let retry = &self.retry;
+        let key = |name: &str| format!("{section}.retry.{name}");
+        if let Some(delay) = &retry.initial_delay {
+            policy.retry.initial_delay = parse_duration(&key("initial_delay"), delay)?;
+        }
+        if let Some(delay) = &retry.max_delay {
+            policy.retry.max_delay = parse_duration(&key("max_delay"), delay)?;
+        }
+        if let Some(multiplier) = retry.multiplier {
+            if !(1.0..=1000.0).contains(&multiplier) {
+                return Err(invalid(
+                    &key("multiplier"),
+                    format!("{multiplier} is out of range: expected 1.0 to 1000.0"),
+                ));
+            }
+            policy.retry.multiplier = multiplier;
+        }
+        if let Some(attempts) = retry.max_attempts {
+            policy.retry.max_attempts = attempts;
+        }
+        if let Some(jitter) = retry.jitter {
+            if !(0.0..=1.0).contains(&jitter) {
+                return Err(invalid(
+                    &key("jitter"),
+                    format!("{jitter} is out of range: expected 0.0 to 1.0"),
+                ));
+            }
+            policy.retry.jitter = jitter;
+        }
+        Ok(policy)
+    }
+}
+
+/// Checks what only holds for the resolved policy (a value may come from `[defaults]`).
+fn validate(policy: &PluginPolicy, section: &str) -> Result<(), ConfigError> {
+    if policy.retry.max_attempts == 0 {
+        return Err(invalid(
+            &format!("{section}.retry.max_attempts"),
+            "must be at least 1 (the first attempt counts)",
+        ));
+    }
+    if policy.retry.initial_delay > policy.retry.max_delay {
+        return Err(invalid(
+            &format!("{section}.retry.initial_delay"),
+            format!(
+                "{} is longer than retry.max_delay ({})",
+                format_duration(policy.retry.initial_delay),
+                format_duration(policy.retry.max_delay)
+            ),
+        ));
+    }
+    if policy.limits.call_deadline.is_zero() {
+        return Err(invalid(
+            &format!("{section}.call_deadline"),
+            "must be longer than 0",
+        ));
+    }
+    if policy.limits.memory_bytes == 0 {
+        return Err(invalid(
+            &format!("{section}.memory_mib"),
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `"250ms"`, `"5s"`, `"10m"`, `"24h"`, `"7d"`.
+///
+/// # Errors
+/// A [`ConfigError`] at `key` for anything else.
+pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || {
+        invalid(
+            key,
+            format!(
+                "invalid duration `{text}`: expected a whole number and a unit (ms, s, m, h, d), e.g. \"500ms\""
+            ),
+        )
+    };
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    let millis_per = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(millis_per)
+        .map(Duration::from_millis)
+        .ok_or_else(bad)
+}
+
+fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let duration = parse_duration(key, text)?;
+    if duration.is_zero() {
+        return Err(invalid(key, "must be longer than 0"));
+    }
+    Ok(duration)
+}
+
+/// The shortest exact form of a duration in the units [`parse_duration`] reads.
+pub fn format_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms >= per && ms.is_multiple_of(per) {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<HostConfig> {
+        HostConfig::parse(text, |_| Ok(()))
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse(text).expect_err("the config must be refused"))
+    }
+
+    #[test]
+    fn no_file_and_an_empty_file_give_the_defaults() {
+        let empty = parse("").unwrap();
+        assert_eq!(empty, HostConfig::default());
+        assert_eq!(*empty.policy("anyone"), PluginPolicy::DEFAULT);
+        assert_eq!(
+            HostConfig::without_file(|_| Ok(())).unwrap(),
+            HostConfig::default()
+        );
+    }
+
+    #[test]
+    fn default_dead_letter_classes_are_those_not_worth_a_retry() {
+        let set = PluginPolicy::DEFAULT.dead_letter_at_once;
+        for class in ALL_CLASSES {
+            assert_eq!(set.contains(class), !class.is_retried(), "{class}");
+        }
+    }
+
+    #[test]
+    fn a_plugin_section_overrides_the_defaults_field_by_field() {
+        let config = parse(
+            r#"
+            [defaults]
+            call_deadline = "2s"
+            retry = { max_attempts = 7, initial_delay = "50ms" }
+
+            [plugins.billing]
+            ordering = "skip"
+            memory_mib = 16
+            dead_letter_at_once = ["permanent"]
+            retry = { max_attempts = 3, jitter = 0.0 }
+
+            [idempotency]
+            ttl = "1h"
+            ttl_by_kind = { "order.place" = "10m" }
+
+            [retention]
+            delivered = "1d"
+            batch_size = 10
+            interval = "30s"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.defaults.retry.max_attempts, 7);
+        assert_eq!(config.defaults.ordering, Ordering::Strict);
+        let billing = config.policy("billing");
+        assert_eq!(billing.ordering, Ordering::Skip);
+        assert_eq!(billing.retry.max_attempts, 3);
+        assert_eq!(billing.retry.jitter, 0.0);
+        // Inherited from [defaults], not from the built-in defaults.
+        assert_eq!(billing.retry.initial_delay, Duration::from_millis(50));
+        assert_eq!(billing.limits.call_deadline, Duration::from_secs(2));
+        assert_eq!(billing.limits.memory_bytes, 16 << 20);
+        assert!(billing.dead_letter_at_once.contains(ErrorClass::Permanent));
+        assert!(!billing.dead_letter_at_once.contains(ErrorClass::Deadline));
+        assert!(billing.is_dead(ErrorClass::Permanent, 1));
+        assert!(!billing.is_dead(ErrorClass::Deadline, 2));
+        assert!(billing.is_dead(ErrorClass::Deadline, 3));
+        assert_eq!(config.policy("other").retry.max_attempts, 7);
+        assert_eq!(
+            config.idempotency.ttl_for("order.place"),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            config.idempotency.ttl_for("order.cancel"),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(config.retention.delivered, Duration::from_secs(86_400));
+        assert_eq!(config.retention.batch_size, 10);
+    }
+
+    #[test]
+    fn command_line_overrides_apply_to_the_defaults_under_the_plugin_sections() {
+        let config = HostConfig::parse("[plugins.a]\nretry = { max_attempts = 2 }", |defaults| {
+            defaults.retry.max_attempts = 9;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(config.defaults.retry.max_attempts, 9);
+        assert_eq!(config.policy("a").retry.max_attempts, 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        assert!(error("[defaults]\nretries = 3").contains("retries"));
+        assert!(error("[plugins.a]\nretry = { attempts = 3 }").contains("attempts"));
+        assert!(error("[bogus]\nx = 1").contains("bogus"));
+        assert!(error("[retention]\nkeep = \"1d\"").contains("keep"));
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_key() {
+        let cases = [
+            ("[plugins.a]\nordering = \"random\"", "plugins.a.ordering"),
+            (
+                "[defaults]\ncall_deadline = \"5\"",
+                "defaults.call_deadline",
+            ),
+            (
+                "[defaults]\ncall_deadline = \"0s\"",
+                "defaults.call_deadline",
+            ),
+            ("[plugins.a]\nmemory_mib = 0", "plugins.a.memory_mib"),
+            ("[plugins.a]\nmemory_mib = 4097", "plugins.a.memory_mib"),
+            (
+                "[plugins.a]\ndead_letter_at_once = [\"fatal\"]",
+                "plugins.a.dead_letter_at_once",
+            ),
+            (
+                "[plugins.a]\nretry = { jitter = 1.5 }",
+                "plugins.a.retry.jitter",
+            ),
+            (
+                "[defaults]\nretry = { multiplier = 0.5 }",
+                "defaults.retry.multiplier",
+            ),
+            (
+                "[plugins.a]\nretry = { max_attempts = 0 }",
+                "plugins.a.retry.max_attempts",
+            ),
+            (
+                "[plugins.a]\nretry = { initial_delay = \"1m\", max_delay = \"1s\" }",
+                "plugins.a.retry.initial_delay",
+            ),
+            ("[idempotency]\nttl = \"0h\"", "idempotency.ttl"),
+            (
+                "[idempotency]\nttl_by_kind = { \"a.b\" = \"soon\" }",
+                "idempotency.ttl_by_kind.\"a.b\"",
+            ),
+            ("[retention]\nbatch_size = 0", "retention.batch_size"),
+        ];
+        for (text, key) in cases {
+            let message = error(text);
+            assert!(
+                message.contains(&format!("`{key}`")),
+                "{text:?} → {message}"
+            );
+        }
+        // A wrong type is caught by the TOML reader, which shows the line and the key.
+        assert!(error("[plugins.a]\nmemory_mib = \"lots\"").contains("memory_mib"));
+    }
+
+    #[test]
+    fn durations_parse_and_print_exactly() {
+        for (text, ms) in [
+            ("0ms", 0),
+            ("250ms", 250),
+            ("5s", 5_000),
+            ("2m", 120_000),
+            ("24h", 86_400_000),
+            ("7d", 604_800_000),
+        ] {
+            let duration = parse_duration("k", text).unwrap();
+            assert_eq!(duration, Duration::from_millis(ms), "{text}");
+        }
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(7 * 86_400)), "7d");
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        for bad in [
+            "",
+            "5",
+            "s",
+            "1.5s",
+            "-1s",
+            "5 weeks",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_duration("k", bad).is_err(), "{bad:?}");
+        }
+    }
+}

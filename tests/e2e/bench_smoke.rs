@@ -1,0 +1,52 @@
+//! `host bench --quick` keeps working: every figure is produced and written. It asserts no
+//! speed — benchmarks are measured by `host bench`, not by tests.
+
+use crate::harness::{host_binary, workspace_root};
+
+const FIGURES: &[&str] = &[
+    "B0-FULL",
+    "B0-NORMAL",
+    "B1",
+    "P1",
+    "P1-HTTP",
+    "P2-native",
+    "P3",
+    "P4-backlog",
+    "P4-stream",
+    "P5",
+];
+
+#[test]
+fn quick_bench_writes_every_figure() {
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(host_binary())
+        .current_dir(workspace_root())
+        .args(["bench", "--quick", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("running host bench");
+    assert!(
+        output.status.success(),
+        "host bench --quick failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = report["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, FIGURES);
+    for figure in report["figures"].as_array().unwrap() {
+        let value = figure["value"].as_f64().unwrap();
+        assert!(
+            value.is_finite() && value > 0.0,
+            "figure {} has no measurement: {value}",
+            figure["id"]
+        );
+    }
+    let markdown = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
+    assert!(markdown.contains("| P1 / B0-FULL |"), "{markdown}");
+}
