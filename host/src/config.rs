@@ -110,7 +110,7 @@ pub struct DispatchConfig {
 
 impl DispatchConfig {
     pub const DEFAULT: Self = Self {
-        concurrency: 16,
+        concurrency: 64,
         poll_interval: Duration::from_millis(500),
     };
 }

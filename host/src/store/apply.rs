@@ -1,8 +1,10 @@
 //! Applying committed batches: the one place the host's durable writes happen.
 //!
-//! A batch is one transaction with one fsync. Each item runs inside its own savepoint, so an
-//! item that fails its checks (stale read, idempotency key already taken, delivery already
-//! done) is rolled back alone and the rest of the batch still commits.
+//! A batch is one transaction with one fsync. Each item makes its checks (versions read,
+//! idempotency key free, delivery still pending) before it writes anything, and the check that
+//! is itself a write (the idempotency insert, the delivery guard) writes only when it passes —
+//! so an item that fails its checks leaves nothing behind and the rest of the batch still
+//! commits, without a savepoint per item.
 
 use super::{StateVersion, Store, now_ms};
 use crate::error::HandlerFailure;
@@ -140,12 +142,7 @@ async fn apply_items(conn: &mut SqliteConnection, batch: &[Write]) -> anyhow::Re
     let now = now_ms();
     let mut results = Vec::with_capacity(batch.len());
     for item in batch {
-        sqlx::query("SAVEPOINT item").execute(&mut *conn).await?;
         let applied = apply_item(conn, item, now).await?;
-        if applied != Applied::Committed {
-            sqlx::query("ROLLBACK TO item").execute(&mut *conn).await?;
-        }
-        sqlx::query("RELEASE item").execute(&mut *conn).await?;
         results.push(applied);
     }
     Ok(results)
@@ -162,6 +159,9 @@ async fn apply_item(
             outbox,
             idempotency,
         } => {
+            if !reads_are_current(conn, changes).await? {
+                return Ok(Applied::Conflict);
+            }
             if let Some(record) = idempotency {
                 let taken = sqlx::query(
                     "INSERT INTO idempotency
@@ -189,9 +189,7 @@ async fn apply_item(
                     return Ok(Applied::IdempotencyTaken);
                 }
             }
-            if !apply_state(conn, changes).await? {
-                return Ok(Applied::Conflict);
-            }
+            write_state(conn, changes).await?;
             insert_outbox(conn, outbox, now).await?;
             Ok(Applied::Committed)
         }
@@ -202,6 +200,9 @@ async fn apply_item(
             changes,
             outbox,
         } => {
+            if !reads_are_current(conn, changes).await? {
+                return Ok(Applied::Conflict);
+            }
             let marked = sqlx::query(
                 "UPDATE deliveries
                  SET status = 'done', attempts = ?, handled_by = ?, completed_at_ms = ?
@@ -218,9 +219,7 @@ async fn apply_item(
             if marked == 0 {
                 return Ok(Applied::DeliveryStale);
             }
-            if !apply_state(conn, changes).await? {
-                return Ok(Applied::Conflict);
-            }
+            write_state(conn, changes).await?;
             insert_outbox(conn, outbox, now).await?;
             Ok(Applied::Committed)
         }
@@ -262,8 +261,11 @@ async fn apply_item(
     }
 }
 
-/// Checks the read versions and applies the writes. Returns false on a version conflict.
-async fn apply_state(conn: &mut SqliteConnection, changes: &StateChanges) -> anyhow::Result<bool> {
+/// Whether every version the handler read is still the current one.
+async fn reads_are_current(
+    conn: &mut SqliteConnection,
+    changes: &StateChanges,
+) -> anyhow::Result<bool> {
     for (key, seen) in &changes.reads {
         let current: StateVersion =
             sqlx::query("SELECT version FROM state WHERE plugin = ? AND key = ?")
@@ -276,6 +278,11 @@ async fn apply_state(conn: &mut SqliteConnection, changes: &StateChanges) -> any
             return Ok(false);
         }
     }
+    Ok(true)
+}
+
+/// Applies the state writes; every write bumps the key's version.
+async fn write_state(conn: &mut SqliteConnection, changes: &StateChanges) -> anyhow::Result<()> {
     for (key, value) in &changes.writes {
         sqlx::query(
             "INSERT INTO state (plugin, key, value, version) VALUES (?, ?, ?, 1)
@@ -287,7 +294,7 @@ async fn apply_state(conn: &mut SqliteConnection, changes: &StateChanges) -> any
         .execute(&mut *conn)
         .await?;
     }
-    Ok(true)
+    Ok(())
 }
 
 async fn insert_outbox(
