@@ -32,6 +32,19 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class, in declaration order.
+    pub const ALL: [Self; 9] = [
+        Self::Rejected,
+        Self::Retryable,
+        Self::Permanent,
+        Self::Deadline,
+        Self::MemoryLimit,
+        Self::StackOverflow,
+        Self::Panic,
+        Self::Trap,
+        Self::Host,
+    ];
+
     /// Whether a failed event delivery of this class is worth another attempt.
     ///
     /// Deadline and memory traps are deterministic for the same message and limits, and
@@ -110,17 +123,7 @@ mod tests {
 
     #[test]
     fn class_names_round_trip() {
-        for class in [
-            ErrorClass::Rejected,
-            ErrorClass::Retryable,
-            ErrorClass::Permanent,
-            ErrorClass::Deadline,
-            ErrorClass::MemoryLimit,
-            ErrorClass::StackOverflow,
-            ErrorClass::Panic,
-            ErrorClass::Trap,
-            ErrorClass::Host,
-        ] {
+        for class in ErrorClass::ALL {
             assert_eq!(ErrorClass::parse(class.as_str()), Some(class));
         }
         assert_eq!(ErrorClass::parse("nonsense"), None);

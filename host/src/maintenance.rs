@@ -72,26 +72,9 @@ pub async fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_support::event;
     use crate::store::{Applied, IdempotencyRecord, OutboxEvent, StateChanges, Write};
     use std::time::Duration;
-
-    fn event(key: &str, subscribers: &[&str]) -> OutboxEvent {
-        OutboxEvent {
-            id: uuid::Uuid::now_v7().to_string(),
-            kind: "e".into(),
-            partition_key: Some(key.into()),
-            tenant_id: None,
-            correlation_id: "c".into(),
-            causation_id: None,
-            actor: None,
-            schema_version: 1,
-            occurred_at_ms: now_ms(),
-            headers: vec![],
-            payload: b"{}".to_vec(),
-            emitted_by: "p".into(),
-            subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
-        }
-    }
 
     fn command(outbox: Vec<OutboxEvent>, key: Option<(&str, i64)>) -> Write {
         Write::Command {
@@ -122,10 +105,12 @@ mod tests {
             .collect();
         batch.push(command(vec![], Some(("live", now + 60_000))));
         batch.push(command(
-            (0..7).map(|i| event(&format!("k{i}"), &["s"])).collect(),
+            (0..7)
+                .map(|i| event("e", &format!("k{i}"), &["s"]))
+                .collect(),
             None,
         ));
-        batch.push(command(vec![event("lonely", &[])], None));
+        batch.push(command(vec![event("e", "lonely", &[])], None));
         store.apply_batch(&batch).await.unwrap();
         let due = store.due_deliveries(&["s".into()], &[], 100).await.unwrap();
         let done: Vec<Write> = due[..5]

@@ -64,28 +64,15 @@ impl Ordering {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClassSet(u16);
 
-/// Every error class, in declaration order.
-const ALL_CLASSES: [ErrorClass; 9] = [
-    ErrorClass::Rejected,
-    ErrorClass::Retryable,
-    ErrorClass::Permanent,
-    ErrorClass::Deadline,
-    ErrorClass::MemoryLimit,
-    ErrorClass::StackOverflow,
-    ErrorClass::Panic,
-    ErrorClass::Trap,
-    ErrorClass::Host,
-];
-
 impl ClassSet {
     pub const EMPTY: Self = Self(0);
     /// The classes [`ErrorClass::is_retried`] says are not worth another attempt.
     pub const NOT_RETRIED: Self = {
         let mut set = Self::EMPTY;
         let mut i = 0;
-        while i < ALL_CLASSES.len() {
-            if !ALL_CLASSES[i].is_retried() {
-                set = set.with(ALL_CLASSES[i]);
+        while i < ErrorClass::ALL.len() {
+            if !ErrorClass::ALL[i].is_retried() {
+                set = set.with(ErrorClass::ALL[i]);
             }
             i += 1;
         }
@@ -101,7 +88,9 @@ impl ClassSet {
     }
 
     pub fn iter(self) -> impl Iterator<Item = ErrorClass> {
-        ALL_CLASSES.into_iter().filter(move |c| self.contains(*c))
+        ErrorClass::ALL
+            .into_iter()
+            .filter(move |c| self.contains(*c))
     }
 }
 
@@ -445,7 +434,7 @@ impl RawPolicy {
                         &key("dead_letter_at_once"),
                         format!(
                             "unknown error class `{name}`: expected one of {}",
-                            ALL_CLASSES.map(ErrorClass::as_str).join(", ")
+                            ErrorClass::ALL.map(ErrorClass::as_str).join(", ")
                         ),
                     )
                 })?;
@@ -601,7 +590,7 @@ mod tests {
     #[test]
     fn default_dead_letter_classes_are_those_not_worth_a_retry() {
         let set = PluginPolicy::DEFAULT.dead_letter_at_once;
-        for class in ALL_CLASSES {
+        for class in ErrorClass::ALL {
             assert_eq!(set.contains(class), !class.is_retried(), "{class}");
         }
     }

@@ -344,13 +344,7 @@ async fn insert_outbox(
 mod tests {
     use super::*;
     use crate::error::ErrorClass;
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
-        (dir, store)
-    }
+    use crate::store::test_support::{event, temp_store as store};
 
     fn put(plugin: &str, key: &str, value: &str, reads: Vec<(String, StateVersion)>) -> Write {
         Write::Command {
@@ -361,24 +355,6 @@ mod tests {
             },
             outbox: Vec::new(),
             idempotency: None,
-        }
-    }
-
-    fn event(kind: &str, key: &str, subscribers: &[&str]) -> OutboxEvent {
-        OutboxEvent {
-            id: uuid::Uuid::now_v7().to_string(),
-            kind: kind.into(),
-            partition_key: Some(key.into()),
-            tenant_id: None,
-            correlation_id: "c".into(),
-            causation_id: None,
-            actor: None,
-            schema_version: 1,
-            occurred_at_ms: now_ms(),
-            headers: vec![("h".into(), "v".into())],
-            payload: b"{}".to_vec(),
-            emitted_by: "p".into(),
-            subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
         }
     }
 

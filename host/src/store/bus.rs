@@ -447,31 +447,8 @@ fn view_from_row(row: &SqliteRow) -> DeliveryView {
 mod tests {
     use super::*;
     use crate::error::{ErrorClass, HandlerFailure};
+    use crate::store::test_support::{event, temp_store as store};
     use crate::store::{Applied, DeliveryFate, OutboxEvent, StateChanges, Write};
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        (dir, Store::open(&url).await.unwrap())
-    }
-
-    fn event(kind: &str, key: &str) -> OutboxEvent {
-        OutboxEvent {
-            id: uuid::Uuid::now_v7().to_string(),
-            kind: kind.into(),
-            partition_key: Some(key.into()),
-            tenant_id: None,
-            correlation_id: "c".into(),
-            causation_id: None,
-            actor: None,
-            schema_version: 1,
-            occurred_at_ms: now_ms(),
-            headers: vec![],
-            payload: b"{}".to_vec(),
-            emitted_by: "p".into(),
-            subscribers: vec!["s".into()],
-        }
-    }
 
     async fn emit(store: &Store, events: Vec<OutboxEvent>) {
         let write = Write::Command {
@@ -511,7 +488,11 @@ mod tests {
     #[tokio::test]
     async fn skip_parks_a_failed_delivery_and_strict_does_not() {
         let (_dir, store) = store().await;
-        emit(&store, vec![event("e", "k"), event("e", "k")]).await;
+        emit(
+            &store,
+            vec![event("e", "k", &["s"]), event("e", "k", &["s"])],
+        )
+        .await;
         let skip = vec!["s".to_owned()];
         let due = due_keys(&store, &skip).await;
         assert_eq!(
@@ -550,7 +531,11 @@ mod tests {
         let (_dir, store) = store().await;
         emit(
             &store,
-            vec![event("a.x", "1"), event("a.y", "2"), event("b.x", "3")],
+            vec![
+                event("a.x", "1", &["s"]),
+                event("a.y", "2", &["s"]),
+                event("b.x", "3", &["s"]),
+            ],
         )
         .await;
         let due = due_keys(&store, &[]).await;

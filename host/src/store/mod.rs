@@ -135,3 +135,36 @@ impl Store {
         &self.write
     }
 }
+
+/// Fixtures shared by the store's and the maintenance task's unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::{OutboxEvent, Store, now_ms};
+
+    /// A fresh database in a temporary directory (kept alive by the returned guard).
+    pub async fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        (dir, store)
+    }
+
+    /// An event of `kind` with partition key `key`, addressed to `subscribers`.
+    pub fn event(kind: &str, key: &str, subscribers: &[&str]) -> OutboxEvent {
+        OutboxEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: kind.into(),
+            partition_key: Some(key.into()),
+            tenant_id: None,
+            correlation_id: "c".into(),
+            causation_id: None,
+            actor: None,
+            schema_version: 1,
+            occurred_at_ms: now_ms(),
+            headers: vec![("h".into(), "v".into())],
+            payload: b"{}".to_vec(),
+            emitted_by: "p".into(),
+            subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
