@@ -15,8 +15,9 @@ use crate::config::{DispatchConfig, Limits};
 use crate::dispatcher;
 use crate::executor::{Executor, Request};
 use crate::http::{self, AppState};
+use crate::plugin_dir::{self, BuildPolicy, PluginDir};
 use crate::policy::HostConfig;
-use crate::registry::{BuildPolicy, Registry};
+use crate::registry::Registry;
 use crate::sandbox::Sandbox;
 use crate::store::{StateChanges, Store, Write, now_ms};
 use crate::unit_of_work::{Access, UnitOfWork};
@@ -99,12 +100,12 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let sandbox = Sandbox::new(Limits::DEFAULT)?;
-    let (registry, errors) =
-        Registry::load_dir(&sandbox, &args.plugins, BuildPolicy::BuildStale).await?;
+    let (_, registry) = PluginDir::load(&sandbox, &args.plugins, BuildPolicy::BuildStale).await?;
     if registry.plugin(PLUGIN).is_none() {
         bail!(
-            "the benchmark plugin `{PLUGIN}` did not load from {}: {errors:?}",
-            args.plugins.display()
+            "the benchmark plugin `{PLUGIN}` did not load from {}: {:?}",
+            args.plugins.display(),
+            registry.load_errors()
         );
     }
     let registry = Arc::new(registry);
@@ -202,6 +203,18 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         "command latency at 50% of P1 (p50)",
         "ms",
         &format!("open loop at {rate:.0} cmd/s, dispatcher running"),
+    ));
+
+    let swaps = if args.quick { 3 } else { 20 };
+    let r1 = bench.repeat(|i| bench.hot_reload(i, swaps)).await?;
+    figures.push(r1.figure(
+        "R1",
+        "hot reload: component file renamed into place → new version serving (p50)",
+        "ms",
+        &format!(
+            "{swaps} swaps of `{PLUGIN}` (a new build each: compiled, no cache), watcher settle {} ms",
+            plugin_dir::SETTLE.as_millis()
+        ),
     ));
 
     let ratios = vec![
@@ -353,7 +366,7 @@ impl Bench {
         let wake = Arc::new(Notify::new());
         let committer = Committer::spawn(store.clone(), wake.clone());
         let executor = Arc::new(Executor::new(
-            self.registry.clone(),
+            Registry::clone(&self.registry),
             store.clone(),
             committer,
             Duration::from_secs(3600),
@@ -448,6 +461,63 @@ impl Bench {
             call.outcome.map_err(|f| anyhow::anyhow!("{f}"))?;
         }
         Ok(percentiles_us(timings))
+    }
+
+    /// R1: the watcher path of `host run --watch`, timed from the rename of a new build into
+    /// the plugins folder to the moment the executor routes to it.
+    async fn hot_reload(&self, run: usize, swaps: usize) -> anyhow::Result<Run> {
+        let rig = self.rig("reload", run).await?;
+        let folder = self.scratch.join(format!("reload-{run}"));
+        std::fs::create_dir_all(&folder)?;
+        let original = std::fs::read(
+            self.registry
+                .plugin(PLUGIN)
+                .expect("checked at start")
+                .source(),
+        )?;
+        let file = folder.join(format!("{PLUGIN}.wasm"));
+        std::fs::write(&file, &original)?;
+        let (plugins, registry) =
+            PluginDir::load(&self.sandbox, &folder, BuildPolicy::LoadOnly).await?;
+        rig.executor.replace_registry(registry);
+        let watcher = plugin_dir::watch(plugins, rig.executor.clone(), rig.store, rig.wake)?;
+        let mut timings = Vec::with_capacity(swaps);
+        for swap in 0..swaps {
+            // A new build: the same code with a custom section that makes its digest new.
+            let build = with_custom_section(
+                &original,
+                "bench-build",
+                &(run * swaps + swap).to_le_bytes(),
+            );
+            let expected = crate::cache::content_digest(&build);
+            let staging = folder.join("next.partial");
+            std::fs::write(&staging, &build)?;
+            let start = Instant::now();
+            std::fs::rename(&staging, &file)?;
+            loop {
+                if rig
+                    .executor
+                    .registry()
+                    .plugin(PLUGIN)
+                    .is_some_and(|p| p.digest() == expected)
+                {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    watcher.abort();
+                    bail!("swap {swap} did not take effect within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            timings.push(start.elapsed());
+        }
+        watcher.abort();
+        timings.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok(Run {
+            value: ms(percentile(&timings, 50.0)),
+            detail: vec![("p99 ms".into(), ms(percentile(&timings, 99.0)))],
+        })
     }
 
     /// P1/P2: closed loop, `concurrency` callers, each command on its own key.
@@ -736,7 +806,6 @@ async fn serve(rig: &Rig) -> anyhow::Result<String> {
     let address = listener.local_addr()?;
     let app = http::router(AppState {
         executor: rig.executor.clone(),
-        load_errors: Arc::new(Vec::new()),
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(format!("http://{address}"))
@@ -764,6 +833,30 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[rank.min(sorted.len() - 1)]
+}
+
+/// `component` with a custom section appended: the same code under another digest.
+fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
 }
 
 fn percentiles_us(mut timings: Vec<Duration>) -> Run {

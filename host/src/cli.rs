@@ -1,5 +1,6 @@
 //! The `host` command line: `run`, `build`, `send`, `bench` and `bus`.
 
+use crate::cache::ComponentCache;
 use crate::committer::Committer;
 use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DispatchConfig};
 use crate::dispatcher;
@@ -7,8 +8,9 @@ use crate::error::ErrorClass;
 use crate::executor::{Executor, Reply, Request};
 use crate::http::{self, AppState};
 use crate::maintenance;
+use crate::plugin_dir::{self, BuildPolicy, PluginDir};
 use crate::policy::{ConfigError, HostConfig, PluginPolicy};
-use crate::registry::{BuildPolicy, Registry};
+use crate::registry::Registry;
 use crate::sandbox::Sandbox;
 use crate::store::{DeliveryFilter, DeliveryStatus, DeliveryView, Store};
 use anyhow::{Context, bail};
@@ -33,6 +35,12 @@ pub struct Cli {
 pub enum Command {
     /// Load the plugins and serve commands, queries and event delivery.
     Run(RunArgs),
+    /// `run --watch`: serve, and rebuild and swap in each plugin as its sources or component
+    /// change, with no restart and nothing dropped. The plugin author's loop.
+    Dev(RunArgs),
+    /// Create a plugin project that builds and loads as it is: a command, an event
+    /// subscription and a query to start from.
+    New(crate::scaffold::NewArgs),
     /// Build every plugin source folder (a folder with a plugin.toml) that is missing or stale.
     Build {
         #[command(flatten)]
@@ -56,6 +64,31 @@ pub struct PluginsArg {
     pub plugins: PathBuf,
 }
 
+/// Where compiled components are kept between runs.
+#[derive(Debug, Args)]
+pub struct CacheArg {
+    /// Folder of compiled components, reused across restarts; an entry is keyed by the
+    /// component's content and the engine configuration, and checked before use
+    /// [default: $XDG_CACHE_HOME/handler-host/components, else ~/.cache/handler-host/components].
+    #[arg(long, env = "HOST_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every component at load; read and write no cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl CacheArg {
+    fn cache(&self) -> Option<ComponentCache> {
+        if self.no_cache {
+            return None;
+        }
+        self.cache_dir
+            .clone()
+            .or_else(ComponentCache::default_dir)
+            .map(ComponentCache::new)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct DatabaseArg {
     /// Database URL. SQLite: `sqlite://FILE` (created if missing).
@@ -75,6 +108,13 @@ pub struct RunArgs {
     /// Load components as they are; do not build stale source folders.
     #[arg(long)]
     pub no_build: bool,
+    /// Follow the plugins directory while serving: a new or changed component (or, unless
+    /// --no-build, a changed source folder, rebuilt) is checked and swapped in between two
+    /// messages; a removed one stops receiving until it returns.
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub cache: CacheArg,
     #[command(flatten)]
     pub tuning: Tuning,
     /// Print the effective configuration as JSON and exit.
@@ -165,14 +205,14 @@ impl Tuning {
     }
 }
 
-/// The sandbox with each configured plugin's own limits.
-fn sandbox_for(config: &HostConfig) -> anyhow::Result<Arc<Sandbox>> {
+/// The sandbox with each configured plugin's own limits and the compiled-component cache.
+fn sandbox_for(config: &HostConfig, cache: &CacheArg) -> anyhow::Result<Arc<Sandbox>> {
     let plugin_limits = config
         .plugins
         .iter()
         .map(|(name, policy)| (name.clone(), policy.limits))
         .collect();
-    Sandbox::with_plugin_limits(config.defaults.limits, plugin_limits)
+    Sandbox::with_plugin_limits(config.defaults.limits, plugin_limits, cache.cache())
 }
 
 /// The executor with the configured idempotency key lifetimes.
@@ -182,7 +222,7 @@ fn executor_for(
     store: Store,
     committer: Committer,
 ) -> Executor {
-    Executor::new(Arc::new(registry), store, committer, config.idempotency.ttl)
+    Executor::new(registry, store, committer, config.idempotency.ttl)
         .with_idempotency_ttls(config.idempotency.ttl_by_kind.clone())
 }
 
@@ -203,6 +243,8 @@ pub struct SendArgs {
     pub database: DatabaseArg,
     #[command(flatten)]
     pub tuning: Tuning,
+    #[command(flatten)]
+    pub cache: CacheArg,
 }
 
 #[derive(Debug, Subcommand)]
@@ -324,6 +366,14 @@ pub enum Format {
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(args).await,
+        Command::Dev(args) => {
+            run(RunArgs {
+                watch: true,
+                ..args
+            })
+            .await
+        }
+        Command::New(args) => crate::scaffold::create(&args),
         Command::Build { plugins } => build(plugins).await,
         Command::Send(args) => send(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
@@ -340,6 +390,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         effective["database_url"] = serde_json::json!(args.database.database_url);
         effective["listen"] = serde_json::json!(args.listen);
         effective["build"] = serde_json::json!(!args.no_build);
+        effective["watch"] = serde_json::json!(args.watch);
+        effective["cache_dir"] = serde_json::json!(args.cache.cache().map(|c| c.dir().to_owned()));
         effective["admin_token"] = serde_json::json!(args.admin_token.as_ref().map(|_| "(set)"));
         effective["body_read_timeout_ms"] = serde_json::json!(args.body_read_timeout_ms);
         effective["dispatch"] = serde_json::to_value(dispatch)?;
@@ -358,9 +410,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         BuildPolicy::BuildStale
     };
     let store = Store::open(&args.database.database_url).await?;
-    let sandbox = sandbox_for(&config)?;
-    let (registry, load_errors) =
-        Registry::load_dir(&sandbox, &args.plugins.plugins, policy).await?;
+    let sandbox = sandbox_for(&config, &args.cache)?;
+    let (plugins, registry) = PluginDir::load(&sandbox, &args.plugins.plugins, policy).await?;
     for name in config.plugins.keys() {
         if registry.plugin(name).is_none() {
             tracing::warn!(
@@ -371,6 +422,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let wake = Arc::new(Notify::new());
     let committer = Committer::spawn(store.clone(), wake.clone());
     let executor = Arc::new(executor_for(&config, registry, store.clone(), committer));
+    if args.watch {
+        plugin_dir::watch(plugins, executor.clone(), store.clone(), wake.clone())?;
+    }
     // Deliveries committed before a crash or by another process are found by the first scan.
     wake.notify_one();
     dispatcher::spawn(
@@ -394,13 +448,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         body_read_timeout: Duration::from_millis(args.body_read_timeout_ms.max(1)),
         admin_token: args.admin_token.as_deref().map(Arc::from),
     };
-    let app = http::router_with(
-        AppState {
-            executor,
-            load_errors: Arc::new(load_errors),
-        },
-        ingress,
-    );
+    let app = http::router_with(AppState { executor }, ingress);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -443,9 +491,9 @@ async fn build(plugins: PluginsArg) -> anyhow::Result<()> {
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let config = args.tuning.host_config()?;
     let store = Store::open(&args.database.database_url).await?;
-    let sandbox = sandbox_for(&config)?;
-    let (registry, _) =
-        Registry::load_dir(&sandbox, &args.plugins.plugins, BuildPolicy::BuildStale).await?;
+    let sandbox = sandbox_for(&config, &args.cache)?;
+    let (_, registry) =
+        PluginDir::load(&sandbox, &args.plugins.plugins, BuildPolicy::BuildStale).await?;
     let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
     let executor = executor_for(&config, registry, store, committer);
     let request = Request {

@@ -6,6 +6,7 @@ use crate::bindings::Envelope;
 use crate::committer::Committer;
 use crate::error::{ErrorClass, HandlerFailure, error_body};
 use crate::fault::{self, FaultPoint};
+use crate::plugin::Plugin;
 use crate::policy::PluginPolicy;
 use crate::registry::Registry;
 use crate::store::{
@@ -13,6 +14,7 @@ use crate::store::{
     now_ms,
 };
 use crate::unit_of_work::{Access, EmittedEvent, UnitOfWork};
+use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -106,7 +108,8 @@ pub enum Delivered {
 
 /// Runs messages through plugins and into the committer.
 pub struct Executor {
-    registry: Arc<Registry>,
+    /// Swapped whole when plugins change; each call runs on the snapshot it started with.
+    registry: ArcSwap<Registry>,
     store: Store,
     committer: Committer,
     idempotency_ttl: Duration,
@@ -119,13 +122,13 @@ pub struct Executor {
 
 impl Executor {
     pub fn new(
-        registry: Arc<Registry>,
+        registry: Registry,
         store: Store,
         committer: Committer,
         idempotency_ttl: Duration,
     ) -> Self {
         Self {
-            registry,
+            registry: ArcSwap::from_pointee(registry),
             store,
             committer,
             idempotency_ttl,
@@ -143,8 +146,15 @@ impl Executor {
         self
     }
 
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.registry
+    /// The plugins as they are now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
+    }
+
+    /// Routes every message from now on by `registry`. Calls already running finish on the
+    /// plugin versions they started with.
+    pub fn replace_registry(&self, registry: Registry) {
+        self.registry.store(Arc::new(registry));
     }
 
     pub(crate) fn committer(&self) -> &Committer {
@@ -157,23 +167,25 @@ impl Executor {
     /// An [`ExecError`] for an unknown kind, a handler failure, an idempotency key reused
     /// with another request, or a database failure (nothing committed).
     pub async fn command(&self, request: &Request) -> Result<Reply, ExecError> {
-        let plugin =
-            self.registry
-                .command_owner(&request.kind)
-                .ok_or_else(|| ExecError::UnknownKind {
-                    what: "command",
-                    kind: request.kind.clone(),
-                })?;
+        let plugin = self
+            .registry
+            .load()
+            .command_owner(&request.kind)
+            .cloned()
+            .ok_or_else(|| ExecError::UnknownKind {
+                what: "command",
+                kind: request.kind.clone(),
+            })?;
         let Some(key) = &request.idempotency_key else {
             return self
-                .run_command(plugin.name(), request, None)
+                .run_command(&plugin, request, None)
                 .await
                 .map_err(into_exec);
         };
         let lock = self.key_lock(key);
         let result = {
             let _held = lock.lock().await;
-            self.idempotent_command(plugin.name(), request, key).await
+            self.idempotent_command(&plugin, request, key).await
         };
         self.release_key_lock(key, lock);
         result
@@ -181,7 +193,7 @@ impl Executor {
 
     async fn idempotent_command(
         &self,
-        plugin: &str,
+        plugin: &Plugin,
         request: &Request,
         key: &str,
     ) -> Result<Reply, ExecError> {
@@ -217,14 +229,11 @@ impl Executor {
 
     async fn run_command(
         &self,
-        plugin_name: &str,
+        plugin: &Plugin,
         request: &Request,
         key: Option<(&str, &str)>,
     ) -> Result<Reply, CommandError> {
-        let plugin = self
-            .registry
-            .plugin(plugin_name)
-            .expect("owner is registered");
+        let plugin_name = plugin.name();
         let envelope = request_envelope(request);
         for _ in 0..MAX_CONFLICT_RERUNS {
             let unit = UnitOfWork::new(plugin_name, Access::ReadWrite, self.store.clone());
@@ -275,7 +284,13 @@ impl Executor {
                 Err(failure) => return Err(CommandError::Exec(ExecError::Failure(failure))),
             };
             match self.committer.submit(write).await {
-                Ok(Applied::Committed) => return reply,
+                Ok(Applied::Committed) => {
+                    tracing::debug!(
+                        command = %envelope.id, kind = %request.kind,
+                        version = plugin.identity(), "command committed"
+                    );
+                    return reply;
+                }
                 Ok(Applied::Conflict) => continue,
                 Ok(Applied::IdempotencyTaken) => return Err(CommandError::KeyTaken),
                 Ok(Applied::DeliveryStale) => unreachable!("a command write has no delivery"),
@@ -296,13 +311,15 @@ impl Executor {
     /// # Errors
     /// An [`ExecError`] for an unknown kind or a handler failure.
     pub async fn query(&self, request: &Request) -> Result<Vec<u8>, ExecError> {
-        let plugin =
-            self.registry
-                .query_owner(&request.kind)
-                .ok_or_else(|| ExecError::UnknownKind {
-                    what: "query",
-                    kind: request.kind.clone(),
-                })?;
+        let plugin = self
+            .registry
+            .load()
+            .query_owner(&request.kind)
+            .cloned()
+            .ok_or_else(|| ExecError::UnknownKind {
+                what: "query",
+                kind: request.kind.clone(),
+            })?;
         let envelope = request_envelope(request);
         let unit = UnitOfWork::new(plugin.name(), Access::ReadOnly, self.store.clone());
         plugin
@@ -316,7 +333,7 @@ impl Executor {
     /// the failure is recorded with its retry time or as dead, by the subscriber's `policy`.
     pub async fn deliver(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
         let retry = &policy.retry;
-        let Some(plugin) = self.registry.plugin(&due.subscriber) else {
+        let Some(plugin) = self.registry.load().plugin(&due.subscriber).cloned() else {
             return Delivered::NotRecorded;
         };
         let attempt = due.attempts + 1;
@@ -344,13 +361,12 @@ impl Executor {
                         .expect("a successful call returns its unit of work")
                         .finish();
                     let outbox = self.address(&envelope, plugin.name(), emitted);
-                    let handled_by = format!("{}@{}", plugin.name(), plugin.version());
                     fault::hit(FaultPoint::AfterEffects);
                     (
                         Write::Delivered {
                             delivery_id: due.delivery_id,
                             attempt,
-                            handled_by,
+                            handled_by: plugin.identity().to_owned(),
                             changes,
                             outbox,
                         },
@@ -366,7 +382,8 @@ impl Executor {
                     };
                     tracing::warn!(
                         delivery = due.delivery_id, message = %due.message_id, kind = %due.kind,
-                        subscriber = %due.subscriber, attempt, class = %failure.class,
+                        subscriber = %due.subscriber, version = plugin.identity(), attempt,
+                        class = %failure.class,
                         fault = if failure.class.is_guest_fault() { "guest" } else { "host" },
                         ?fate, "delivery failed: {}", failure.message
                     );
@@ -378,6 +395,7 @@ impl Executor {
                         Write::DeliveryFailed {
                             delivery_id: due.delivery_id,
                             attempt,
+                            handled_by: plugin.identity().to_owned(),
                             failure,
                             fate,
                         },
@@ -386,7 +404,13 @@ impl Executor {
                 }
             };
             match self.committer.submit(write).await {
-                Ok(Applied::Committed) => return fate,
+                Ok(Applied::Committed) => {
+                    tracing::debug!(
+                        delivery = due.delivery_id, message = %due.message_id,
+                        version = plugin.identity(), ?fate, "delivery recorded"
+                    );
+                    return fate;
+                }
                 Ok(Applied::Conflict) => continue,
                 Ok(Applied::DeliveryStale) => return Delivered::Skipped,
                 Ok(Applied::IdempotencyTaken) => {
@@ -412,6 +436,7 @@ impl Executor {
             .submit(Write::DeliveryFailed {
                 delivery_id: due.delivery_id,
                 attempt,
+                handled_by: plugin.identity().to_owned(),
                 failure,
                 fate: DeliveryFate::RetryAt(at),
             })
@@ -431,11 +456,12 @@ impl Executor {
         emitted: Vec<EmittedEvent>,
     ) -> Vec<OutboxEvent> {
         let now = now_ms();
+        let registry = self.registry.load();
         emitted
             .into_iter()
             .map(|event| OutboxEvent {
                 id: uuid::Uuid::now_v7().to_string(),
-                subscribers: self.registry.subscribers(&event.kind),
+                subscribers: registry.subscribers(&event.kind),
                 kind: event.kind,
                 partition_key: event.partition_key,
                 tenant_id: cause.tenant_id.clone(),

@@ -19,7 +19,6 @@
 
 use crate::error::error_body;
 use crate::executor::{ExecError, Executor, Reply, Request};
-use crate::plugin::LoadError;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
@@ -68,7 +67,6 @@ impl Default for Ingress {
 #[derive(Clone)]
 pub struct AppState {
     pub executor: Arc<Executor>,
-    pub load_errors: Arc<Vec<LoadError>>,
 }
 
 #[derive(Clone)]
@@ -325,20 +323,18 @@ async fn method_not_allowed() -> Response {
 }
 
 async fn health(State(routed): State<Routed>) -> Response {
-    let state = &routed.app;
-    let plugins: Vec<_> = state
-        .executor
-        .registry()
+    let registry = routed.app.executor.registry();
+    let plugins: Vec<_> = registry
         .plugins()
         .map(|p| {
             serde_json::json!({
-                "name": p.name(), "version": p.version(), "file": p.source().display().to_string(),
+                "name": p.name(), "version": p.version(), "build": p.identity(), "file": p.source().display().to_string(),
                 "commands": p.info().commands, "events": p.info().events, "queries": p.info().queries,
             })
         })
         .collect();
-    let load_errors: Vec<_> = state
-        .load_errors
+    let load_errors: Vec<_> = registry
+        .load_errors()
         .iter()
         .map(|e| serde_json::json!({ "file": e.file.display().to_string(), "cause": e.cause }))
         .collect();

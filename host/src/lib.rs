@@ -10,7 +10,12 @@
 //! - [`bindings`]: the Rust side of the WIT contract, generated once.
 //! - [`sandbox`]: the wasmtime engine, limits, traps and what a guest may touch.
 //! - [`plugin`]: one loaded component and the typed calls into it.
-//! - [`registry`]: every loaded plugin and who owns or subscribes to which kind.
+//! - [`registry`]: every loaded plugin and who owns or subscribes to which kind: a snapshot,
+//!   replaced whole when plugins change.
+//! - [`plugin_dir`]: the plugins directory as loaded, and hot reload: rebuild, check and swap
+//!   a changed plugin between two messages.
+//! - [`cache`]: compiled components on disk, keyed by content and engine configuration.
+//! - [`scaffold`]: `host new`, a plugin project to start from.
 //! - [`manifest`]: `plugin.toml`, how a plugin folder is built into a component.
 //! - [`unit_of_work`]: what one handler call reads and writes, before it commits.
 //! - [`store`]: the database: schema, reads, and applying committed batches.
@@ -30,6 +35,7 @@
 
 pub mod bench;
 pub mod bindings;
+pub mod cache;
 pub mod cli;
 pub mod committer;
 pub mod config;
@@ -41,9 +47,11 @@ pub mod http;
 pub mod maintenance;
 pub mod manifest;
 pub mod plugin;
+pub mod plugin_dir;
 pub mod policy;
 pub mod registry;
 pub mod retry;
 pub mod sandbox;
+pub mod scaffold;
 pub mod store;
 pub mod unit_of_work;

@@ -56,6 +56,26 @@ pub enum Entry {
     Source { folder: PathBuf, manifest: Manifest },
 }
 
+impl Entry {
+    /// The file or folder of the plugins directory this entry is.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Component(file) => file,
+            Self::Source { folder, .. } => folder,
+        }
+    }
+}
+
+/// Whether `path` lies in a folder that holds build outputs or installed dependencies, whose
+/// changes are not changes to a plugin's sources.
+pub fn is_ignored(path: &Path) -> bool {
+    path.components().any(|part| {
+        IGNORED_DIRS
+            .iter()
+            .any(|ignored| part.as_os_str() == *ignored)
+    })
+}
+
 /// Lists the components and source folders of `dir`, in name order. Entries that are neither
 /// are ignored; a folder whose manifest is invalid is reported as a [`LoadError`].
 ///
@@ -108,12 +128,17 @@ pub fn is_stale(folder: &Path, manifest: &Manifest) -> bool {
     else {
         return true;
     };
+    newest_input(folder, manifest).is_some_and(|changed| changed > built)
+}
+
+/// When the newest of the folder's build inputs last changed.
+pub fn newest_input(folder: &Path, manifest: &Manifest) -> Option<SystemTime> {
     manifest
         .build
         .inputs
         .iter()
         .filter_map(|input| newest_mtime(&folder.join(input)))
-        .any(|changed| changed > built)
+        .max()
 }
 
 fn newest_mtime(path: &Path) -> Option<SystemTime> {

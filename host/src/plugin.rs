@@ -4,6 +4,7 @@
 //! [`PluginWorldPre`].
 
 use crate::bindings::{Envelope, HandlerError, PluginInfo, PluginWorldPre};
+use crate::cache::{Compiled, content_digest};
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::sandbox::{GuestState, Sandbox};
@@ -11,6 +12,7 @@ use crate::unit_of_work::UnitOfWork;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 
@@ -35,9 +37,17 @@ impl LoadError {
 /// same magic with a different version/layer word.
 const CORE_MODULE_HEADER: [u8; 8] = [0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00];
 
+/// Hex digits of the content digest shown in a plugin's identity and in logs: enough to tell
+/// builds apart at a glance.
+const DIGEST_SHOWN: usize = 12;
+
 /// A loaded, described plugin. Cheap to share behind an `Arc`.
 pub struct Plugin {
     name: Arc<str>,
+    /// See [`Plugin::identity`].
+    identity: String,
+    /// SHA-256 of the component file, hex.
+    digest: String,
     info: PluginInfo,
     source: PathBuf,
     pre: PluginWorldPre<GuestState>,
@@ -72,13 +82,25 @@ impl Plugin {
                 "this is a core WebAssembly module, not a component; build it as a component (e.g. `--target wasm32-wasip2`)",
             ));
         }
+        let digest = content_digest(&bytes);
         let compiler = sandbox.clone();
-        let component = tokio::task::spawn_blocking(move || compiler.compile(&bytes))
-            .await
-            .map_err(|e| LoadError::new(file, e))?
-            .map_err(|e| {
-                LoadError::new(file, format!("not a valid WebAssembly component: {e:#}"))
-            })?;
+        let key = digest.clone();
+        let started = Instant::now();
+        let (component, compiled) =
+            tokio::task::spawn_blocking(move || compiler.compile_cached(&bytes, &key))
+                .await
+                .map_err(|e| LoadError::new(file, e))?
+                .map_err(|e| {
+                    LoadError::new(file, format!("not a valid WebAssembly component: {e:#}"))
+                })?;
+        let how = match compiled {
+            Compiled::Cached => "read from the compiled-component cache",
+            Compiled::Fresh | Compiled::Rebuilt(_) | Compiled::Uncached => "compiled",
+        };
+        tracing::info!(
+            file = %file.display(), ms = started.elapsed().as_millis() as u64,
+            digest = &digest[..DIGEST_SHOWN], "component {how}"
+        );
         let instance_pre = sandbox
             .linker()
             .instantiate_pre(&component)
@@ -107,6 +129,8 @@ impl Plugin {
         let limits = sandbox.limits_for(&info.name);
         Ok(Self {
             name: Arc::from(info.name.as_str()),
+            identity: format!("{}@{}+{}", info.name, info.version, &digest[..DIGEST_SHOWN]),
+            digest,
             info,
             source: file.to_owned(),
             pre,
@@ -127,6 +151,16 @@ impl Plugin {
 
     pub fn version(&self) -> &str {
         &self.info.version
+    }
+
+    /// `name@version+digest`: the exact build, recorded with every message it handles.
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The SHA-256 of the component it was loaded from, hex.
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// What the plugin declared in `describe`.

@@ -4,80 +4,30 @@
 //! error naming both. Any number of plugins subscribe to an event kind, by exact kind or by a
 //! pattern in which `*` matches any run of characters (`order.*`, `*`).
 
-use crate::manifest::{self, Entry};
 use crate::plugin::{LoadError, Plugin};
-use crate::sandbox::Sandbox;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::sync::Arc;
 
-/// The routing table of a running host.
-#[derive(Default)]
+/// The routing table of a running host: an immutable snapshot. A change to the plugins makes
+/// a new registry that replaces this one whole (see [`crate::plugin_dir`]); a call that took
+/// a plugin from the old snapshot finishes on it.
+#[derive(Clone, Default)]
 pub struct Registry {
     plugins: BTreeMap<String, Arc<Plugin>>,
     commands: HashMap<String, Arc<Plugin>>,
     queries: HashMap<String, Arc<Plugin>>,
     /// (pattern, subscriber)
     subscriptions: Vec<(String, String)>,
-}
-
-/// Whether to build source folders whose component is missing or stale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BuildPolicy {
-    BuildStale,
-    LoadOnly,
+    /// Why entries of the plugins folder are not among the plugins.
+    load_errors: Vec<LoadError>,
 }
 
 impl Registry {
-    /// Loads every plugin of `dir`. A plugin that cannot be built, compiled, described or
-    /// registered is reported in the returned errors and left out; the others load.
-    ///
-    /// # Errors
-    /// Fails only when `dir` itself cannot be read.
-    pub async fn load_dir(
-        sandbox: &Arc<Sandbox>,
-        dir: &Path,
-        policy: BuildPolicy,
-    ) -> anyhow::Result<(Self, Vec<LoadError>)> {
-        let (entries, mut errors) = manifest::discover(dir)?;
-        let mut registry = Self::default();
-        for entry in entries {
-            let file = match entry {
-                Entry::Component(file) => file,
-                Entry::Source { folder, manifest } => {
-                    if policy == BuildPolicy::BuildStale && manifest::is_stale(&folder, &manifest) {
-                        match manifest::build(&folder, &manifest).await {
-                            Ok(output) => output,
-                            Err(error) => {
-                                errors.push(error);
-                                continue;
-                            }
-                        }
-                    } else {
-                        manifest::output_path(&folder, &manifest)
-                    }
-                }
-            };
-            let loaded = match tokio::fs::read(&file).await {
-                Ok(bytes) => Plugin::load(sandbox, &file, bytes).await,
-                Err(e) => Err(LoadError::new(&file, format!("cannot read the file: {e}"))),
-            };
-            match loaded.and_then(|plugin| registry.add(plugin)) {
-                Ok(()) => {}
-                Err(error) => errors.push(error),
-            }
-        }
-        for error in &errors {
-            tracing::error!("{error}");
-        }
-        Ok((registry, errors))
-    }
-
     /// Registers a plugin, refusing it whole when its name or any kind it owns is taken.
     ///
     /// # Errors
     /// A [`LoadError`] naming the plugin's file and the plugin that already holds the name or kind.
-    pub fn add(&mut self, plugin: Plugin) -> Result<(), LoadError> {
+    pub fn add(&mut self, plugin: Arc<Plugin>) -> Result<(), LoadError> {
         let refuse = |cause: String| Err(LoadError::new(plugin.source(), cause));
         if let Some(other) = self.plugins.get(plugin.name()) {
             return refuse(format!(
@@ -101,7 +51,6 @@ impl Registry {
                 }
             }
         }
-        let plugin = Arc::new(plugin);
         let name = plugin.name().to_owned();
         for kind in &plugin.info().commands {
             self.commands.insert(kind.clone(), plugin.clone());
@@ -112,17 +61,45 @@ impl Registry {
         for pattern in &plugin.info().events {
             self.subscriptions.push((pattern.clone(), name.clone()));
         }
-        tracing::info!(
-            plugin = %name,
-            version = plugin.version(),
-            file = %plugin.source().display(),
-            commands = ?plugin.info().commands,
-            events = ?plugin.info().events,
-            queries = ?plugin.info().queries,
-            "plugin loaded"
-        );
         self.plugins.insert(name, plugin);
         Ok(())
+    }
+
+    /// This registry without the plugin named `name` (unchanged when there is none).
+    #[must_use]
+    pub fn without(&self, name: &str) -> Self {
+        let mut rest = Self {
+            load_errors: self.load_errors.clone(),
+            ..Self::default()
+        };
+        for plugin in self.plugins.values().filter(|p| p.name() != name) {
+            rest.add(plugin.clone())
+                .expect("a subset of a consistent registry is consistent");
+        }
+        rest
+    }
+
+    /// This registry with `plugin` in place of the plugin named `replacing` (the previous
+    /// version from the same file), or why `plugin` cannot join: this registry is left as it is.
+    ///
+    /// # Errors
+    /// The [`LoadError`] of [`Registry::add`].
+    pub fn with(&self, plugin: Arc<Plugin>, replacing: Option<&str>) -> Result<Self, LoadError> {
+        let mut next = match replacing {
+            Some(old) => self.without(old),
+            None => self.clone(),
+        };
+        next.add(plugin)?;
+        Ok(next)
+    }
+
+    /// Records why entries of the plugins folder did not load.
+    pub fn set_load_errors(&mut self, errors: Vec<LoadError>) {
+        self.load_errors = errors;
+    }
+
+    pub fn load_errors(&self) -> &[LoadError] {
+        &self.load_errors
     }
 
     pub fn command_owner(&self, kind: &str) -> Option<&Arc<Plugin>> {

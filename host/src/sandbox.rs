@@ -11,6 +11,7 @@
 mod output;
 
 use crate::bindings::{LogLevel, log_api, unit_of_work_api};
+use crate::cache::{Compiled, ComponentCache};
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::unit_of_work::{AccessError, EmittedEvent, UnitOfWork};
@@ -162,6 +163,8 @@ pub struct Sandbox {
     /// Plugin name → its own limits.
     plugin_limits: HashMap<String, Limits>,
     instance_slots: Arc<Semaphore>,
+    /// Where compiled components are kept between runs, if anywhere.
+    cache: Option<ComponentCache>,
 }
 
 impl Sandbox {
@@ -171,17 +174,19 @@ impl Sandbox {
     /// # Errors
     /// Fails when the engine cannot be configured on this machine.
     pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
-        Self::with_plugin_limits(limits, HashMap::new())
+        Self::with_plugin_limits(limits, HashMap::new(), None)
     }
 
     /// Like [`Sandbox::new`], with limits of their own for the plugins named in
-    /// `plugin_limits` (keyed by the name their `describe` returns).
+    /// `plugin_limits` (keyed by the name their `describe` returns), and compiled components
+    /// kept in `cache`.
     ///
     /// # Errors
     /// Fails when the engine cannot be configured on this machine.
     pub fn with_plugin_limits(
         limits: Limits,
         plugin_limits: HashMap<String, Limits>,
+        cache: Option<ComponentCache>,
     ) -> anyhow::Result<Arc<Self>> {
         // The pool is sized for the largest limits; each store's limiter enforces its own.
         let all = || std::iter::once(&limits).chain(plugin_limits.values());
@@ -231,6 +236,7 @@ impl Sandbox {
             limits,
             plugin_limits,
             instance_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
+            cache,
         }))
     }
 
@@ -261,6 +267,22 @@ impl Sandbox {
     /// Fails when the bytes are not a valid component.
     pub fn compile(&self, bytes: &[u8]) -> anyhow::Result<Component> {
         Component::from_binary(&self.engine, bytes).map_err(anyhow::Error::from)
+    }
+
+    /// Like [`Sandbox::compile`] for a component whose SHA-256 is `digest`, through the
+    /// compiled-component cache when one is configured.
+    ///
+    /// # Errors
+    /// Fails when the bytes are not a valid component.
+    pub fn compile_cached(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+    ) -> anyhow::Result<(Component, Compiled)> {
+        match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, bytes, digest),
+            None => Ok((self.compile(bytes)?, Compiled::Uncached)),
+        }
     }
 
     /// A fresh store for one call under `limits`, with its deadline armed. Waits while every
@@ -617,7 +639,7 @@ mod tests {
             ..Limits::DEFAULT
         };
         let sandbox =
-            Sandbox::with_plugin_limits(Limits::DEFAULT, [("big".to_owned(), mine)].into())
+            Sandbox::with_plugin_limits(Limits::DEFAULT, [("big".to_owned(), mine)].into(), None)
                 .unwrap();
         assert_eq!(sandbox.limits_for("big"), mine);
         assert_eq!(sandbox.limits_for("other"), Limits::DEFAULT);

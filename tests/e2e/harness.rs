@@ -19,6 +19,9 @@ use std::time::{Duration, Instant};
 /// How long a host may take from spawn to its listening line: it compiles every component
 /// at start, and CI machines running the tests in parallel are slow.
 const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+/// The same for `host dev`, which first builds its source folders: a new plugin project's
+/// first build compiles its dependencies from scratch.
+const DEV_STARTUP_DEADLINE: Duration = Duration::from_secs(600);
 /// Budget of one HTTP request to the host.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default deadline for asynchronous outcomes (deliveries, retries): generous, because a
@@ -36,6 +39,10 @@ pub const ORDER_SUMMARY: &str = "order_summary";
 pub const FLAKY: &str = "flaky";
 /// The test-only plugin that misbehaves on command (`tests/plugins/hostile`).
 pub const HOSTILE: &str = "hostile";
+/// The test-only plugin of the hot-reload tests (`tests/plugins/swap`), variant a, and the same
+/// plugin built with `--features variant-b`.
+pub const SWAP: &str = "swap";
+pub const SWAP_B: &str = "swap-b";
 /// The example plugins of the demo: orders, stock reservation and the order projection.
 pub const DEMO: &[&str] = &[ORDERS, INVENTORY, ORDER_SUMMARY];
 
@@ -102,8 +109,47 @@ fn fixtures() -> &'static Path {
                 );
             }
         }
-        root.join("target/plugins/wasm32-wasip2/release")
+        let release = root.join("target/plugins/wasm32-wasip2/release");
+        build_swap_variant_b(&root, &release);
+        release
     })
+}
+
+/// Builds the `swap` plugin again with `--features variant-b` into `swap-b.wasm` beside the
+/// other fixtures, leaving `swap.wasm` as variant a.
+fn build_swap_variant_b(root: &Path, release: &Path) {
+    let variant_a = release.join("swap-a.wasm");
+    fs::copy(release.join("swap.wasm"), &variant_a).expect("setting variant a aside");
+    let output = Command::new("cargo")
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip2",
+            "-p",
+            "swap",
+        ])
+        .args(["--features", "variant-b", "--target-dir", "target/plugins"])
+        .current_dir(root)
+        .output()
+        .expect("running cargo");
+    assert!(
+        output.status.success(),
+        "building swap variant b failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    fs::copy(
+        release.join("swap.wasm"),
+        release.join(format!("{SWAP_B}.wasm")),
+    )
+    .expect("keeping variant b");
+    fs::rename(&variant_a, release.join("swap.wasm")).expect("restoring variant a");
+}
+
+/// Compiled components shared by every host of a test run, so only the first host that loads
+/// a component compiles it.
+fn component_cache() -> PathBuf {
+    workspace_root().join("target/e2e-component-cache")
 }
 
 /// Fails early, and says what to install, when the Rust toolchain cannot build the fixtures.
@@ -200,6 +246,8 @@ pub struct Host {
     dir: Arc<tempfile::TempDir>,
     /// This process's log (stderr), appended to across restarts.
     log: PathBuf,
+    /// `run` (components only, no builds) or `dev`.
+    subcommand: &'static str,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     child: Option<Child>,
@@ -219,6 +267,20 @@ impl Host {
     pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
         let log = dir.path().join("host.log");
         let mut host = Self::new(Arc::new(dir), log, extra_args, envs);
+        host.spawn();
+        host
+    }
+
+    /// Like [`Host::start_in`] with `host dev`: source folders of `plugins/` are built, and
+    /// every change to the folder is rebuilt and swapped in.
+    pub fn start_dev_in(
+        dir: tempfile::TempDir,
+        extra_args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
+        let log = dir.path().join("host.log");
+        let mut host = Self::new(Arc::new(dir), log, extra_args, envs);
+        host.subcommand = "dev";
         host.spawn();
         host
     }
@@ -245,6 +307,7 @@ impl Host {
         Self {
             dir,
             log,
+            subcommand: "run",
             args: extra_args.iter().map(|a| a.to_string()).collect(),
             envs: envs
                 .iter()
@@ -278,16 +341,24 @@ impl Host {
             .expect("opening the host log");
         let mut command = Command::new(host_binary());
         command
-            .arg("run")
+            .arg(self.subcommand)
             .arg("--plugins")
             .arg(self.plugins_dir())
             .arg("--database-url")
             .arg(self.database_url())
-            .args(["--listen", "127.0.0.1:0", "--no-build"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(if self.subcommand == "run" {
+                &["--no-build"][..]
+            } else {
+                &[]
+            })
             .args(&self.args)
             .current_dir(self.dir.path())
             // Plain text logs: tests search them, people read them after a failure.
             .env("NO_COLOR", "1")
+            .env("HOST_CACHE_DIR", component_cache())
+            // Plugin builds put their output where their `plugin.toml` says.
+            .env_remove("CARGO_TARGET_DIR")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr);
@@ -309,7 +380,12 @@ impl Host {
                 }
             }
         });
-        match listening.recv_timeout(STARTUP_DEADLINE) {
+        let deadline = if self.subcommand == "dev" {
+            DEV_STARTUP_DEADLINE
+        } else {
+            STARTUP_DEADLINE
+        };
+        match listening.recv_timeout(deadline) {
             Ok(url) => self.base_url = url,
             Err(error) => {
                 let exit = self
@@ -323,7 +399,7 @@ impl Host {
                     match (error, exit) {
                         (_, Some(status)) => format!("it exited with {status}"),
                         (mpsc::RecvTimeoutError::Timeout, None) =>
-                            format!("still silent after {STARTUP_DEADLINE:?}"),
+                            format!("still silent after {deadline:?}"),
                         (mpsc::RecvTimeoutError::Disconnected, None) =>
                             "it closed stdout".to_owned(),
                     }

@@ -22,6 +22,11 @@
 //! - `bench_smoke`: `host bench --quick` produces every figure (no speed asserted).
 //! - `lifetimes`: idempotency TTL per command kind; retention of delivered rows.
 //! - `crash_loop`: `kill -9` at random instants under load; exactly once, in order, nothing lost.
+//! - `hot_reload`: a plugin replaced 20 times under load (and once by a broken build): nothing
+//!   lost or repeated, each message handled by one build; removal and return; kind conflicts.
+//! - `component_cache`: a warm restart compiles nothing; a corrupt cache entry is rebuilt.
+//! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
+//!   edit keeps the last good version.
 
 mod harness;
 mod ledger;
@@ -30,13 +35,16 @@ mod bench_smoke;
 mod bus_lifecycle;
 mod cli;
 mod commands;
+mod component_cache;
 mod crash;
 mod crash_loop;
 mod demo;
+mod dev_loop;
 mod dlq;
 mod faults;
 mod group_commit;
 mod hostile;
+mod hot_reload;
 mod idempotency;
 mod lifetimes;
 mod loading;

@@ -86,6 +86,8 @@ pub enum Write {
     DeliveryFailed {
         delivery_id: i64,
         attempt: u32,
+        /// The plugin build that failed it (see [`crate::plugin::Plugin::identity`]).
+        handled_by: String,
         failure: HandlerFailure,
         fate: DeliveryFate,
     },
@@ -226,6 +228,7 @@ async fn apply_item(
         Write::DeliveryFailed {
             delivery_id,
             attempt,
+            handled_by,
             failure,
             fate,
         } => {
@@ -237,7 +240,7 @@ async fn apply_item(
                 "UPDATE deliveries
                  SET status = ?, attempts = ?, next_attempt_at_ms = ?, last_error = ?,
                      error_class = ?, first_failed_at_ms = COALESCE(first_failed_at_ms, ?),
-                     last_failed_at_ms = ?
+                     last_failed_at_ms = ?, handled_by = ?
                  WHERE id = ? AND status = 'pending' AND attempts = ?",
             )
             .bind(status)
@@ -247,6 +250,7 @@ async fn apply_item(
             .bind(failure.class.as_str())
             .bind(now)
             .bind(now)
+            .bind(handled_by)
             .bind(*delivery_id)
             .bind(*attempt as i64 - 1)
             .execute(&mut *conn)
@@ -527,6 +531,7 @@ mod tests {
         let dead = Write::DeliveryFailed {
             delivery_id: first,
             attempt: 1,
+            handled_by: "s@1".into(),
             failure,
             fate: DeliveryFate::Dead,
         };

@@ -202,6 +202,20 @@ impl Store {
         Ok(at)
     }
 
+    /// How many deliveries wait for `subscriber` (pending, due or not).
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn pending_count(&self, subscriber: &str) -> anyhow::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND subscriber = ?",
+        )
+        .bind(subscriber)
+        .fetch_one(self.reader())
+        .await
+        .context("counting pending deliveries")
+    }
+
     /// Deliveries matching `filter`, oldest first.
     ///
     /// # Errors
@@ -466,6 +480,7 @@ mod tests {
         let write = Write::DeliveryFailed {
             delivery_id: id,
             attempt,
+            handled_by: "s@1".into(),
             failure: HandlerFailure::new(class, "s", "boom"),
             fate,
         };

@@ -1,0 +1,390 @@
+//! The plugins directory as loaded, and how a running host follows its changes.
+//!
+//! A [`PluginDir`] remembers what each entry of the folder (a component file, or a source
+//! folder with a `plugin.toml`) gave: the plugin it loaded, by content digest, or why it did
+//! not load. [`PluginDir::scan`] compares the folder with that memory and makes the next
+//! [`Registry`]: a changed component is compiled and described off the hot path, checked
+//! against every other plugin (no kind owned twice), and only then put in place of the old
+//! version; a new file is added; a removed one leaves the registry. A version that fails any
+//! check changes nothing: the old one keeps serving, and the error names the file and the
+//! cause. With [`BuildPolicy::BuildStale`], source folders whose component is older than their
+//! inputs are built first, and a failing build keeps the old version too.
+//!
+//! [`watch`] runs scans when the folder (and the inputs of its source folders) change, and
+//! hands each new registry to the executor, which swaps it in whole: a call that started on
+//! the old version finishes on it, and the next message routes to the new one.
+
+use crate::cache::content_digest;
+use crate::executor::Executor;
+use crate::manifest::{self, Entry, Manifest};
+use crate::plugin::{LoadError, Plugin};
+use crate::registry::Registry;
+use crate::sandbox::Sandbox;
+use crate::store::Store;
+use notify::{RecursiveMode, Watcher};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::{Notify, mpsc};
+
+/// Quiet time after the last file event before a scan: editors and compilers write a file in
+/// several steps, and one scan should see the end result.
+pub const SETTLE: Duration = Duration::from_millis(100);
+
+/// Whether to build source folders whose component is missing or stale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildPolicy {
+    BuildStale,
+    LoadOnly,
+}
+
+/// Why an entry did not load, and what it was, so an unchanged entry is not retried.
+#[derive(Debug, Clone)]
+struct Failure {
+    error: LoadError,
+    /// The digest of the component that failed, when it got that far.
+    digest: Option<String>,
+    /// The newest input of a source folder whose build failed.
+    inputs_at: Option<SystemTime>,
+}
+
+/// The plugin an entry serves.
+#[derive(Debug, Clone)]
+struct Serving {
+    name: String,
+    identity: String,
+    digest: String,
+}
+
+/// The plugins directory as loaded.
+pub struct PluginDir {
+    dir: PathBuf,
+    sandbox: Arc<Sandbox>,
+    build: BuildPolicy,
+    /// Entry path (component file or source folder) → the plugin it serves, which outlives
+    /// a failed newer version.
+    serving: BTreeMap<PathBuf, Serving>,
+    /// Entry path → why its newest version is not serving.
+    failures: BTreeMap<PathBuf, Failure>,
+}
+
+impl PluginDir {
+    /// Loads every plugin of `dir`. A plugin that cannot be built, compiled, described or
+    /// registered is left out, and the returned registry's
+    /// [`load_errors`](Registry::load_errors) say why; the others load.
+    ///
+    /// # Errors
+    /// Fails only when `dir` itself cannot be read.
+    pub async fn load(
+        sandbox: &Arc<Sandbox>,
+        dir: &Path,
+        build: BuildPolicy,
+    ) -> anyhow::Result<(Self, Registry)> {
+        let mut plugins = Self {
+            dir: dir.to_owned(),
+            sandbox: sandbox.clone(),
+            build,
+            serving: BTreeMap::new(),
+            failures: BTreeMap::new(),
+        };
+        let started = Instant::now();
+        let registry = plugins
+            .scan(&Registry::default())
+            .await?
+            .unwrap_or_default();
+        tracing::info!(
+            plugins = registry.names().len(),
+            errors = registry.load_errors().len(),
+            ms = started.elapsed().as_millis() as u64,
+            "plugins loaded"
+        );
+        Ok((plugins, registry))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Brings `current` up to date with the folder: the next registry, or `None` when nothing
+    /// changed.
+    ///
+    /// # Errors
+    /// Fails only when the folder itself cannot be read; `current` then stays.
+    pub async fn scan(&mut self, current: &Registry) -> anyhow::Result<Option<Registry>> {
+        let (entries, manifest_errors) = manifest::discover(&self.dir)?;
+        let mut next = current.clone();
+        let mut changed = false;
+        let mut seen = BTreeSet::new();
+        for error in manifest_errors {
+            // A manifest error names the manifest; the entry is its folder.
+            let folder = error.file.parent().unwrap_or(&error.file).to_owned();
+            seen.insert(folder.clone());
+            self.fail(&folder, None, None, error, &next);
+        }
+        for entry in entries {
+            let path = entry.path().to_owned();
+            seen.insert(path.clone());
+            changed |= self.update(&path, entry, &mut next).await;
+        }
+        self.failures.retain(|path, _| seen.contains(path));
+        let gone: Vec<PathBuf> = self
+            .serving
+            .keys()
+            .filter(|path| !seen.contains(*path))
+            .cloned()
+            .collect();
+        for path in gone {
+            let Some(serving) = self.serving.remove(&path) else {
+                continue;
+            };
+            next = next.without(&serving.name);
+            changed = true;
+            tracing::warn!(
+                plugin = %serving.name, version = %serving.identity, file = %path.display(),
+                "plugin removed: it receives nothing until it returns; its pending deliveries wait for it"
+            );
+        }
+        let errors: Vec<LoadError> = self.failures.values().map(|f| f.error.clone()).collect();
+        let errors_changed = errors.len() != current.load_errors().len()
+            || errors
+                .iter()
+                .zip(current.load_errors())
+                .any(|(a, b)| a.file != b.file || a.cause != b.cause);
+        next.set_load_errors(errors);
+        Ok((changed || errors_changed).then_some(next))
+    }
+
+    /// Brings one entry up to date; whether the set of serving plugins changed.
+    async fn update(&mut self, path: &Path, entry: Entry, next: &mut Registry) -> bool {
+        let file = match entry {
+            Entry::Component(file) => file,
+            Entry::Source { folder, manifest } => {
+                match self.build_if_stale(&folder, &manifest).await {
+                    Ok(file) => file,
+                    Err(failure) => {
+                        self.fail(path, failure.digest, failure.inputs_at, failure.error, next);
+                        return false;
+                    }
+                }
+            }
+        };
+        let bytes = match tokio::fs::read(&file).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let error = LoadError::new(&file, format!("cannot read the file: {e}"));
+                self.fail(path, None, None, error, next);
+                return false;
+            }
+        };
+        let digest = content_digest(&bytes);
+        if self
+            .failures
+            .get(path)
+            .is_some_and(|f| f.digest.as_deref() == Some(digest.as_str()))
+        {
+            return false; // the same broken version: already reported
+        }
+        if let Some(serving) = self.serving.get(path)
+            && serving.digest == digest
+        {
+            if self.failures.remove(path).is_some() {
+                tracing::info!(
+                    plugin = %serving.name, version = %serving.identity,
+                    "the serving version is back in {}", path.display()
+                );
+            }
+            return false;
+        }
+        let previous = self.serving.get(path).map(|s| s.name.clone());
+        let loaded = Plugin::load(&self.sandbox, &file, bytes)
+            .await
+            .and_then(|plugin| {
+                let plugin = Arc::new(plugin);
+                let registry = next.with(plugin.clone(), previous.as_deref())?;
+                Ok((plugin, registry))
+            });
+        match loaded {
+            Ok((plugin, registry)) => {
+                *next = registry;
+                let name = plugin.name().to_owned();
+                match self.serving.get(path) {
+                    Some(old) => tracing::info!(
+                        plugin = %name, from = %old.identity, to = plugin.identity(),
+                        file = %file.display(),
+                        "plugin replaced: calls in flight finish on the old version, the next message uses the new one"
+                    ),
+                    None => tracing::info!(
+                        plugin = %name, version = plugin.identity(), file = %file.display(),
+                        commands = ?plugin.info().commands, events = ?plugin.info().events,
+                        queries = ?plugin.info().queries, "plugin loaded"
+                    ),
+                }
+                self.serving.insert(
+                    path.to_owned(),
+                    Serving {
+                        name,
+                        identity: plugin.identity().to_owned(),
+                        digest,
+                    },
+                );
+                self.failures.remove(path);
+                true
+            }
+            Err(error) => {
+                self.fail(path, Some(digest), None, error, next);
+                false
+            }
+        }
+    }
+
+    /// Builds a source folder whose component is missing or stale (when the policy says so),
+    /// unless its last build failed on the same inputs.
+    async fn build_if_stale(&self, folder: &Path, manifest: &Manifest) -> Result<PathBuf, Failure> {
+        let output = manifest::output_path(folder, manifest);
+        if self.build == BuildPolicy::LoadOnly || !manifest::is_stale(folder, manifest) {
+            return Ok(output);
+        }
+        let inputs_at = manifest::newest_input(folder, manifest);
+        if let Some(failed) = self.failures.get(folder)
+            && failed.inputs_at.is_some()
+            && failed.inputs_at == inputs_at
+        {
+            return Err(failed.clone());
+        }
+        manifest::build(folder, manifest)
+            .await
+            .map_err(|error| Failure {
+                error,
+                digest: None,
+                inputs_at,
+            })
+    }
+
+    /// Records a failed entry; logs it when it is news, saying what keeps serving.
+    fn fail(
+        &mut self,
+        path: &Path,
+        digest: Option<String>,
+        inputs_at: Option<SystemTime>,
+        error: LoadError,
+        next: &Registry,
+    ) {
+        let known = self
+            .failures
+            .get(path)
+            .is_some_and(|f| f.error.cause == error.cause && f.error.file == error.file);
+        if !known {
+            match self.serving.get(path) {
+                Some(serving) if next.plugin(&serving.name).is_some() => {
+                    tracing::error!("{error}; {} keeps serving", serving.identity);
+                }
+                _ => tracing::error!("{error}"),
+            }
+        }
+        self.failures.insert(
+            path.to_owned(),
+            Failure {
+                error,
+                digest,
+                inputs_at,
+            },
+        );
+    }
+
+    /// The folders whose changes may change a plugin: the plugins directory, and the inputs
+    /// of its source folders when they are built here.
+    fn watched_paths(&self) -> BTreeSet<PathBuf> {
+        let mut paths = BTreeSet::from([self.dir.clone()]);
+        if self.build == BuildPolicy::LoadOnly {
+            return paths;
+        }
+        if let Ok((entries, _)) = manifest::discover(&self.dir) {
+            for entry in entries {
+                if let Entry::Source { folder, manifest } = entry {
+                    for input in &manifest.build.inputs {
+                        if let Ok(path) = folder.join(input).canonicalize() {
+                            paths.insert(path);
+                        }
+                    }
+                }
+            }
+        }
+        paths
+    }
+}
+
+/// Follows the plugins directory for as long as the host runs: after each settled burst of
+/// changes, scans it and swaps the new registry into `executor`, then wakes the dispatcher
+/// (`wake`), since a plugin that returned may have deliveries waiting.
+///
+/// # Errors
+/// Fails when the file watcher cannot start.
+pub fn watch(
+    mut plugins: PluginDir,
+    executor: Arc<Executor>,
+    store: Store,
+    wake: Arc<Notify>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let (tx, mut changes) = mpsc::unbounded_channel::<()>();
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if event.paths.iter().all(|p| manifest::is_ignored(p)) => {}
+            Ok(_) => {
+                let _ = tx.send(());
+            }
+            Err(error) => tracing::warn!("plugin watcher: {error}"),
+        })?;
+    let mut watched = HashSet::new();
+    follow(&mut watcher, &mut watched, plugins.watched_paths());
+    tracing::info!(dir = %plugins.dir().display(), "watching the plugins directory for changes");
+    Ok(tokio::spawn(async move {
+        while changes.recv().await.is_some() {
+            // Settle: wait until the folder has been quiet for a while.
+            while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
+            let current = executor.registry();
+            match plugins.scan(&current).await {
+                Ok(Some(next)) => {
+                    for name in current.names() {
+                        if next.plugin(&name).is_none() {
+                            report_waiting(&store, &name).await;
+                        }
+                    }
+                    executor.replace_registry(next);
+                    wake.notify_one();
+                }
+                Ok(None) => {}
+                Err(error) => tracing::error!("cannot scan the plugins directory: {error:#}"),
+            }
+            follow(&mut watcher, &mut watched, plugins.watched_paths());
+        }
+    }))
+}
+
+/// Watches the paths not yet watched.
+fn follow(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, paths: BTreeSet<PathBuf>) {
+    for path in paths {
+        if watched.contains(&path) {
+            continue;
+        }
+        match watcher.watch(&path, RecursiveMode::Recursive) {
+            Ok(()) => {
+                watched.insert(path);
+            }
+            Err(error) => tracing::warn!(path = %path.display(), "cannot watch: {error}"),
+        }
+    }
+}
+
+/// Logs how many deliveries wait for a plugin that is no longer loaded.
+async fn report_waiting(store: &Store, plugin: &str) {
+    match store.pending_count(plugin).await {
+        Ok(0) => {}
+        Ok(waiting) => tracing::warn!(
+            plugin,
+            waiting,
+            "deliveries wait for the removed plugin; they resume when it is loaded again"
+        ),
+        Err(error) => tracing::warn!(plugin, "cannot count waiting deliveries: {error:#}"),
+    }
+}

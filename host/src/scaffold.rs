@@ -1,0 +1,322 @@
+//! `host new`: a plugin project that builds and loads as it is, with a command, an event
+//! subscription and a query to start from.
+//!
+//! The project goes into its own folder of the plugins directory with a `plugin.toml`, so
+//! `host dev` builds it, loads it, and rebuilds and swaps it on every save.
+
+use clap::{Args, ValueEnum};
+use std::path::{Component, Path, PathBuf};
+
+/// The Rust SDK of the tree this host was built from, when it is still there.
+const BUILT_WITH_SDK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+/// The package name of the Rust SDK, to recognise its folder.
+const SDK_PACKAGE: &str = "name = \"handler-host-sdk\"";
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// Plugin name: lowercase letters, digits and `-`, starting with a letter. It also prefixes
+    /// the template's kinds (`NAME.greet`, `NAME.greeted`, `NAME.get`).
+    pub name: String,
+    /// Language of the project.
+    #[arg(long, value_enum, default_value_t = Lang::Rust)]
+    pub lang: Lang,
+    /// Folder to create the project in (as `DIR/NAME`).
+    #[arg(long, default_value = "./plugins")]
+    pub dir: PathBuf,
+    /// The Rust SDK folder (`sdk/` of the Handler Host repository) [default: found above DIR,
+    /// else the one this host was built from].
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Lang {
+    Rust,
+}
+
+/// Creates the project and says what to do next.
+///
+/// # Errors
+/// An invalid name, an existing folder, an SDK that cannot be found, or a write that fails.
+pub fn create(args: &NewArgs) -> anyhow::Result<()> {
+    check_name(&args.name)?;
+    let project = args.dir.join(&args.name);
+    if project.exists() {
+        anyhow::bail!(
+            "{} already exists; choose another name or --dir",
+            project.display()
+        );
+    }
+    let files = match args.lang {
+        Lang::Rust => rust_project(&args.name, &project, args.sdk.as_deref())?,
+    };
+    for (path, text) in &files {
+        let path = project.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    println!(
+        "created plugin `{name}` in {dir}\n\n\
+         next:\n  host dev --plugins {plugins}        # builds it, serves it, swaps it in on every save\n  \
+         curl -s -XPOST localhost:7878/commands/{name}.greet -d '{{\"id\":\"1\",\"name\":\"Ada\"}}'\n  \
+         curl -s -XPOST localhost:7878/queries/{name}.get -d '{{\"id\":\"1\"}}'\n\n\
+         edit {dir}/src/lib.rs while `host dev` runs: the new version serves the next message.",
+        name = args.name,
+        dir = project.display(),
+        plugins = args.dir.display(),
+    );
+    Ok(())
+}
+
+fn check_name(name: &str) -> anyhow::Result<()> {
+    let ok = name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.ends_with('-');
+    if !ok {
+        anyhow::bail!(
+            "`{name}` is not a plugin name: use 1 to 64 lowercase letters, digits and `-`, starting with a letter"
+        );
+    }
+    Ok(())
+}
+
+/// The files of a Rust plugin project, by path in the project.
+fn rust_project(
+    name: &str,
+    project: &Path,
+    sdk: Option<&Path>,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let sdk = match sdk {
+        Some(sdk) if is_sdk(sdk) => sdk.to_owned(),
+        Some(sdk) => anyhow::bail!("{} is not the Handler Host Rust SDK folder", sdk.display()),
+        None => find_sdk(project).ok_or_else(|| {
+            anyhow::anyhow!(
+                "cannot find the Handler Host Rust SDK (the `sdk/` folder of its repository); pass --sdk PATH"
+            )
+        })?,
+    };
+    let sdk = relative_to(project, &sdk.canonicalize()?);
+    let wit = sdk.join("../wit");
+    let artifact = name.replace('-', "_");
+    let fill = |template: &str| {
+        template
+            .replace("{{name}}", name)
+            .replace("{{artifact}}", &artifact)
+            .replace("{{sdk}}", &slashed(&sdk))
+            .replace("{{wit}}", &slashed(&wit))
+    };
+    Ok(vec![
+        (PathBuf::from("Cargo.toml"), fill(RUST_CARGO_TOML)),
+        (PathBuf::from("plugin.toml"), fill(RUST_PLUGIN_TOML)),
+        (PathBuf::from("src/lib.rs"), fill(RUST_LIB_RS)),
+        (PathBuf::from(".gitignore"), "/target\n".to_owned()),
+    ])
+}
+
+fn is_sdk(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|text| text.contains(SDK_PACKAGE))
+}
+
+/// The SDK of the repository the project is created in, else the one this host was built from.
+fn find_sdk(project: &Path) -> Option<PathBuf> {
+    let start = project.parent()?.canonicalize().ok()?;
+    start
+        .ancestors()
+        .map(|dir| dir.join("sdk"))
+        .find(|sdk| is_sdk(sdk))
+        .or_else(|| Some(PathBuf::from(BUILT_WITH_SDK)).filter(|sdk| is_sdk(sdk)))
+}
+
+/// `target` as seen from the folder `project` will be (relative when they share a root).
+fn relative_to(project: &Path, target: &Path) -> PathBuf {
+    let Some(base) = project
+        .parent()
+        .and_then(|p| p.canonicalize().ok())
+        .map(|p| p.join(project.file_name().unwrap_or_default()))
+    else {
+        return target.to_owned();
+    };
+    let base: Vec<Component> = base.components().collect();
+    let goal: Vec<Component> = target.components().collect();
+    let common = base.iter().zip(&goal).take_while(|(a, b)| a == b).count();
+    if common <= 1 {
+        return target.to_owned(); // only the root in common
+    }
+    let mut path = PathBuf::new();
+    for _ in common..base.len() {
+        path.push("..");
+    }
+    for part in &goal[common..] {
+        path.push(part);
+    }
+    path
+}
+
+/// A path for a TOML string: forward slashes, so the file reads the same on every system.
+fn slashed(path: &Path) -> String {
+    path.to_string_lossy().replace('\\', "/")
+}
+
+const RUST_CARGO_TOML: &str = r#"[package]
+name = "{{name}}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+# A cdylib built for wasm32-wasip2 is a WebAssembly component the host can load.
+crate-type = ["cdylib"]
+
+[dependencies]
+handler-host-sdk = { path = "{{sdk}}" }
+serde = { version = "1", features = ["derive"] }
+serde_json = "1"
+
+# A project of its own, even inside another Cargo workspace.
+[workspace]
+"#;
+
+const RUST_PLUGIN_TOML: &str = r#"# How the host builds this plugin (paths are relative to this folder).
+[build]
+command = ["cargo", "build", "--release", "--target", "wasm32-wasip2"]
+output = "target/wasm32-wasip2/release/{{artifact}}.wasm"
+# The component is stale when this crate, the SDK or the WIT contract changed.
+inputs = [".", "{{sdk}}", "{{wit}}"]
+"#;
+
+const RUST_LIB_RS: &str = r#"//! The `{{name}}` plugin.
+//!
+//! - command `{{name}}.greet` `{"id","name"}`: stores a greeting and emits `{{name}}.greeted`;
+//!   answers `{"id","greeting"}`. An empty name is rejected (HTTP 422).
+//! - event `{{name}}.greeted`: counts the greetings.
+//! - query `{{name}}.get` `{"id"}`: `{"id","greeting","greeted_total"}`.
+//!
+//! Everything one call does (state writes, emitted events) commits together, or nothing does.
+//! Return `HandlerError::rejected` for bad input, `retryable` for a transient failure (retried
+//! with backoff, then dead-lettered) and `permanent` for one that will never work.
+
+use handler_host_sdk::prelude::*;
+use serde::{Deserialize, Serialize};
+
+struct Handler;
+
+#[derive(Deserialize)]
+struct Greet {
+    id: String,
+    name: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Greeting {
+    id: String,
+    greeting: String,
+}
+
+#[derive(Deserialize)]
+struct Get {
+    id: String,
+}
+
+const TOTAL: &str = "greeted-total";
+
+impl Plugin for Handler {
+    fn info() -> PluginInfo {
+        PluginInfo::new("{{name}}", env!("CARGO_PKG_VERSION"))
+            .command("{{name}}.greet")
+            .event("{{name}}.greeted")
+            .query("{{name}}.get")
+    }
+
+    fn handle_command(msg: Message) -> Result<Reply, HandlerError> {
+        let greet: Greet = msg.payload()?;
+        if greet.name.trim().is_empty() {
+            return Err(HandlerError::rejected("name must not be empty"));
+        }
+        let greeting = Greeting {
+            greeting: format!("Hello, {}!", greet.name),
+            id: greet.id,
+        };
+        state::put(&format!("greeting/{}", greeting.id), &greeting)?;
+        events::emit("{{name}}.greeted", &greeting, Some(&greeting.id))?;
+        log::info!("greeted {}", greeting.id);
+        Reply::json(&greeting)
+    }
+
+    fn handle_event(msg: Message) -> Result<(), HandlerError> {
+        let total: u64 = state::get(TOTAL)?.unwrap_or(0);
+        state::put(TOTAL, &(total + 1))?;
+        log::debug!("{} seen", msg.kind());
+        Ok(())
+    }
+
+    fn handle_query(msg: Message) -> Result<Reply, HandlerError> {
+        let get: Get = msg.payload()?;
+        let greeting: Greeting = state::get(&format!("greeting/{}", get.id))?
+            .ok_or_else(|| HandlerError::rejected(format!("no greeting `{}`", get.id)))?;
+        let total: u64 = state::get(TOTAL)?.unwrap_or(0);
+        Reply::json(&serde_json::json!({
+            "id": greeting.id,
+            "greeting": greeting.greeting,
+            "greeted_total": total,
+        }))
+    }
+}
+
+export_plugin!(Handler);
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["demo", "a", "fraud-check2"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "Demo",
+            "1st",
+            "-x",
+            "x-",
+            "a.b",
+            "a_b",
+            "é",
+            &"a".repeat(65),
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_sdk_path_is_relative_inside_one_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let sdk = root.path().join("sdk");
+        std::fs::create_dir_all(&sdk).unwrap();
+        std::fs::create_dir_all(root.path().join("plugins")).unwrap();
+        let project = root.path().join("plugins/demo");
+        let sdk = sdk.canonicalize().unwrap();
+        assert_eq!(relative_to(&project, &sdk), PathBuf::from("../../sdk"));
+    }
+
+    #[test]
+    fn an_existing_folder_is_not_overwritten() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("demo")).unwrap();
+        let args = NewArgs {
+            name: "demo".into(),
+            lang: Lang::Rust,
+            dir: root.path().to_owned(),
+            sdk: Some(PathBuf::from(BUILT_WITH_SDK)),
+        };
+        let error = create(&args).unwrap_err().to_string();
+        assert!(error.contains("already exists"), "{error}");
+    }
+}
