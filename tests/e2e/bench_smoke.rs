@@ -14,6 +14,7 @@ const FIGURES: &[&str] = &[
     "P4-backlog",
     "P4-stream",
     "P5",
+    "R1",
 ];
 
 #[test]
