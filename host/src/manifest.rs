@@ -146,16 +146,39 @@ fn newest_mtime(path: &Path) -> Option<SystemTime> {
     if !meta.is_dir() {
         return meta.modified().ok();
     }
-    std::fs::read_dir(path)
-        .ok()?
+    source_entries(path)
+        .filter_map(|entry| newest_mtime(&entry))
+        .max()
+}
+
+/// The entries of a source folder that count as sources: not hidden, not build outputs or
+/// installed dependencies.
+fn source_entries(dir: &Path) -> impl Iterator<Item = PathBuf> {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
         .filter_map(Result::ok)
         .filter(|entry| {
             let name = entry.file_name();
             let name = name.to_string_lossy();
             !name.starts_with('.') && !IGNORED_DIRS.contains(&name.as_ref())
         })
-        .filter_map(|entry| newest_mtime(&entry.path()))
-        .max()
+        .map(|entry| entry.path())
+}
+
+/// `root` and every folder of sources under it (see [`source_entries`]): what to watch for
+/// changes, one folder at a time, without descending into `node_modules` or `target`.
+pub fn source_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    let mut todo = vec![root.to_owned()];
+    while let Some(dir) = todo.pop() {
+        if !dir.is_dir() {
+            continue;
+        }
+        todo.extend(source_entries(&dir).filter(|p| p.is_dir()));
+        dirs.push(dir);
+    }
+    dirs
 }
 
 /// Runs the folder's build command, logging its output line by line tagged with the folder

@@ -361,13 +361,16 @@ pub fn watch(
     }))
 }
 
-/// Watches the paths not yet watched.
-fn follow(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, paths: BTreeSet<PathBuf>) {
-    for path in paths {
+/// Watches the source folders under `roots` not yet watched, each on its own, so that build
+/// outputs and installed dependencies (thousands of folders) never use up the system's watches.
+fn follow(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, roots: BTreeSet<PathBuf>) {
+    // A deleted folder's watch is gone with it; watch it again if it comes back.
+    watched.retain(|path| path.is_dir());
+    for path in roots.iter().flat_map(|root| manifest::source_dirs(root)) {
         if watched.contains(&path) {
             continue;
         }
-        match watcher.watch(&path, RecursiveMode::Recursive) {
+        match watcher.watch(&path, RecursiveMode::NonRecursive) {
             Ok(()) => {
                 watched.insert(path);
             }
