@@ -43,6 +43,9 @@ pub const HOSTILE: &str = "hostile";
 /// plugin built with `--features variant-b`.
 pub const SWAP: &str = "swap";
 pub const SWAP_B: &str = "swap-b";
+/// The Python example plugin (`plugins/fraud-check`) and the JavaScript one (`plugins/notifier`).
+pub const FRAUD_CHECK: &str = "fraud_check";
+pub const NOTIFIER: &str = "notifier";
 /// The example plugins of the demo: orders, stock reservation and the order projection.
 pub const DEMO: &[&str] = &[ORDERS, INVENTORY, ORDER_SUMMARY];
 
@@ -60,14 +63,22 @@ pub fn host_binary() -> &'static str {
 
 /// The built component `name` (e.g. [`ORDERS`]), building every fixture on first use.
 pub fn component(name: &str) -> PathBuf {
-    let dir = fixtures();
-    let path = dir.join(format!("{name}.wasm"));
-    assert!(
-        path.is_file(),
-        "fixture component {} does not exist after the build; is `{name}` a plugin of plugins/ or tests/plugins/?",
-        path.display()
-    );
-    path
+    let rust = fixtures();
+    let target = workspace_root().join("target/plugins");
+    let candidates = [
+        rust.join(format!("{name}.wasm")),
+        target.join("python").join(format!("{name}.wasm")),
+        target.join("js").join(format!("{name}.wasm")),
+    ];
+    candidates
+        .iter()
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "fixture component `{name}` does not exist after the build (looked for {candidates:?}); is it a plugin of plugins/ or tests/plugins/?"
+            )
+        })
+        .clone()
 }
 
 /// Builds the example plugins and the test plugins once per test binary and returns the

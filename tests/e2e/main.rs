@@ -25,6 +25,8 @@
 //! - `hot_reload`: a plugin replaced 20 times under load (and once by a broken build): nothing
 //!   lost or repeated, each message handled by one build; removal and return; kind conflicts.
 //! - `component_cache`: a warm restart compiles nothing; a corrupt cache entry is rebuilt.
+//! - `polyglot`: Rust, Python and JavaScript plugins in one host: events flow between them, and
+//!   a retryable failure in each language is retried, dead-lettered and replayed alike.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -51,5 +53,6 @@ mod loading;
 mod ordering;
 mod plugin_limits;
 mod policy_config;
+mod polyglot;
 mod redelivery;
 mod traps;

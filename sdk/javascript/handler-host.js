@@ -1,0 +1,173 @@
+/**
+ * Write Handler Host plugins in JavaScript.
+ *
+ * A plugin describes what it handles and implements the handlers it needs, then exports them
+ * with `exportPlugin` from its entry module:
+ *
+ *   import { exportPlugin, Rejected, state, events } from "handler-host";
+ *
+ *   export const { describe, handleCommand, handleEvent, handleQuery } = exportPlugin({
+ *     name: "greeter",
+ *     version: "0.1.0",
+ *     commands: ["greeter.greet"],
+ *     handleCommand(msg) {
+ *       const { name } = msg.payload();
+ *       if (!name) throw new Rejected("name must not be empty");
+ *       state.put(`greeted/${name}`, true);
+ *       events.emit("greeter.greeted", { name }, name);
+ *       return { greeting: `Hello, ${name}!` };
+ *     },
+ *   });
+ *
+ * Payloads, state values and replies are JSON. Throw `Rejected` for bad input (never retried;
+ * a command answers 422), `Retryable` for a transient failure (retried with backoff, then
+ * dead-lettered) and `Permanent` for one that will never work (dead-lettered at once). Any other
+ * exception is a bug: the call traps and the host classifies it like a Rust panic. Nothing the
+ * handler wrote or emitted commits unless it returns.
+ */
+
+import * as unitOfWork from "handler-host:plugin/unit-of-work@0.1.0";
+import { log as hostLog } from "handler-host:plugin/log@0.1.0";
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** A failure the handler reports itself; the host decides from its class what happens next. */
+export class HandlerError extends Error {
+  constructor(tag, message) {
+    super(message);
+    this.name = tag;
+    // What the component's `handler-error` variant carries.
+    this.payload = { tag, val: String(message) };
+  }
+}
+
+/** Bad input: never retried. A command answers 422 with this message. */
+export class Rejected extends HandlerError {
+  constructor(message) {
+    super("rejected", message);
+  }
+}
+
+/** Transient: retried with backoff, then dead-lettered. */
+export class Retryable extends HandlerError {
+  constructor(message) {
+    super("retryable", message);
+  }
+}
+
+/** Will never work: dead-lettered at once. */
+export class Permanent extends HandlerError {
+  constructor(message) {
+    super("permanent", message);
+  }
+}
+
+function toJson(value, what) {
+  let text;
+  try {
+    text = JSON.stringify(value === undefined ? null : value);
+  } catch (error) {
+    throw new Permanent(`${what} cannot be written as JSON: ${error}`);
+  }
+  return encoder.encode(text);
+}
+
+/** A command, event or query as the host hands it over. */
+export class Message {
+  constructor(envelope) {
+    this.envelope = envelope;
+  }
+  get id() {
+    return this.envelope.id;
+  }
+  get kind() {
+    return this.envelope.kind;
+  }
+  get partitionKey() {
+    return this.envelope.partitionKey;
+  }
+  get correlationId() {
+    return this.envelope.correlationId;
+  }
+  /** 1 on first delivery, incremented on each retry. */
+  get attempt() {
+    return this.envelope.attempt;
+  }
+  get rawPayload() {
+    return this.envelope.payload;
+  }
+  /** The payload as JSON; `Rejected` when it is not JSON. */
+  payload() {
+    try {
+      return JSON.parse(decoder.decode(this.envelope.payload));
+    } catch (error) {
+      throw new Rejected(`the payload of \`${this.kind}\` is not valid JSON: ${error.message}`);
+    }
+  }
+}
+
+/** This plugin's own keyed state, read and written inside the unit of work. */
+export const state = {
+  get(key, fallback = undefined) {
+    const value = unitOfWork.get(key);
+    if (value === undefined || value === null) return fallback;
+    try {
+      return JSON.parse(decoder.decode(value));
+    } catch (error) {
+      throw new Permanent(`state key \`${key}\` does not hold JSON: ${error.message}`);
+    }
+  },
+  put(key, value) {
+    unitOfWork.put(key, toJson(value, `state key \`${key}\``));
+  },
+  delete(key) {
+    unitOfWork.delete(key);
+  },
+};
+
+export const events = {
+  /** Emits an event; it is published only if the unit of work commits. Events with the same
+   * partition key reach each subscriber in the order they were emitted. */
+  emit(kind, payload, partitionKey = undefined) {
+    unitOfWork.emit(kind, toJson(payload, `event \`${kind}\``), partitionKey);
+  },
+};
+
+/** Logging into the host's log, tagged with the plugin's name. */
+export const log = {
+  trace: (message) => hostLog("trace", String(message)),
+  debug: (message) => hostLog("debug", String(message)),
+  info: (message) => hostLog("info", String(message)),
+  warn: (message) => hostLog("warn", String(message)),
+  error: (message) => hostLog("error", String(message)),
+};
+
+/** The component's exports (`describe`, `handleCommand`, `handleEvent`, `handleQuery`) for
+ * `plugin`: `{ name, version, commands, events, queries, handleCommand, handleEvent,
+ * handleQuery }`, every field but `name` optional. */
+export function exportPlugin(plugin) {
+  const info = {
+    name: plugin.name,
+    version: plugin.version ?? "0.1.0",
+    commands: plugin.commands ?? [],
+    events: plugin.events ?? [],
+    queries: plugin.queries ?? [],
+  };
+  return {
+    describe: () => info,
+    handleCommand(envelope) {
+      const msg = new Message(envelope);
+      if (!plugin.handleCommand) throw new Rejected(`plugin \`${info.name}\` does not handle command \`${msg.kind}\``);
+      return toJson(plugin.handleCommand(msg), "the reply");
+    },
+    handleEvent(envelope) {
+      if (plugin.handleEvent) plugin.handleEvent(new Message(envelope));
+    },
+    handleQuery(envelope) {
+      const msg = new Message(envelope);
+      if (!plugin.handleQuery) throw new Rejected(`plugin \`${info.name}\` does not handle query \`${msg.kind}\``);
+      return toJson(plugin.handleQuery(msg), "the reply");
+    },
+  };
+}
