@@ -207,10 +207,14 @@ pub async fn build(folder: &Path, manifest: &Manifest) -> Result<PathBuf, LoadEr
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
-            LoadError::new(
-                folder,
-                format!("cannot run build command `{program}`: {e}; is it installed?"),
-            )
+            let cause = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "`{program}` was not found: install it to build this plugin (the other plugins load without it)"
+                )
+            } else {
+                format!("cannot run build command `{program}`: {e}")
+            };
+            LoadError::new(folder, cause)
         })?;
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -252,6 +256,19 @@ async fn log_lines(plugin: &str, stream: impl tokio::io::AsyncRead + Unpin) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_missing_build_tool_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest: Manifest =
+            toml::from_str("[build]\ncommand=[\"no-such-build-tool\", \"x\"]\noutput=\"p.wasm\"")
+                .unwrap();
+        let error = build(dir.path(), &manifest).await.unwrap_err();
+        assert!(
+            error.cause.contains("`no-such-build-tool` was not found"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn manifest_with_unknown_key_is_refused() {

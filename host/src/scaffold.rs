@@ -23,8 +23,9 @@ pub struct NewArgs {
     /// Folder to create the project in (as `DIR/NAME`).
     #[arg(long, default_value = "./plugins")]
     pub dir: PathBuf,
-    /// The Rust SDK folder (`sdk/` of the Handler Host repository) [default: found above DIR,
-    /// else the one this host was built from].
+    /// The `sdk/` folder of the Handler Host repository (the Rust SDK, with the Python and
+    /// JavaScript SDKs inside) [default: found above DIR, else the one this host was built
+    /// from].
     #[arg(long)]
     pub sdk: Option<PathBuf>,
 }
@@ -32,6 +33,8 @@ pub struct NewArgs {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Lang {
     Rust,
+    Python,
+    Javascript,
 }
 
 /// Creates the project and says what to do next.
@@ -47,8 +50,11 @@ pub fn create(args: &NewArgs) -> anyhow::Result<()> {
             project.display()
         );
     }
-    let files = match args.lang {
-        Lang::Rust => rust_project(&args.name, &project, args.sdk.as_deref())?,
+    let files = project_files(args.lang, &args.name, &project, args.sdk.as_deref())?;
+    let entry = match args.lang {
+        Lang::Rust => "src/lib.rs",
+        Lang::Python => "app.py",
+        Lang::Javascript => "app.js",
     };
     for (path, text) in &files {
         let path = project.join(path);
@@ -63,7 +69,7 @@ pub fn create(args: &NewArgs) -> anyhow::Result<()> {
          next:\n  host dev --plugins {plugins}        # builds it, serves it, swaps it in on every save\n  \
          curl -s -XPOST localhost:7878/commands/{name}.greet -d '{{\"id\":\"1\",\"name\":\"Ada\"}}'\n  \
          curl -s -XPOST localhost:7878/queries/{name}.get -d '{{\"id\":\"1\"}}'\n\n\
-         edit {dir}/src/lib.rs while `host dev` runs: the new version serves the next message.",
+         edit {dir}/{entry} while `host dev` runs: the new version serves the next message.",
         name = args.name,
         dir = project.display(),
         plugins = args.dir.display(),
@@ -86,8 +92,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The files of a Rust plugin project, by path in the project.
-fn rust_project(
+/// The files of a plugin project in `lang`, by path in the project.
+fn project_files(
+    lang: Lang,
     name: &str,
     project: &Path,
     sdk: Option<&Path>,
@@ -101,8 +108,9 @@ fn rust_project(
             )
         })?,
     };
-    let sdk = relative_to(project, &sdk.canonicalize()?);
-    let wit = sdk.join("../wit");
+    let sdk = sdk.canonicalize()?;
+    let wit = relative_to(project, &sdk.with_file_name("wit"));
+    let sdk = relative_to(project, &sdk);
     let artifact = name.replace('-', "_");
     let fill = |template: &str| {
         template
@@ -111,12 +119,28 @@ fn rust_project(
             .replace("{{sdk}}", &slashed(&sdk))
             .replace("{{wit}}", &slashed(&wit))
     };
-    Ok(vec![
-        (PathBuf::from("Cargo.toml"), fill(RUST_CARGO_TOML)),
-        (PathBuf::from("plugin.toml"), fill(RUST_PLUGIN_TOML)),
-        (PathBuf::from("src/lib.rs"), fill(RUST_LIB_RS)),
-        (PathBuf::from(".gitignore"), "/target\n".to_owned()),
-    ])
+    let files: &[(&str, &str)] = match lang {
+        Lang::Rust => &[
+            ("Cargo.toml", RUST_CARGO_TOML),
+            ("plugin.toml", RUST_PLUGIN_TOML),
+            ("src/lib.rs", RUST_LIB_RS),
+            (".gitignore", "/target\n"),
+        ],
+        Lang::Python => &[
+            ("plugin.toml", PYTHON_PLUGIN_TOML),
+            ("app.py", PYTHON_APP_PY),
+            (".gitignore", "/target\n__pycache__/\n"),
+        ],
+        Lang::Javascript => &[
+            ("plugin.toml", JAVASCRIPT_PLUGIN_TOML),
+            ("app.js", JAVASCRIPT_APP_JS),
+            (".gitignore", "/target\n"),
+        ],
+    };
+    Ok(files
+        .iter()
+        .map(|(path, template)| (PathBuf::from(path), fill(template)))
+        .collect())
 }
 
 fn is_sdk(dir: &Path) -> bool {
@@ -269,6 +293,119 @@ impl Plugin for Handler {
 }
 
 export_plugin!(Handler);
+"#;
+
+const PYTHON_PLUGIN_TOML: &str = r#"# How the host builds this plugin (paths are relative to this folder). The first build
+# installs the pinned Python toolchain (componentize-py) beside the SDK.
+[build]
+command = ["python3", "{{sdk}}/python/build.py", "--app", "app", "--output", "target/{{artifact}}.wasm"]
+output = "target/{{artifact}}.wasm"
+# The component is stale when this plugin, the SDK or the WIT contract changed.
+inputs = [".", "{{sdk}}/python", "{{wit}}"]
+"#;
+
+const PYTHON_APP_PY: &str = r#""""The `{{name}}` plugin.
+
+- command `{{name}}.greet` `{"id","name"}`: stores a greeting and emits `{{name}}.greeted`;
+  answers `{"id","greeting"}`. An empty name is rejected (HTTP 422).
+- event `{{name}}.greeted`: counts the greetings.
+- query `{{name}}.get` `{"id"}`: `{"id","greeting","greeted_total"}`.
+
+Everything one call does (state writes, emitted events) commits together, or nothing does.
+Raise `hh.Rejected` for bad input, `hh.Retryable` for a transient failure (retried with
+backoff, then dead-lettered) and `hh.Permanent` for one that will never work.
+"""
+
+import handler_host as hh
+
+TOTAL = "greeted-total"
+
+
+class Plugin(hh.Plugin):
+    name = "{{name}}"
+    version = "0.1.0"
+    commands = ["{{name}}.greet"]
+    events = ["{{name}}.greeted"]
+    queries = ["{{name}}.get"]
+
+    def handle_command(self, msg):
+        greet = msg.payload()
+        if not str(greet.get("name", "")).strip():
+            raise hh.Rejected("name must not be empty")
+        greeting = {"id": greet["id"], "greeting": f"Hello, {greet['name']}!"}
+        hh.state.put(f"greeting/{greeting['id']}", greeting)
+        hh.events.emit("{{name}}.greeted", greeting, partition_key=greeting["id"])
+        hh.log.info(f"greeted {greeting['id']}")
+        return greeting
+
+    def handle_event(self, msg):
+        hh.state.put(TOTAL, hh.state.get(TOTAL, 0) + 1)
+
+    def handle_query(self, msg):
+        get = msg.payload()
+        greeting = hh.state.get(f"greeting/{get['id']}")
+        if greeting is None:
+            raise hh.Rejected(f"no greeting `{get['id']}`")
+        return {**greeting, "greeted_total": hh.state.get(TOTAL, 0)}
+
+
+WitWorld = hh.export(Plugin)
+"#;
+
+const JAVASCRIPT_PLUGIN_TOML: &str = r#"# How the host builds this plugin (paths are relative to this folder). The first build
+# installs the pinned JavaScript toolchain (componentize-js) beside the SDK.
+[build]
+command = ["node", "{{sdk}}/javascript/build.mjs", "--app", "app.js", "--output", "target/{{artifact}}.wasm"]
+output = "target/{{artifact}}.wasm"
+# The component is stale when this plugin, the SDK or the WIT contract changed.
+inputs = [".", "{{sdk}}/javascript", "{{wit}}"]
+"#;
+
+const JAVASCRIPT_APP_JS: &str = r#"/**
+ * The `{{name}}` plugin.
+ *
+ * - command `{{name}}.greet` `{"id","name"}`: stores a greeting and emits `{{name}}.greeted`;
+ *   answers `{"id","greeting"}`. An empty name is rejected (HTTP 422).
+ * - event `{{name}}.greeted`: counts the greetings.
+ * - query `{{name}}.get` `{"id"}`: `{"id","greeting","greeted_total"}`.
+ *
+ * Everything one call does (state writes, emitted events) commits together, or nothing does.
+ * Throw `Rejected` for bad input, `Retryable` for a transient failure (retried with backoff,
+ * then dead-lettered) and `Permanent` for one that will never work.
+ */
+
+import { exportPlugin, Rejected, state, events, log } from "handler-host";
+
+const TOTAL = "greeted-total";
+
+export const { describe, handleCommand, handleEvent, handleQuery } = exportPlugin({
+  name: "{{name}}",
+  version: "0.1.0",
+  commands: ["{{name}}.greet"],
+  events: ["{{name}}.greeted"],
+  queries: ["{{name}}.get"],
+
+  handleCommand(msg) {
+    const greet = msg.payload();
+    if (!String(greet.name ?? "").trim()) throw new Rejected("name must not be empty");
+    const greeting = { id: greet.id, greeting: `Hello, ${greet.name}!` };
+    state.put(`greeting/${greeting.id}`, greeting);
+    events.emit("{{name}}.greeted", greeting, greeting.id);
+    log.info(`greeted ${greeting.id}`);
+    return greeting;
+  },
+
+  handleEvent() {
+    state.put(TOTAL, state.get(TOTAL, 0) + 1);
+  },
+
+  handleQuery(msg) {
+    const { id } = msg.payload();
+    const greeting = state.get(`greeting/${id}`);
+    if (greeting === undefined) throw new Rejected(`no greeting \`${id}\``);
+    return { ...greeting, greeted_total: state.get(TOTAL, 0) };
+  },
+});
 "#;
 
 #[cfg(test)]

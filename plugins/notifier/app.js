@@ -8,7 +8,7 @@
  * - query `notify.sent` `{"order_id"}`: `{"order_id","channel","text","total"}`.
  */
 
-import { exportPlugin, Rejected, Retryable, state, log } from "../../sdk/javascript/handler-host.js";
+import { exportPlugin, Rejected, Retryable, state, log } from "handler-host";
 
 export const { describe, handleCommand, handleEvent, handleQuery } = exportPlugin({
   name: "notifier",

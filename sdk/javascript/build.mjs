@@ -6,17 +6,17 @@
 //
 // Installs the pinned toolchain (package-lock.json: componentize-js) into this SDK's
 // node_modules the first time, then componentizes the entry module against the repository's
-// WIT contract. The entry module may import other modules (this SDK too) by relative path.
+// WIT contract. The entry module imports this SDK as "handler-host" and may import its own
+// modules by relative path: they are bundled into one module first (esbuild).
 
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 const sdk = dirname(fileURLToPath(import.meta.url));
-const root = resolve(sdk, "../..");
-const wit = join(root, "wit");
+const wit = resolve(sdk, "../../wit");
 const { values } = parseArgs({
   options: { app: { type: "string" }, output: { type: "string" } },
 });
@@ -37,19 +37,35 @@ if (!existsSync(stamp) || readFileSync(stamp, "utf8") !== readFileSync(lock, "ut
 
 const app = resolve(values.app);
 const output = resolve(values.output);
-// The component sees the working directory as its file system while it is initialised: from
-// the repository root, the entry module can import this SDK by relative path.
-process.chdir(root);
+mkdirSync(dirname(output), { recursive: true });
+
+// One ES module: the entry, what it imports by relative path, and this SDK (imported as
+// "handler-host"); the contract's own imports stay imports of the component.
+const bundle = `${output}.bundle.js`;
+const esbuild = await import("esbuild");
+await esbuild.build({
+  entryPoints: [app],
+  bundle: true,
+  format: "esm",
+  platform: "neutral",
+  outfile: bundle,
+  alias: { "handler-host": join(sdk, "handler-host.js") },
+  external: ["handler-host:*"],
+  logLevel: "warning",
+});
+
+// While it is initialised, the component sees its source folder as its file system.
+process.chdir(dirname(bundle));
 const { componentize } = await import("@bytecodealliance/componentize-js");
 const { component } = await componentize({
-  sourcePath: app,
-  witPath: relative(root, wit),
+  sourcePath: bundle,
+  witPath: wit,
   worldName: "plugin",
   // No HTTP: the host grants none. Clocks and randomness are what the host provides.
   disableFeatures: ["http", "fetch-event"],
 });
-mkdirSync(dirname(output), { recursive: true });
 // Renamed into place whole, so a watching host never loads half a component.
 writeFileSync(`${output}.partial`, component);
 renameSync(`${output}.partial`, output);
 console.log(`built ${output}`);
+
