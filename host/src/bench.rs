@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Folder holding the benchmark plugin (built if stale).
     #[arg(long, default_value = "bench/plugins")]
     pub plugins: PathBuf,
+    /// Folder of the example plugins (one per language) whose invoke cost is measured (built
+    /// if stale; a language whose toolchain is missing is left out, with a warning).
+    #[arg(long, default_value = "plugins")]
+    pub examples: PathBuf,
     /// Runs per figure; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
@@ -217,6 +221,35 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         ),
     ));
 
+    let (_, examples) =
+        PluginDir::load(&bench.sandbox, &args.examples, BuildPolicy::BuildStale).await?;
+    for language in LANGUAGES {
+        if examples.plugin(language.plugin).is_none() {
+            tracing::warn!(
+                "the {} example `{}` did not load from {}: its figure is left out",
+                language.language,
+                language.plugin,
+                args.examples.display()
+            );
+            continue;
+        }
+        let samples = bench
+            .repeat(|_| bench.language_invoke(&examples, language, iterations / 10))
+            .await?;
+        figures.push(samples.figure(
+            language.id,
+            language.what,
+            "µs",
+            &format!(
+                "`{}` `{}` {}, fresh instance per call, {} calls",
+                language.plugin,
+                language.command,
+                language.payload,
+                iterations / 10
+            ),
+        ));
+    }
+
     let ratios = vec![
         ("P1 / B0-FULL".to_owned(), p1.median() / b0_full.median()),
         (
@@ -308,6 +341,44 @@ impl Samples {
         }
     }
 }
+
+/// An example plugin per language, and a small command of each: one JSON payload parsed, one
+/// state key written (buffered in the unit of work, not committed), one JSON reply.
+struct Language {
+    id: &'static str,
+    what: &'static str,
+    language: &'static str,
+    plugin: &'static str,
+    command: &'static str,
+    payload: &'static str,
+}
+
+const LANGUAGES: &[Language] = &[
+    Language {
+        id: "L-rust",
+        what: "invoke of a small command, Rust example (p50)",
+        language: "Rust",
+        plugin: "inventory",
+        command: "stock.add",
+        payload: r#"{"sku":"bench","qty":1}"#,
+    },
+    Language {
+        id: "L-python",
+        what: "invoke of a small command, Python example (p50)",
+        language: "Python",
+        plugin: "fraud-check",
+        command: "fraud.rules",
+        payload: r#"{"max_qty":5}"#,
+    },
+    Language {
+        id: "L-javascript",
+        what: "invoke of a small command, JavaScript example (p50)",
+        language: "JavaScript",
+        plugin: "notifier",
+        command: "notify.channel",
+        payload: r#"{"channel":"email"}"#,
+    },
+];
 
 /// One run's result: the headline value and its percentiles.
 struct Run {
@@ -461,6 +532,37 @@ impl Bench {
             call.outcome.map_err(|f| anyhow::anyhow!("{f}"))?;
         }
         Ok(percentiles_us(timings))
+    }
+
+    /// L-*: a small command of each language's example on a fresh instance, and the linear
+    /// memory that instance holds.
+    async fn language_invoke(
+        &self,
+        examples: &Registry,
+        language: &Language,
+        iterations: usize,
+    ) -> anyhow::Result<Run> {
+        let rig = self.rig(language.id, 0).await?;
+        let plugin = examples
+            .plugin(language.plugin)
+            .expect("checked by the caller");
+        let envelope = bench_envelope(language.command, language.payload.as_bytes().to_vec());
+        let mut timings = Vec::with_capacity(iterations);
+        let mut memory_bytes = 0;
+        for _ in 0..iterations.max(1) {
+            let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, rig.store.clone());
+            let start = Instant::now();
+            let call = plugin.handle_command(&envelope, unit).await;
+            timings.push(start.elapsed());
+            call.outcome.map_err(|f| anyhow::anyhow!("{f}"))?;
+            memory_bytes = memory_bytes.max(call.memory_bytes);
+        }
+        let mut run = percentiles_us(timings);
+        run.detail.push((
+            "linear memory MiB".into(),
+            memory_bytes as f64 / f64::from(1 << 20),
+        ));
+        Ok(run)
     }
 
     /// R1: the watcher path of `host run --watch`, timed from the rename of a new build into

@@ -63,6 +63,8 @@ pub struct Plugin {
 pub struct CallResult<T> {
     pub outcome: Result<T, HandlerFailure>,
     pub unit_of_work: Option<UnitOfWork>,
+    /// Linear memory the instance held when the call ended (0 when it never started).
+    pub memory_bytes: usize,
 }
 
 impl Plugin {
@@ -285,13 +287,20 @@ impl Plugin {
         result: wasmtime::Result<Result<T, HandlerError>>,
     ) -> CallResult<T> {
         let tail = store.data().flush_output();
-        match result {
-            Ok(Ok(value)) => CallResult {
-                outcome: Ok(value),
-                unit_of_work: store.data_mut().take_unit_of_work(),
-            },
-            Ok(Err(error)) => failed(self.handler_failure(error)),
-            Err(trap) => failed(self.sandbox.classify(&self.name, store.data(), &trap, tail)),
+        let memory_bytes = store.data().memory_bytes();
+        let outcome = match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(self.handler_failure(error)),
+            Err(trap) => Err(self.sandbox.classify(&self.name, store.data(), &trap, tail)),
+        };
+        let unit_of_work = match outcome {
+            Ok(_) => store.data_mut().take_unit_of_work(),
+            Err(_) => None,
+        };
+        CallResult {
+            outcome,
+            unit_of_work,
+            memory_bytes,
         }
     }
 
@@ -310,6 +319,7 @@ fn failed<T>(failure: HandlerFailure) -> CallResult<T> {
     CallResult {
         outcome: Err(failure),
         unit_of_work: None,
+        memory_bytes: 0,
     }
 }
 

@@ -59,6 +59,11 @@ pub struct GuestState {
 }
 
 impl GuestState {
+    /// Linear memory the instance holds (all its memories), in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        self.limiter.memory_bytes
+    }
+
     fn unit_of_work(&mut self) -> wasmtime::Result<&mut UnitOfWork> {
         self.unit_of_work.as_mut().ok_or_else(|| {
             wasmtime::format_err!("state and events are not available while describing the plugin")
@@ -100,6 +105,8 @@ impl WasiView for GuestState {
 struct GuestLimiter {
     limits: Limits,
     hit: Option<LimitHit>,
+    /// Linear memory the instance holds now, all memories together.
+    memory_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,7 +118,7 @@ enum LimitHit {
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -122,6 +129,7 @@ impl ResourceLimiter for GuestLimiter {
                 self.limits.memory_bytes
             );
         }
+        self.memory_bytes += desired.saturating_sub(current);
         Ok(true)
     }
 
@@ -311,7 +319,11 @@ impl Sandbox {
             wasi,
             table: ResourceTable::new(),
             unit_of_work: unit_of_work.map(|unit| unit.with_limits(limits)),
-            limiter: GuestLimiter { limits, hit: None },
+            limiter: GuestLimiter {
+                limits,
+                hit: None,
+                memory_bytes: 0,
+            },
             stdout,
             stderr,
             logged: 0,

@@ -18,10 +18,15 @@ import { parseArgs } from "node:util";
 const sdk = dirname(fileURLToPath(import.meta.url));
 const wit = resolve(sdk, "../../wit");
 const { values } = parseArgs({
-  options: { app: { type: "string" }, output: { type: "string" } },
+  options: {
+    app: { type: "string" },
+    output: { type: "string" },
+    // Install the pinned toolchain and build nothing.
+    "toolchain-only": { type: "boolean" },
+  },
 });
-if (!values.app || !values.output) {
-  console.error("usage: build.mjs --app ENTRY.js --output COMPONENT.wasm");
+if (!values["toolchain-only"] && (!values.app || !values.output)) {
+  console.error("usage: build.mjs --app ENTRY.js --output COMPONENT.wasm | --toolchain-only");
   process.exit(2);
 }
 
@@ -34,6 +39,8 @@ if (!existsSync(stamp) || readFileSync(stamp, "utf8") !== readFileSync(lock, "ut
   execFileSync(npm, ["ci", "--no-audit", "--no-fund"], { cwd: sdk, stdio: "inherit" });
   writeFileSync(stamp, readFileSync(lock, "utf8"));
 }
+
+if (values["toolchain-only"]) process.exit(0);
 
 const app = resolve(values.app);
 const output = resolve(values.output);

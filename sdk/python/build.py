@@ -44,9 +44,16 @@ def toolchain() -> Path:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--app", required=True, help="the module that defines `WitWorld`")
-    parser.add_argument("--output", required=True, help="where to write the component")
+    parser.add_argument("--app", help="the module that defines `WitWorld`")
+    parser.add_argument("--output", help="where to write the component")
+    parser.add_argument("--toolchain-only", action="store_true",
+                        help="install the pinned toolchain and build nothing")
     args = parser.parse_args()
+    if args.toolchain_only:
+        toolchain()
+        return 0
+    if not args.app or not args.output:
+        parser.error("--app and --output are required")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = output.with_suffix(".partial")

@@ -15,6 +15,9 @@ const FIGURES: &[&str] = &[
     "P4-stream",
     "P5",
     "R1",
+    "L-rust",
+    "L-python",
+    "L-javascript",
 ];
 
 #[test]
