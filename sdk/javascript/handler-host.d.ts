@@ -1,0 +1,91 @@
+// Types of the Handler Host JavaScript SDK (`handler-host.js`), for editors and TypeScript
+// checks of plugin sources. The envelope mirrors `envelope` in wit/plugin.wit.
+
+/** A message as the host hands it over (camelCase names of the WIT record). */
+export interface Envelope {
+  id: string;
+  kind: string;
+  partitionKey?: string;
+  tenantId?: string;
+  correlationId: string;
+  causationId?: string;
+  actor?: string;
+  schemaVersion: number;
+  occurredAtMs: bigint;
+  attempt: number;
+  headers: Array<[string, string]>;
+  payload: Uint8Array;
+}
+
+/** A failure the handler reports itself; the host decides from its class what happens next. */
+export class HandlerError extends Error {
+  readonly payload: { tag: "rejected" | "retryable" | "permanent"; val: string };
+}
+/** Bad input: never retried. A command answers 422 with this message. */
+export class Rejected extends HandlerError {
+  constructor(message: string);
+}
+/** Transient: retried with backoff, then dead-lettered. */
+export class Retryable extends HandlerError {
+  constructor(message: string);
+}
+/** Will never work: dead-lettered at once. */
+export class Permanent extends HandlerError {
+  constructor(message: string);
+}
+
+export class Message {
+  readonly envelope: Envelope;
+  readonly id: string;
+  readonly kind: string;
+  readonly partitionKey: string | undefined;
+  readonly correlationId: string;
+  /** 1 on first delivery, incremented on each retry. */
+  readonly attempt: number;
+  readonly rawPayload: Uint8Array;
+  /** The payload as JSON; throws `Rejected` when it is not JSON. */
+  payload<T = any>(): T;
+}
+
+/** This plugin's own keyed state (JSON values), inside the unit of work. */
+export const state: {
+  get<T = any>(key: string, fallback?: T): T | undefined;
+  put(key: string, value: unknown): void;
+  delete(key: string): void;
+};
+
+export const events: {
+  /** Published only if the unit of work commits; one key's events stay in order. */
+  emit(kind: string, payload: unknown, partitionKey?: string): void;
+};
+
+/** Logging into the host's log, tagged with the plugin's name. */
+export const log: {
+  trace(message: unknown): void;
+  debug(message: unknown): void;
+  info(message: unknown): void;
+  warn(message: unknown): void;
+  error(message: unknown): void;
+};
+
+export interface PluginDefinition {
+  name: string;
+  version?: string;
+  commands?: string[];
+  /** Event kinds or patterns (`order.*`, `*`). */
+  events?: string[];
+  queries?: string[];
+  /** Returns the reply, written as JSON. */
+  handleCommand?(msg: Message): unknown;
+  handleEvent?(msg: Message): void;
+  /** Returns the reply, written as JSON. */
+  handleQuery?(msg: Message): unknown;
+}
+
+/** The component's exports for `plugin`; export all four from the entry module. */
+export function exportPlugin(plugin: PluginDefinition): {
+  describe(): { name: string; version: string; commands: string[]; events: string[]; queries: string[] };
+  handleCommand(envelope: Envelope): Uint8Array;
+  handleEvent(envelope: Envelope): void;
+  handleQuery(envelope: Envelope): Uint8Array;
+};
