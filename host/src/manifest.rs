@@ -243,6 +243,16 @@ pub async fn build(folder: &Path, manifest: &Manifest) -> Result<PathBuf, LoadEr
             ),
         ));
     }
+    // A build tool that finds its output up to date (cargo, when an input changed that does
+    // not affect it) leaves it untouched: mark it built now, or it would stay stale forever.
+    if is_stale(folder, manifest)
+        && let Err(e) = std::fs::File::options()
+            .write(true)
+            .open(&output)
+            .and_then(|file| file.set_modified(SystemTime::now()))
+    {
+        tracing::warn!(output = %output.display(), "cannot mark the build output as fresh: {e}");
+    }
     Ok(output)
 }
 
@@ -256,6 +266,24 @@ async fn log_lines(plugin: &str, stream: impl tokio::io::AsyncRead + Unpin) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn an_output_the_build_tool_left_untouched_is_fresh_afterwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest: Manifest =
+            toml::from_str("[build]\ncommand=[\"true\"]\noutput=\"p.wasm\"\ninputs=[\"src\"]")
+                .unwrap();
+        std::fs::write(dir.path().join("p.wasm"), "").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
+        assert!(is_stale(dir.path(), &manifest));
+        build(dir.path(), &manifest).await.unwrap();
+        assert!(
+            !is_stale(dir.path(), &manifest),
+            "else every scan would build it again"
+        );
+    }
 
     #[tokio::test]
     async fn a_missing_build_tool_is_named() {

@@ -329,10 +329,10 @@ pub fn watch(
     let (tx, mut changes) = mpsc::unbounded_channel::<()>();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) if event.paths.iter().all(|p| manifest::is_ignored(p)) => {}
-            Ok(_) => {
+            Ok(event) if is_change(&event) => {
                 let _ = tx.send(());
             }
+            Ok(_) => {}
             Err(error) => tracing::warn!("plugin watcher: {error}"),
         })?;
     let mut watched = HashSet::new();
@@ -359,6 +359,19 @@ pub fn watch(
             follow(&mut watcher, &mut watched, plugins.watched_paths());
         }
     }))
+}
+
+/// Whether a file event may change a plugin: something written, created, renamed or removed
+/// outside build outputs. Opening and reading files (a build reads every source) is not.
+fn is_change(event: &notify::Event) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode};
+    let writes = match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    };
+    writes && !event.paths.iter().all(|p| manifest::is_ignored(p))
 }
 
 /// Watches the source folders under `roots` not yet watched, each on its own, so that build
@@ -389,5 +402,46 @@ async fn report_waiting(store: &Store, plugin: &str) {
             "deliveries wait for the removed plugin; they resume when it is loaded again"
         ),
         Err(error) => tracing::warn!(plugin, "cannot count waiting deliveries: {error:#}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_change;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+    use notify::{Event, EventKind};
+
+    fn event(kind: EventKind, path: &str) -> Event {
+        Event::new(kind).add_path(path.into())
+    }
+
+    #[test]
+    fn reads_and_build_outputs_are_not_changes() {
+        let src = "/p/orders/src/lib.rs";
+        assert!(is_change(&event(EventKind::Modify(ModifyKind::Any), src)));
+        assert!(is_change(&event(
+            EventKind::Create(CreateKind::File),
+            "/p/x.wasm"
+        )));
+        assert!(is_change(&event(
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            src
+        )));
+        assert!(!is_change(&event(
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            src
+        )));
+        assert!(!is_change(&event(
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            src
+        )));
+        assert!(!is_change(&event(
+            EventKind::Modify(ModifyKind::Any),
+            "/p/demo/target/release/x.wasm"
+        )));
+        assert!(!is_change(&event(
+            EventKind::Create(CreateKind::Folder),
+            "/p/notifier/node_modules/esbuild"
+        )));
     }
 }
