@@ -143,6 +143,22 @@ export const log = {
   error: (message) => hostLog("error", String(message)),
 };
 
+/** Runs a handler: its own errors reach the host as the contract's error variants; anything
+ * else is a bug, reported in the one line the host keeps as the explanation of the trap. */
+function run(handler) {
+  try {
+    return handler();
+  } catch (error) {
+    if (!(error instanceof HandlerError)) {
+      const frame = String(error?.stack ?? "").split("\n").find((line) => line.includes(":"));
+      const where = frame ? ` at ${frame.replace(/^.*@/, "")}` : "";
+      const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+      console.error(`panicked${where}: ${what}`);
+    }
+    throw error;
+  }
+}
+
 /** The component's exports (`describe`, `handleCommand`, `handleEvent`, `handleQuery`) for
  * `plugin`: `{ name, version, commands, events, queries, handleCommand, handleEvent,
  * handleQuery }`, every field but `name` optional. */
@@ -159,15 +175,15 @@ export function exportPlugin(plugin) {
     handleCommand(envelope) {
       const msg = new Message(envelope);
       if (!plugin.handleCommand) throw new Rejected(`plugin \`${info.name}\` does not handle command \`${msg.kind}\``);
-      return toJson(plugin.handleCommand(msg), "the reply");
+      return run(() => toJson(plugin.handleCommand(msg), "the reply"));
     },
     handleEvent(envelope) {
-      if (plugin.handleEvent) plugin.handleEvent(new Message(envelope));
+      if (plugin.handleEvent) run(() => plugin.handleEvent(new Message(envelope)));
     },
     handleQuery(envelope) {
       const msg = new Message(envelope);
       if (!plugin.handleQuery) throw new Rejected(`plugin \`${info.name}\` does not handle query \`${msg.kind}\``);
-      return toJson(plugin.handleQuery(msg), "the reply");
+      return run(() => toJson(plugin.handleQuery(msg), "the reply"));
     },
   };
 }

@@ -1,6 +1,7 @@
 //! Three languages in one host: an event emitted by a Rust plugin reaches a Python and a
 //! JavaScript subscriber, whose effects show through their queries; a retryable failure in
-//! Python and in JavaScript is retried and dead-lettered like a Rust one, and replays.
+//! Python and in JavaScript is retried and dead-lettered like a Rust one, and replays; an
+//! uncaught exception traps the call and is explained by the exception.
 
 use crate::harness::{EVENTUALLY, FLAKY, FRAUD_CHECK, Host, NOTIFIER, ORDERS, wait_until};
 use serde_json::json;
@@ -128,6 +129,22 @@ fn rust_python_and_javascript_plugins_cooperate_and_fail_alike() {
         assert_eq!(answer.error_class(), "rejected");
         assert_eq!(answer.error_plugin(), plugin);
     }
+    // A bug (an uncaught exception) traps the call like a Rust panic, and the answer names
+    // the exception, not the runtime's own last words.
+    for (kind, payload, plugin, exception) in [
+        ("fraud.check", json!([]), "fraud-check", "AttributeError"),
+        ("notify.sent", json!(null), "notifier", "TypeError"),
+    ] {
+        let answer = host.query(kind, payload);
+        assert_eq!(answer.status, 500, "{answer:?}");
+        assert_eq!(answer.error_plugin(), plugin);
+        assert!(
+            answer.error_message().contains(exception),
+            "the message names the exception: {answer:?}"
+        );
+    }
+    host.command_ok("fraud.rules", json!({ "max_qty": 5 }));
+
     let answer = host.command_raw("notify.channel", b"not json");
     assert_eq!(
         answer.status, 400,

@@ -38,19 +38,28 @@ impl GuestOutput {
         captured.dropped += bytes.len() - kept;
     }
 
-    /// Logs every captured line tagged with the plugin and stream; returns the last line
-    /// that explains something (Rust's "note: run with RUST_BACKTRACE" hint does not).
+    /// Logs every captured line tagged with the plugin and stream; returns the line that
+    /// explains a trap: the last one starting with `panicked` (the SDKs write one for a panic
+    /// or an uncaught exception) when there is one, else the last line that explains
+    /// something (Rust's "note: run with RUST_BACKTRACE" hint does not). The Python and
+    /// JavaScript runtimes print lines of their own after the SDK's, which say nothing of the
+    /// cause ("Python function threw an unexpected exception").
     pub fn flush_to_log(&self, plugin: &str, stream: &'static str) -> Option<String> {
         let captured =
             std::mem::take(&mut *self.captured.lock().unwrap_or_else(|e| e.into_inner()));
         let text = String::from_utf8_lossy(&captured.bytes);
         let mut last = None;
+        let mut panicked = None;
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(plugin, stream, "{line}");
+            if line.starts_with("panicked") {
+                panicked = Some(line.to_owned());
+            }
             if !line.starts_with("note: run with `RUST_BACKTRACE") {
                 last = Some(line.to_owned());
             }
         }
+        let last = panicked.or(last);
         if captured.dropped > 0 {
             tracing::warn!(
                 plugin,
@@ -130,5 +139,31 @@ mod tests {
         let captured = out.captured.lock().unwrap();
         assert_eq!(captured.bytes, b"abcd");
         assert_eq!(captured.dropped, 1);
+    }
+
+    fn explained(text: &str) -> Option<String> {
+        let output = GuestOutput::new(1 << 10);
+        output.append(text.as_bytes());
+        output.flush_to_log("test", "stderr")
+    }
+
+    #[test]
+    fn the_last_panicked_line_explains_a_trap_over_runtime_lines_after_it() {
+        let python = "Traceback (most recent call last):\n  File \"app.py\", line 3\n\
+                      KeyError: 'x'\npanicked at app.py:3: KeyError: 'x'\n\
+                      thread '<unnamed>' (1) panicked at runtime/src/lib.rs:1:1:\n\
+                      Python function threw an unexpected exception\n\
+                      note: run with `RUST_BACKTRACE=1` environment variable\n";
+        assert_eq!(
+            explained(python).as_deref(),
+            Some("panicked at app.py:3: KeyError: 'x'")
+        );
+    }
+
+    #[test]
+    fn without_a_panicked_line_the_last_line_but_the_backtrace_hint_explains() {
+        let text = "first\nsecond\nnote: run with `RUST_BACKTRACE=1` environment variable\n\n";
+        assert_eq!(explained(text).as_deref(), Some("second"));
+        assert_eq!(explained(""), None);
     }
 }

@@ -28,6 +28,8 @@ it like a Rust panic. Nothing the handler wrote or emitted commits unless it ret
 """
 
 import json
+import sys
+import traceback
 from typing import Any, Optional
 
 from componentize_py_types import Err
@@ -180,6 +182,25 @@ def _to_json(value: Any, what: str) -> bytes:
         raise Permanent(f"{what} cannot be written as JSON: {error}") from None
 
 
+def _report_crash(error: BaseException) -> None:
+    """Writes the one line the host keeps as the explanation of the trap that follows."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+    print(f"panicked{where}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+
+
+def _run(handler, *args):
+    """Runs a handler: its own errors become the contract's error variants; anything else is a
+    bug, reported in one line and left to trap the call."""
+    try:
+        return handler(*args)
+    except HandlerError as error:
+        raise _as_wit_error(error)
+    except Exception as error:
+        _report_crash(error)
+        raise
+
+
 def _as_wit_error(error: HandlerError) -> Err:
     variant = {
         Rejected: _types.HandlerError_Rejected,
@@ -205,21 +226,12 @@ def export(plugin_class: type) -> type:
             )
 
         def handle_command(self, command: _types.Envelope) -> bytes:
-            try:
-                return _to_json(plugin.handle_command(Message(command)), "the reply")
-            except HandlerError as error:
-                raise _as_wit_error(error)
+            return _run(lambda: _to_json(plugin.handle_command(Message(command)), "the reply"))
 
         def handle_event(self, event: _types.Envelope) -> None:
-            try:
-                plugin.handle_event(Message(event))
-            except HandlerError as error:
-                raise _as_wit_error(error)
+            _run(lambda: plugin.handle_event(Message(event)))
 
         def handle_query(self, query: _types.Envelope) -> bytes:
-            try:
-                return _to_json(plugin.handle_query(Message(query)), "the reply")
-            except HandlerError as error:
-                raise _as_wit_error(error)
+            return _run(lambda: _to_json(plugin.handle_query(Message(query)), "the reply"))
 
     return World
