@@ -91,7 +91,8 @@ impl CacheArg {
 
 #[derive(Debug, Args)]
 pub struct DatabaseArg {
-    /// Database URL. SQLite: `sqlite://FILE` (created if missing).
+    /// Database URL: `sqlite://FILE` (the embedded default) or
+    /// `postgres://USER@HOST:PORT/DATABASE`. Either is created and migrated if missing.
     #[arg(long, env = "HOST_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
 }
@@ -425,6 +426,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if args.watch {
         plugin_dir::watch(plugins, executor.clone(), store.clone(), wake.clone())?;
     }
+    // Commits of other processes (other hosts, `host send`, `host bus replay`) wake the
+    // dispatcher at once on PostgreSQL; on SQLite its poll finds them.
+    store.notify_on_commit(wake.clone());
     // Deliveries committed before a crash or by another process are found by the first scan.
     wake.notify_one();
     dispatcher::spawn(

@@ -94,7 +94,8 @@ async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Pending>, committ
                 }
             }
             Err(error) => {
-                tracing::error!(
+                // The store's health logs the failure (once, then periodically).
+                tracing::debug!(
                     error = format!("{error:#}"),
                     units = writes.len(),
                     "batch commit failed"

@@ -47,13 +47,24 @@ async fn run(
     let in_flight = Arc::new(Mutex::new(InFlight::default()));
     let slots = Arc::new(Semaphore::new(config.concurrency));
     loop {
+        // While the database fails, pause (doubling) rather than retry hot; the store's
+        // health logs the failure once, then periodically.
+        if let Some(pause) = store.health().backoff() {
+            tokio::time::sleep(pause).await;
+        }
         let subscribers = executor.registry().names();
         let skip: Vec<String> = subscribers
             .iter()
             .filter(|name| policies.policy(name).ordering == Ordering::Skip)
             .cloned()
             .collect();
-        match store.due_deliveries(&subscribers, &skip, SCAN_LIMIT).await {
+        // While it fails, one delivery at a time probes whether the database is back.
+        let limit = if store.health().is_failing() {
+            1
+        } else {
+            SCAN_LIMIT
+        };
+        match store.due_deliveries(&subscribers, &skip, limit).await {
             Ok(due) => {
                 for delivery in due {
                     let key = delivery
@@ -101,7 +112,7 @@ async fn run(
                     }
                 }
             }
-            Err(error) => tracing::error!("dispatcher scan failed: {error:#}"),
+            Err(error) => tracing::debug!("dispatcher scan failed: {error:#}"),
         }
         let until_retry = match store.next_retry_at_ms().await {
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),

@@ -157,6 +157,11 @@ impl Executor {
         self.registry.store(Arc::new(registry));
     }
 
+    /// The database this executor reads and commits to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub(crate) fn committer(&self) -> &Committer {
         &self.committer
     }
@@ -417,7 +422,9 @@ impl Executor {
                     unreachable!("a delivery write has no idempotency key")
                 }
                 Err(error) => {
-                    tracing::error!(
+                    // The store's health has logged the database failure; the delivery
+                    // stays pending and runs again once the database is back.
+                    tracing::debug!(
                         delivery = due.delivery_id,
                         "could not record the delivery outcome: {error}"
                     );

@@ -8,7 +8,8 @@
 //!   permanent, 503 retryable or host failure. A replayed idempotent answer carries
 //!   `Idempotent-Replayed: true`.
 //! - `POST /queries/{kind}` — the same, read-only.
-//! - `GET /health` — the loaded plugins and the plugins that failed to load.
+//! - `GET /health` — the loaded plugins, the plugins that failed to load, the database.
+//! - `GET /ready` — 200 while the database works, 503 with the cause while it fails.
 //!
 //! Every answer, errors included, is a JSON document. The body is read completely, within
 //! [`Ingress::body_read_timeout`] and the plugin's payload limit, before any handler runs, so
@@ -86,6 +87,7 @@ pub fn router_with(state: AppState, ingress: Ingress) -> Router {
         .route("/commands/{kind}", post(command))
         .route("/queries/{kind}", post(query))
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Routed {
@@ -181,7 +183,7 @@ async fn command(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             response
         }
-        Ok(Err(error)) => error_response(&kind, error),
+        Ok(Err(error)) => error_response(&routed, &kind, error),
         Err(panicked) => host_error(&kind, &panicked),
     }
 }
@@ -201,7 +203,7 @@ async fn query(
     let run = tokio::spawn(async move { executor.query(&request).await });
     match run.await {
         Ok(Ok(body)) => json_response(StatusCode::OK, body),
-        Ok(Err(error)) => error_response(&kind, error),
+        Ok(Err(error)) => error_response(&routed, &kind, error),
         Err(panicked) => host_error(&kind, &panicked),
     }
 }
@@ -306,7 +308,7 @@ async fn not_found() -> Response {
         error_body(
             "not_found",
             None,
-            "no such endpoint: use POST /commands/{kind}, POST /queries/{kind} or GET /health",
+            "no such endpoint: use POST /commands/{kind}, POST /queries/{kind}, GET /health or GET /ready",
         ),
     )
 }
@@ -338,9 +340,26 @@ async fn health(State(routed): State<Routed>) -> Response {
         .iter()
         .map(|e| serde_json::json!({ "file": e.file.display().to_string(), "cause": e.cause }))
         .collect();
-    let body =
-        serde_json::json!({ "status": "ok", "plugins": plugins, "load_errors": load_errors });
+    let database = routed.app.executor.store().health().status();
+    let body = serde_json::json!({
+        "status": "ok", "database": database, "plugins": plugins, "load_errors": load_errors,
+    });
     json_response(StatusCode::OK, body.to_string().into_bytes())
+}
+
+/// 200 while the database works; 503 with the cause while it fails (commits or scans).
+async fn ready(State(routed): State<Routed>) -> Response {
+    let database = routed.app.executor.store().health().status();
+    let status = if database.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if database.ok { "ready" } else { "database failing" },
+        "database": database,
+    });
+    json_response(status, body.to_string().into_bytes())
 }
 
 /// The request, or why it is a bad request.
@@ -390,10 +409,14 @@ fn host_error(kind: &str, panicked: &tokio::task::JoinError) -> Response {
     )
 }
 
-fn error_response(kind: &str, error: ExecError) -> Response {
+fn error_response(routed: &Routed, kind: &str, error: ExecError) -> Response {
     let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if status.is_server_error() {
+    let database_failing = routed.app.executor.store().health().is_failing();
+    if status.is_server_error() && !(database_failing && matches!(error, ExecError::Host(_))) {
         tracing::warn!(kind, %status, "{error}");
+    } else if status.is_server_error() {
+        // The database failure behind it is logged once by the store's health.
+        tracing::debug!(kind, %status, "{error}");
     }
     json_response(status, error.body())
 }

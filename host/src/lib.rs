@@ -18,7 +18,9 @@
 //! - [`scaffold`]: `host new`, a plugin project to start from.
 //! - [`manifest`]: `plugin.toml`, how a plugin folder is built into a component.
 //! - [`unit_of_work`]: what one handler call reads and writes, before it commits.
-//! - [`store`]: the database: schema, reads, and applying committed batches.
+//! - [`store`]: the database behind one interface, SQLite or PostgreSQL by URL: reads,
+//!   batches planned in memory and written in a fixed handful of statements, the queue and
+//!   the dead letters, and whether the database is working.
 //! - [`committer`]: the single writer that applies many units of work per transaction.
 //! - [`executor`]: runs commands, queries and event deliveries end to end.
 //! - [`dispatcher`]: the background delivery loop: ordering, retries, dead letters.

@@ -72,7 +72,7 @@ pub async fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::event;
+    use crate::store::test_support::{event, on_every_backend};
     use crate::store::{Applied, IdempotencyRecord, OutboxEvent, StateChanges, Write};
     use std::time::Duration;
 
@@ -92,11 +92,9 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_pass_removes_only_what_is_expired_or_past_retention_in_batches() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
+    on_every_backend!(a_pass_removes_only_what_is_expired_or_past_retention_in_batches);
+
+    async fn a_pass_removes_only_what_is_expired_or_past_retention_in_batches(store: &Store) {
         let now = now_ms();
         // 5 expired keys and 1 live one; 7 messages to `s` (5 get done, 2 stay pending);
         // 1 message with no subscriber at all.
@@ -142,7 +140,7 @@ mod tests {
             delivered: Duration::from_secs(86_400),
             ..tiny
         };
-        let cleaned = run_once(&store, &day, now_ms()).await.unwrap();
+        let cleaned = run_once(store, &day, now_ms()).await.unwrap();
         assert_eq!(
             cleaned,
             Cleaned {
@@ -156,7 +154,7 @@ mod tests {
         // With a tiny retention, as of a moment later: the done rows and their messages go,
         // the pending ones and their messages stay.
         let later = now_ms() + 10;
-        let cleaned = run_once(&store, &tiny, later).await.unwrap();
+        let cleaned = run_once(store, &tiny, later).await.unwrap();
         assert_eq!(
             cleaned,
             Cleaned {
@@ -171,7 +169,7 @@ mod tests {
         assert_eq!(stats.by_status["done"], 0);
         assert_eq!(stats.by_status["pending"], 2);
         assert_eq!(
-            run_once(&store, &tiny, later).await.unwrap(),
+            run_once(store, &tiny, later).await.unwrap(),
             Cleaned::default()
         );
     }

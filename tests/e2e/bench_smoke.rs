@@ -13,6 +13,10 @@ const FIGURES: &[&str] = &[
     "P3",
     "P4-backlog",
     "P4-stream",
+    "B2",
+    "B0-pg",
+    "P1-pg",
+    "P4-pg",
     "P5",
     "R1",
     "L-rust",
@@ -52,5 +56,7 @@ fn quick_bench_writes_every_figure() {
         );
     }
     let markdown = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
-    assert!(markdown.contains("| P1 / B0-FULL |"), "{markdown}");
+    for ratio in ["P1 / B0-FULL", "P1 / B2", "P4-stream / P1", "P1-pg / B0-pg"] {
+        assert!(markdown.contains(&format!("| {ratio} |")), "{markdown}");
+    }
 }

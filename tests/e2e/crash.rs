@@ -8,43 +8,44 @@ use serde_json::json;
 const ROUNDS: i64 = 5;
 const STOCK: i64 = 100;
 
-#[test]
-fn answered_command_and_its_events_survive_kill_9() {
-    let mut host = Host::start(DEMO, &[]);
-    host.command_ok("stock.add", json!({ "sku": "widget", "qty": STOCK }));
+on_every_backend! {
+    fn answered_command_and_its_events_survive_kill_9() {
+        let mut host = Host::start(DEMO, &[]);
+        host.command_ok("stock.add", json!({ "sku": "widget", "qty": STOCK }));
 
-    for round in 0..ROUNDS {
-        let order_id = format!("o-{round}");
-        host.command_ok(
-            "order.place",
-            json!({ "order_id": order_id, "sku": "widget", "qty": 1 }),
-        );
-        host.kill9();
-        host.restart();
+        for round in 0..ROUNDS {
+            let order_id = format!("o-{round}");
+            host.command_ok(
+                "order.place",
+                json!({ "order_id": order_id, "sku": "widget", "qty": 1 }),
+            );
+            host.kill9();
+            host.restart();
 
+            assert_eq!(
+                host.query_ok("order.get", json!({ "order_id": order_id })),
+                json!({ "order_id": order_id, "sku": "widget", "qty": 1 }),
+                "round {round}: the answered order must survive the crash"
+            );
+            host.summary_when(&order_id, "reserved", EVENTUALLY);
+            assert_eq!(
+                host.query_ok("stock.get", json!({ "sku": "widget" }))["available"],
+                STOCK - round - 1,
+                "round {round}: every order so far reserved exactly once"
+            );
+        }
+
+        let db = host.db();
+        wait_until(EVENTUALLY, "every delivery to be done", || {
+            db.scalar(
+                "SELECT COUNT(*) FROM deliveries WHERE status <> 'done'",
+                &[],
+            ) == 0
+        });
+        // Per order: order.placed to inventory and order-summary, stock.reserved to order-summary.
         assert_eq!(
-            host.query_ok("order.get", json!({ "order_id": order_id })),
-            json!({ "order_id": order_id, "sku": "widget", "qty": 1 }),
-            "round {round}: the answered order must survive the crash"
-        );
-        host.summary_when(&order_id, "reserved", EVENTUALLY);
-        assert_eq!(
-            host.query_ok("stock.get", json!({ "sku": "widget" }))["available"],
-            STOCK - round - 1,
-            "round {round}: every order so far reserved exactly once"
+            db.scalar("SELECT COUNT(*) FROM deliveries", &[]),
+            3 * ROUNDS
         );
     }
-
-    let db = host.db();
-    wait_until(EVENTUALLY, "every delivery to be done", || {
-        db.scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE status <> 'done'",
-            &[],
-        ) == 0
-    });
-    // Per order: order.placed to inventory and order-summary, stock.reserved to order-summary.
-    assert_eq!(
-        db.scalar("SELECT COUNT(*) FROM deliveries", &[]),
-        3 * ROUNDS
-    );
 }

@@ -88,25 +88,28 @@ fn crash_at(point: &str) -> bool {
     replayed
 }
 
-#[test]
-fn crash_before_commit_loses_the_unanswered_command_and_the_retry_runs_it_once() {
-    let replayed = crash_at("before_commit");
-    assert!(
-        !replayed,
-        "nothing was committed, so the retry ran the command afresh"
-    );
+on_every_backend! {
+    fn crash_before_commit_loses_the_unanswered_command_and_the_retry_runs_it_once() {
+        let replayed = crash_at("before_commit");
+        assert!(
+            !replayed,
+            "nothing was committed, so the retry ran the command afresh"
+        );
+    }
 }
 
-#[test]
-fn crash_after_commit_keeps_the_command_and_the_retry_replays_it() {
-    let replayed = crash_at("after_commit");
-    assert!(
-        replayed,
-        "the first run committed, so the retry is answered from its record"
-    );
+on_every_backend! {
+    fn crash_after_commit_keeps_the_command_and_the_retry_replays_it() {
+        let replayed = crash_at("after_commit");
+        assert!(
+            replayed,
+            "the first run committed, so the retry is answered from its record"
+        );
+    }
 }
 
-#[test]
-fn crash_after_a_subscribers_effects_redelivers_and_counts_once() {
-    crash_at("after_effects");
+on_every_backend! {
+    fn crash_after_a_subscribers_effects_redelivers_and_counts_once() {
+        crash_at("after_effects");
+    }
 }

@@ -1,12 +1,18 @@
 //! Drives a real `host` process: builds the fixture components once, starts the host on a
 //! fresh temporary directory and database, talks to it over HTTP and the `host bus` CLI, and
-//! reads its SQLite database directly to check what was committed.
+//! reads its database directly to check what was committed.
+//!
+//! The database is a SQLite file in the host's directory, or — inside a test declared with
+//! [`on_every_backend!`](crate::on_every_backend) — a fresh database on the PostgreSQL server
+//! of `HOST_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432`), dropped after
+//! the test. Such a test fails, naming the server, when PostgreSQL cannot be reached.
 //!
 //! Every wait polls an observable condition with a deadline ([`wait_for`]); nothing sleeps and
 //! hopes. When a test fails while a host is running, the host's temporary directory (database
 //! and log) is kept and its path and log are printed with the failure.
 
 use serde_json::Value;
+use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -251,8 +257,92 @@ impl Answer {
     }
 }
 
+/// The database backend hosts started by the current test run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+thread_local! {
+    /// Each test runs on a thread of its own, so this is the backend of the running test.
+    static BACKEND: Cell<Backend> = const { Cell::new(Backend::Sqlite) };
+}
+
+/// Runs `test` with every host it starts on `backend`.
+pub fn with_backend(backend: Backend, test: impl FnOnce()) {
+    BACKEND.with(|b| b.set(backend));
+    test();
+}
+
+/// The backend of the running test.
+pub fn backend() -> Backend {
+    BACKEND.with(Cell::get)
+}
+
+/// The PostgreSQL server the tests create their databases on.
+fn postgres_server() -> String {
+    std::env::var("HOST_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// One host's database (shared by hosts started beside it); a PostgreSQL one is dropped when
+/// the last host using it is, unless the test failed.
+struct TestDatabase {
+    url: String,
+    postgres_name: Option<String>,
+}
+
+impl TestDatabase {
+    fn new(dir: &Path) -> Self {
+        match backend() {
+            Backend::Sqlite => Self {
+                url: format!("sqlite://{}", dir.join("host.db").display()),
+                postgres_name: None,
+            },
+            Backend::Postgres => {
+                let name = format!("hh_e2e_{}", uuid::Uuid::now_v7().simple());
+                Self {
+                    url: format!("{}/{name}", postgres_server()),
+                    postgres_name: Some(name),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = &self.postgres_name else {
+            return;
+        };
+        if std::thread::panicking() {
+            eprintln!("PostgreSQL database kept: {}", self.url);
+            return;
+        }
+        let admin = format!("{}/postgres", postgres_server());
+        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("building a tokio runtime");
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("connecting to {admin}: {e}"));
+            sqlx::query(&sql)
+                .execute(&mut conn)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        });
+    }
+}
+
 /// A running (or killed) `host run` process on its own directory and database.
 pub struct Host {
+    /// Shared by hosts started beside this one.
+    database: Arc<TestDatabase>,
     /// Shared by hosts started on the same directory with [`Host::start_beside`].
     dir: Arc<tempfile::TempDir>,
     /// This process's log (stderr), appended to across restarts.
@@ -277,7 +367,22 @@ impl Host {
     /// database `dir/host.db` and the environment variables `envs` (e.g. `HOST_LOG`).
     pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {
         let log = dir.path().join("host.log");
-        let mut host = Self::new(Arc::new(dir), log, extra_args, envs);
+        let database = Arc::new(TestDatabase::new(dir.path()));
+        let mut host = Self::new(Arc::new(dir), database, log, extra_args, envs);
+        host.spawn();
+        host
+    }
+
+    /// Starts a host whose plugins folder holds the named fixture components, on the database
+    /// at `url` (which the caller owns and cleans up).
+    pub fn start_on_database(plugins: &[&str], url: &str, extra_args: &[&str]) -> Self {
+        let dir = host_dir(plugins);
+        let log = dir.path().join("host.log");
+        let database = Arc::new(TestDatabase {
+            url: url.to_owned(),
+            postgres_name: None,
+        });
+        let mut host = Self::new(Arc::new(dir), database, log, extra_args, &[]);
         host.spawn();
         host
     }
@@ -290,7 +395,8 @@ impl Host {
         envs: &[(&str, &str)],
     ) -> Self {
         let log = dir.path().join("host.log");
-        let mut host = Self::new(Arc::new(dir), log, extra_args, envs);
+        let database = Arc::new(TestDatabase::new(dir.path()));
+        let mut host = Self::new(Arc::new(dir), database, log, extra_args, envs);
         host.subcommand = "dev";
         host.spawn();
         host
@@ -304,18 +410,26 @@ impl Host {
             .dir
             .path()
             .join(format!("host-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
-        let mut host = Self::new(self.dir.clone(), log, extra_args, envs);
+        let mut host = Self::new(
+            self.dir.clone(),
+            self.database.clone(),
+            log,
+            extra_args,
+            envs,
+        );
         host.spawn();
         host
     }
 
     fn new(
         dir: Arc<tempfile::TempDir>,
+        database: Arc<TestDatabase>,
         log: PathBuf,
         extra_args: &[&str],
         envs: &[(&str, &str)],
     ) -> Self {
         Self {
+            database,
             dir,
             log,
             subcommand: "run",
@@ -340,7 +454,7 @@ impl Host {
 
     /// The `--database-url` of this host.
     pub fn database_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("host.db").display())
+        self.database.url.clone()
     }
 
     fn spawn(&mut self) {
@@ -554,6 +668,17 @@ impl Host {
     }
 
     /// `GET /health`.
+    /// `GET /ready`: its status code and JSON body.
+    pub fn ready(&self) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}/ready", self.base_url))
+            .send()
+            .expect("GET /ready");
+        let status = response.status().as_u16();
+        (status, response.json().expect("GET /ready answers JSON"))
+    }
+
     pub fn health(&self) -> Value {
         self.http
             .get(format!("{}/health", self.base_url))
@@ -642,11 +767,17 @@ impl Drop for Host {
     }
 }
 
-/// Read-only access to a host's SQLite database, for checking what was committed. The host
-/// may be running: WAL lets readers work beside its writer.
+/// Read-only access to a host's database, for checking what was committed. The host may be
+/// running: SQLite's WAL lets readers work beside its writer. Queries are written with `?`
+/// placeholders, numbered for PostgreSQL.
 pub struct Db {
     runtime: tokio::runtime::Runtime,
-    pool: sqlx::SqlitePool,
+    pool: DbPool,
+}
+
+enum DbPool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 impl Db {
@@ -656,45 +787,109 @@ impl Db {
             .enable_all()
             .build()
             .expect("building a tokio runtime");
-        let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
-            .expect("a SQLite URL")
-            .read_only(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = runtime
-            .block_on(
-                sqlx::sqlite::SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(options),
-            )
-            .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+        let pool = if url.starts_with("postgres") {
+            let pool = runtime
+                .block_on(
+                    sqlx::postgres::PgPoolOptions::new()
+                        .max_connections(1)
+                        .connect(url),
+                )
+                .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+            DbPool::Postgres(pool)
+        } else {
+            let options = sqlx::sqlite::SqliteConnectOptions::from_str(url)
+                .expect("a SQLite URL")
+                .read_only(true)
+                .busy_timeout(Duration::from_secs(10));
+            let pool = runtime
+                .block_on(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .connect_with(options),
+                )
+                .unwrap_or_else(|e| panic!("opening {url}: {e}"));
+            DbPool::Sqlite(pool)
+        };
         Self { runtime, pool }
     }
 
-    /// The single integer `sql` selects, with `binds` bound in order.
+    /// The single integer `sql` selects, with `binds` bound in order, as text (compare them
+    /// with an integer column through `CAST(? AS BIGINT)`, which both databases read).
     pub fn scalar(&self, sql: &str, binds: &[&str]) -> i64 {
-        let mut query = sqlx::query_scalar::<_, i64>(sql);
-        for bind in binds {
-            query = query.bind(*bind);
-        }
         self.runtime
-            .block_on(query.fetch_one(&self.pool))
+            .block_on(async {
+                match &self.pool {
+                    DbPool::Sqlite(pool) => {
+                        bind_all(sqlx::query_scalar(sql), binds)
+                            .fetch_one(pool)
+                            .await
+                    }
+                    DbPool::Postgres(pool) => {
+                        bind_all(sqlx::query_scalar(&numbered(sql)), binds)
+                            .fetch_one(pool)
+                            .await
+                    }
+                }
+            })
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     /// The text column every row of `sql` selects, with `binds` bound in order.
     pub fn strings(&self, sql: &str, binds: &[&str]) -> Vec<String> {
-        let mut query = sqlx::query_scalar::<_, String>(sql);
-        for bind in binds {
-            query = query.bind(*bind);
-        }
         self.runtime
-            .block_on(query.fetch_all(&self.pool))
+            .block_on(async {
+                match &self.pool {
+                    DbPool::Sqlite(pool) => {
+                        bind_all(sqlx::query_scalar(sql), binds)
+                            .fetch_all(pool)
+                            .await
+                    }
+                    DbPool::Postgres(pool) => {
+                        bind_all(sqlx::query_scalar(&numbered(sql)), binds)
+                            .fetch_all(pool)
+                            .await
+                    }
+                }
+            })
             .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 }
 
+fn bind_all<'q, DB: sqlx::Database, O>(
+    mut query: sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>,
+    binds: &[&'q str],
+) -> sqlx::query::QueryScalar<'q, DB, O, <DB as sqlx::Database>::Arguments<'q>>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    query
+}
+
+/// `sql` with its `?` placeholders numbered `$1`, `$2`, … (none of the checks quote a `?`).
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Drop for Db {
     fn drop(&mut self) {
-        self.runtime.block_on(self.pool.close());
+        self.runtime.block_on(async {
+            match &self.pool {
+                DbPool::Sqlite(pool) => pool.close().await,
+                DbPool::Postgres(pool) => pool.close().await,
+            }
+        });
     }
 }

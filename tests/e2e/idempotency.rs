@@ -9,93 +9,96 @@ use std::sync::{Arc, Barrier};
 const PLACED_COUNT: &str =
     "SELECT COUNT(*) FROM messages WHERE kind = 'order.placed' AND partition_key = ?";
 
-#[test]
-fn same_key_replays_the_first_answer_and_runs_the_handler_once() {
-    let host = Host::start(DEMO, &[]);
-    let db = host.db();
-    host.command_ok("stock.add", json!({ "sku": "widget", "qty": 10 }));
+on_every_backend! {
+    fn same_key_replays_the_first_answer_and_runs_the_handler_once() {
+        let host = Host::start(DEMO, &[]);
+        let db = host.db();
+        host.command_ok("stock.add", json!({ "sku": "widget", "qty": 10 }));
 
-    let order = json!({ "order_id": "o-1", "sku": "widget", "qty": 2 });
-    let first = host.command_with_key("order.place", order.clone(), "key-1");
-    assert_eq!(first.status, 200, "{first:?}");
-    assert!(!first.replayed(), "the first answer is not a replay");
-    let second = host.command_with_key("order.place", order.clone(), "key-1");
-    assert_eq!(second.status, 200, "{second:?}");
-    assert_eq!(second.body, first.body);
-    assert!(
-        second.replayed(),
-        "the second answer must be marked as replayed"
-    );
+        let order = json!({ "order_id": "o-1", "sku": "widget", "qty": 2 });
+        let first = host.command_with_key("order.place", order.clone(), "key-1");
+        assert_eq!(first.status, 200, "{first:?}");
+        assert!(!first.replayed(), "the first answer is not a replay");
+        let second = host.command_with_key("order.place", order.clone(), "key-1");
+        assert_eq!(second.status, 200, "{second:?}");
+        assert_eq!(second.body, first.body);
+        assert!(
+            second.replayed(),
+            "the second answer must be marked as replayed"
+        );
 
-    assert_eq!(db.scalar(PLACED_COUNT, &["o-1"]), 1);
-    host.summary_when("o-1", "reserved", EVENTUALLY);
-    assert_eq!(
-        host.query_ok("stock.get", json!({ "sku": "widget" }))["available"],
-        8,
-        "the stock must be reserved once"
-    );
-
-    let other = host.command_with_key(
-        "order.place",
-        json!({ "order_id": "o-1", "sku": "widget", "qty": 3 }),
-        "key-1",
-    );
-    assert_eq!(other.status, 422, "{other:?}");
-    assert_eq!(other.error_class(), "idempotency_mismatch", "{other:?}");
-    assert_eq!(db.scalar(PLACED_COUNT, &["o-1"]), 1);
-}
-
-#[test]
-fn a_rejection_is_replayed_too() {
-    let host = Host::start(&[ORDERS], &[]);
-    let bad = json!({ "order_id": "o-1", "sku": "widget", "qty": 0 });
-    let first = host.command_with_key("order.place", bad.clone(), "key-r");
-    assert_eq!(first.status, 422, "{first:?}");
-    assert_eq!(first.error_class(), "rejected", "{first:?}");
-    assert!(!first.replayed());
-
-    let second = host.command_with_key("order.place", bad, "key-r");
-    assert_eq!(second.status, 422, "{second:?}");
-    assert_eq!(second.body, first.body);
-    assert!(second.replayed(), "the stored rejection must be replayed");
-    assert_eq!(
-        host.db()
-            .scalar("SELECT status FROM idempotency WHERE key = ?", &["key-r"]),
-        422
-    );
-}
-
-#[test]
-fn concurrent_requests_with_one_key_run_the_handler_once() {
-    const CALLERS: usize = 100;
-    let host = Arc::new(Host::start(&[ORDERS], &[]));
-    let order = json!({ "order_id": "o-c", "sku": "widget", "qty": 1 });
-    let start = Arc::new(Barrier::new(CALLERS));
-    let callers: Vec<_> = (0..CALLERS)
-        .map(|_| {
-            let (host, order, start) = (host.clone(), order.clone(), start.clone());
-            std::thread::spawn(move || {
-                start.wait();
-                host.command_with_key("order.place", order, "key-c")
-            })
-        })
-        .collect();
-    let answers: Vec<_> = callers
-        .into_iter()
-        .map(|c| c.join().expect("caller thread"))
-        .collect();
-
-    for answer in &answers {
-        assert_eq!(answer.status, 200, "{answer:?}");
+        assert_eq!(db.scalar(PLACED_COUNT, &["o-1"]), 1);
+        host.summary_when("o-1", "reserved", EVENTUALLY);
         assert_eq!(
-            answer.body,
-            json!({ "order_id": "o-c", "status": "placed" })
+            host.query_ok("stock.get", json!({ "sku": "widget" }))["available"],
+            8,
+            "the stock must be reserved once"
+        );
+
+        let other = host.command_with_key(
+            "order.place",
+            json!({ "order_id": "o-1", "sku": "widget", "qty": 3 }),
+            "key-1",
+        );
+        assert_eq!(other.status, 422, "{other:?}");
+        assert_eq!(other.error_class(), "idempotency_mismatch", "{other:?}");
+        assert_eq!(db.scalar(PLACED_COUNT, &["o-1"]), 1);
+    }
+}
+
+on_every_backend! {
+    fn a_rejection_is_replayed_too() {
+        let host = Host::start(&[ORDERS], &[]);
+        let bad = json!({ "order_id": "o-1", "sku": "widget", "qty": 0 });
+        let first = host.command_with_key("order.place", bad.clone(), "key-r");
+        assert_eq!(first.status, 422, "{first:?}");
+        assert_eq!(first.error_class(), "rejected", "{first:?}");
+        assert!(!first.replayed());
+
+        let second = host.command_with_key("order.place", bad, "key-r");
+        assert_eq!(second.status, 422, "{second:?}");
+        assert_eq!(second.body, first.body);
+        assert!(second.replayed(), "the stored rejection must be replayed");
+        assert_eq!(
+            host.db()
+                .scalar("SELECT status FROM idempotency WHERE key = ?", &["key-r"]),
+            422
         );
     }
-    let fresh = answers.iter().filter(|a| !a.replayed()).count();
-    assert_eq!(
-        fresh, 1,
-        "exactly one caller ran the handler; the others replayed"
-    );
-    assert_eq!(host.db().scalar(PLACED_COUNT, &["o-c"]), 1);
+}
+
+on_every_backend! {
+    fn concurrent_requests_with_one_key_run_the_handler_once() {
+        const CALLERS: usize = 100;
+        let host = Arc::new(Host::start(&[ORDERS], &[]));
+        let order = json!({ "order_id": "o-c", "sku": "widget", "qty": 1 });
+        let start = Arc::new(Barrier::new(CALLERS));
+        let callers: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (host, order, start) = (host.clone(), order.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    host.command_with_key("order.place", order, "key-c")
+                })
+            })
+            .collect();
+        let answers: Vec<_> = callers
+            .into_iter()
+            .map(|c| c.join().expect("caller thread"))
+            .collect();
+
+        for answer in &answers {
+            assert_eq!(answer.status, 200, "{answer:?}");
+            assert_eq!(
+                answer.body,
+                json!({ "order_id": "o-c", "status": "placed" })
+            );
+        }
+        let fresh = answers.iter().filter(|a| !a.replayed()).count();
+        assert_eq!(
+            fresh, 1,
+            "exactly one caller ran the handler; the others replayed"
+        );
+        assert_eq!(host.db().scalar(PLACED_COUNT, &["o-c"]), 1);
+    }
 }

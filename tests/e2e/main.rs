@@ -1,8 +1,12 @@
-//! End-to-end tests: a real `host` process, real components, real SQLite databases.
+//! End-to-end tests: a real `host` process, real components, real SQLite and PostgreSQL
+//! databases.
 //!
-//! Each test starts its own host on a fresh temporary directory and a free port, so the tests
-//! run in parallel. The fixture components (the example plugins and `tests/plugins/*`) are
-//! built once per run by [`harness`]. One file per guarantee:
+//! Each test starts its own host on a fresh temporary directory, database and free port, so
+//! the tests run in parallel. The fixture components (the example plugins and
+//! `tests/plugins/*`) are built once per run by [`harness`]. Every test of what the store
+//! guarantees is declared with [`on_every_backend!`] and runs twice, on SQLite and on
+//! PostgreSQL; the tests of loading, the sandbox and hot reload do not depend on the store and
+//! run on SQLite. One file per guarantee:
 //!
 //! - `demo`: the order flow of the README across three plugins.
 //! - `cli`: `host send` beside a running host shares its database and idempotency keys.
@@ -27,8 +31,34 @@
 //! - `component_cache`: a warm restart compiles nothing; a corrupt cache entry is rebuilt.
 //! - `polyglot`: Rust, Python and JavaScript plugins in one host: events flow between them, and
 //!   a retryable failure in each language is retried, dead-lettered and replayed alike.
+//! - `database_failure`: SQLite on a full disk, PostgreSQL stopped and started: 503 with the
+//!   cause, `/ready` says so, the log says it once, nothing acknowledged is lost, all resumes.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
+
+/// Declares a test that runs twice: `NAME::sqlite` and `NAME::postgres`, every host it
+/// starts on that backend (see [`harness::with_backend`]).
+macro_rules! on_every_backend {
+    ($(#[$meta:meta])* fn $name:ident() $body:block) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn run() $body
+
+            #[test]
+            fn sqlite() {
+                $crate::harness::with_backend($crate::harness::Backend::Sqlite, run);
+            }
+
+            #[test]
+            fn postgres() {
+                $crate::harness::with_backend($crate::harness::Backend::Postgres, run);
+            }
+        }
+    };
+}
 
 mod harness;
 mod ledger;
@@ -40,6 +70,7 @@ mod commands;
 mod component_cache;
 mod crash;
 mod crash_loop;
+mod database_failure;
 mod demo;
 mod dev_loop;
 mod dlq;

@@ -1,32 +1,37 @@
-//! The database: schema, reads, and the operations behind the bus commands.
+//! The database: one interface, two backends chosen by the URL.
 //!
-//! SQLite (WAL, `synchronous = FULL`) is the embedded default. Reads go through a pool and
-//! see committed data only; every write of the running host goes through the single writer
-//! in [`crate::committer`], which calls [`Store::apply_batch`].
+//! - `sqlite://FILE` ([`sqlite`]): the embedded default, one file in WAL mode with
+//!   `synchronous = FULL`. One process writes at a time (`BEGIN IMMEDIATE`).
+//! - `postgres://…` ([`postgres`]): for scale-out. The database is created on first start;
+//!   commits wake other processes through `LISTEN/NOTIFY`.
+//!
+//! Both run the same schema (each with its own migrations) and the same semantics, and the
+//! same conformance suite (`conformance`) runs against both. Every write of the running host
+//! goes through the single writer in [`crate::committer`], which calls [`Store::apply_batch`];
+//! a batch costs a fixed number of statements whatever its size ([`batch`]).
 
-mod apply;
+mod batch;
 mod bus;
-mod retention;
+mod health;
+mod postgres;
+mod sqlite;
 
-pub use apply::{Applied, DeliveryFate, IdempotencyRecord, OutboxEvent, StateChanges, Write};
+#[cfg(test)]
+mod conformance;
+
+pub use batch::{Applied, DeliveryFate, IdempotencyRecord, OutboxEvent, StateChanges, Write};
 pub use bus::{
     BusStats, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
 };
+pub use health::{DatabaseHealth, DatabaseStatus};
 
-use anyhow::{Context, bail};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
-use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use anyhow::bail;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
 
 /// Version of a state key: 0 when the key has never existed, incremented by every write.
 pub type StateVersion = i64;
-
-/// Readers in the pool. Handlers read state concurrently; WAL lets them run beside the writer.
-const READ_CONNECTIONS: u32 = 8;
-/// How long a statement waits for another process's write lock (e.g. `host bus replay` while
-/// the host runs) before it fails.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Milliseconds since the Unix epoch, the one time unit stored in the database.
 pub fn now_ms() -> i64 {
@@ -39,46 +44,68 @@ pub fn now_ms() -> i64 {
 /// A handle on the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    read: SqlitePool,
-    write: SqlitePool,
+    backend: Backend,
+    health: Arc<DatabaseHealth>,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Runs the same call on whichever backend `$store` holds.
+macro_rules! on_backend {
+    ($store:expr, $backend:ident => $call:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($backend) => $call,
+            Backend::Postgres($backend) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` and brings its schema up to date.
+    /// Opens the database at `url` (`sqlite://FILE` or `postgres://…`), creating it when it
+    /// does not exist, and brings its schema up to date.
     ///
     /// # Errors
-    /// Fails when the URL is not a SQLite URL, the file cannot be opened, or a migration fails.
+    /// Fails with one line naming the URL and the cause when the scheme is unknown, the
+    /// file or server cannot be reached, or a migration fails.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        if !url.starts_with("sqlite:") {
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite(sqlite::SqliteStore::open(url).await?)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres(postgres::PgStore::open(url).await?)
+        } else {
             bail!(
-                "unsupported database URL `{url}`: only SQLite (`sqlite://FILE`) is supported by this build"
+                "unsupported database URL `{url}`: use `sqlite://FILE` (embedded) or `postgres://USER@HOST:PORT/DATABASE`"
             );
+        };
+        Ok(Self {
+            backend,
+            health: Arc::default(),
+        })
+    }
+
+    /// Whether the database works, from the outcomes of commits and dispatcher scans.
+    pub fn health(&self) -> &DatabaseHealth {
+        &self.health
+    }
+
+    /// Which backend this is: `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
-        let options = SqliteConnectOptions::from_str(url)
-            .with_context(|| format!("invalid database URL `{url}`"))?
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
-        // One writer connection: SQLite has one writer anyway, and the committer batches.
-        let write_options = options
-            .clone()
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full);
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(write_options)
-            .await
-            .with_context(|| format!("cannot open database `{url}`"))?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&write)
-            .await
-            .with_context(|| format!("cannot migrate database `{url}`"))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .connect_with(options.read_only(true))
-            .await
-            .with_context(|| format!("cannot open database `{url}` for reading"))?;
-        Ok(Self { read, write })
+    }
+
+    /// Wakes `wake` whenever another process commits (PostgreSQL `LISTEN`); returns at once
+    /// for SQLite, where the dispatcher's poll picks up other processes' writes.
+    pub fn notify_on_commit(&self, wake: Arc<Notify>) {
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.listen(wake);
+        }
     }
 
     /// The committed value of `plugin`'s `key` (None when absent or deleted) and its version.
@@ -90,16 +117,7 @@ impl Store {
         plugin: &str,
         key: &str,
     ) -> anyhow::Result<(Option<Vec<u8>>, StateVersion)> {
-        let row = sqlx::query("SELECT value, version FROM state WHERE plugin = ? AND key = ?")
-            .bind(plugin)
-            .bind(key)
-            .fetch_optional(&self.read)
-            .await
-            .with_context(|| format!("reading state of plugin `{plugin}`"))?;
-        Ok(match row {
-            Some(row) => (row.get("value"), row.get("version")),
-            None => (None, 0),
-        })
+        on_backend!(self, b => b.read_state(plugin, key).await)
     }
 
     /// The stored outcome of an idempotency key, if it has not expired.
@@ -107,32 +125,176 @@ impl Store {
     /// # Errors
     /// Fails when the database cannot be read.
     pub async fn idempotency_record(&self, key: &str) -> anyhow::Result<Option<IdempotencyRecord>> {
-        let row = sqlx::query(
-            "SELECT key, command_kind, request_hash, status, body, created_at_ms, expires_at_ms
-             FROM idempotency WHERE key = ? AND expires_at_ms > ?",
-        )
-        .bind(key)
-        .bind(now_ms())
-        .fetch_optional(&self.read)
-        .await
-        .context("reading idempotency record")?;
-        Ok(row.map(|row| IdempotencyRecord {
-            key: row.get("key"),
-            command_kind: row.get("command_kind"),
-            request_hash: row.get("request_hash"),
-            status: row.get::<i64, _>("status") as u16,
-            body: row.get("body"),
-            created_at_ms: row.get("created_at_ms"),
-            expires_at_ms: row.get("expires_at_ms"),
-        }))
+        on_backend!(self, b => b.idempotency_record(key).await)
     }
 
-    pub(crate) fn reader(&self) -> &SqlitePool {
-        &self.read
+    /// Applies `batch` in one transaction and returns one result per item, in order (see
+    /// [`batch`] for what each item checks).
+    ///
+    /// # Errors
+    /// Fails, committing nothing, when the database itself fails.
+    pub async fn apply_batch(&self, batch: &[Write]) -> anyhow::Result<Vec<Applied>> {
+        let applied = on_backend!(self, b => b.apply_batch(batch).await);
+        self.health.record(health::Operation::Commit, &applied);
+        applied
     }
 
-    pub(crate) fn writer(&self) -> &SqlitePool {
-        &self.write
+    /// Pending deliveries that are due, for loaded `subscribers`, in per-key order: under
+    /// strict ordering a pending retry or a dead letter holds back the later messages of its
+    /// key until it is done, replayed or purged; for the subscribers in `skip` a delivery
+    /// that failed is parked and the key moves on. Oldest first.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn due_deliveries(
+        &self,
+        subscribers: &[String],
+        skip: &[String],
+        limit: u32,
+    ) -> anyhow::Result<Vec<DueDelivery>> {
+        let due = on_backend!(self, b => b.due_deliveries(subscribers, skip, limit).await);
+        self.health.record(health::Operation::Scan, &due);
+        due
+    }
+
+    /// The earliest time after now at which a pending delivery (a retry) becomes due.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn next_retry_at_ms(&self) -> anyhow::Result<Option<i64>> {
+        on_backend!(self, b => b.next_retry_at_ms().await)
+    }
+
+    /// How many deliveries wait for `subscriber` (pending, due or not).
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn pending_count(&self, subscriber: &str) -> anyhow::Result<i64> {
+        on_backend!(self, b => b.pending_count(subscriber).await)
+    }
+
+    /// Deliveries matching `filter`, oldest first.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> anyhow::Result<Vec<DeliveryView>> {
+        on_backend!(self, b => b.list_deliveries(filter).await)
+    }
+
+    /// One delivery with its message's whole envelope; `None` when there is no such id.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn delivery(&self, id: i64) -> anyhow::Result<Option<DeliveryDetail>> {
+        on_backend!(self, b => b.delivery(id).await)
+    }
+
+    /// Puts a dead delivery back in the queue with its attempts reset, due now. Returns false
+    /// when there is no dead delivery with this id. Its error history (class, last error,
+    /// first and last failure) is kept until it succeeds or fails again.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be written.
+    pub async fn replay(&self, delivery_id: i64) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.replay(delivery_id).await)
+    }
+
+    /// Replays every dead delivery matching `filter` (its status is ignored: only dead ones
+    /// are replayed), in one transaction, and returns their ids. With `dry_run`, only
+    /// returns the ids.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read or written.
+    pub async fn replay_matching(
+        &self,
+        filter: &DeliveryFilter,
+        dry_run: bool,
+    ) -> anyhow::Result<Vec<i64>> {
+        on_backend!(self, b => b.change_dead(filter, dry_run, bus::DeadChange::Replay).await)
+    }
+
+    /// Deletes every dead delivery matching `filter` (its status is ignored: only dead ones
+    /// are purged) and returns their ids; with `dry_run`, only returns the ids. A purged
+    /// letter no longer holds back its key. The message stays until retention removes it.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read or written.
+    pub async fn purge_matching(
+        &self,
+        filter: &DeliveryFilter,
+        dry_run: bool,
+    ) -> anyhow::Result<Vec<i64>> {
+        on_backend!(self, b => b.change_dead(filter, dry_run, bus::DeadChange::Purge).await)
+    }
+
+    /// Counts by status, and the failed unfinished deliveries by error class.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn stats(&self) -> anyhow::Result<BusStats> {
+        let (by_status, by_class) = on_backend!(self, b => b.stats_rows().await)?;
+        Ok(BusStats::from_rows(by_status, by_class))
+    }
+
+    /// Deletes up to `batch` idempotency records that expired at or before `now_ms`.
+    /// Returns how many were deleted.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be written.
+    pub async fn delete_expired_idempotency(&self, now_ms: i64, batch: u32) -> anyhow::Result<u64> {
+        self.delete_batch(bus::Trim::ExpiredIdempotency, now_ms, batch)
+            .await
+    }
+
+    /// Deletes up to `batch` `done` deliveries completed before `before_ms`. Done rows hold
+    /// nothing back (ordering looks at unfinished ones only), so this never changes what is
+    /// delivered next.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be written.
+    pub async fn delete_done_deliveries(&self, before_ms: i64, batch: u32) -> anyhow::Result<u64> {
+        self.delete_batch(bus::Trim::DoneDeliveries, before_ms, batch)
+            .await
+    }
+
+    /// Deletes up to `batch` messages that occurred before `before_ms` and have no delivery
+    /// left (all were done and deleted, purged, or there never was a subscriber).
+    ///
+    /// # Errors
+    /// Fails when the database cannot be written.
+    pub async fn delete_finished_messages(
+        &self,
+        before_ms: i64,
+        batch: u32,
+    ) -> anyhow::Result<u64> {
+        self.delete_batch(bus::Trim::FinishedMessages, before_ms, batch)
+            .await
+    }
+
+    async fn delete_batch(
+        &self,
+        trim: bus::Trim,
+        bound_ms: i64,
+        batch: u32,
+    ) -> anyhow::Result<u64> {
+        on_backend!(self, b => b.delete_batch(trim, bound_ms, batch).await)
+    }
+
+    /// Drops the PostgreSQL database `url` names, closing whatever is still connected to it
+    /// (benchmark and test clean-up).
+    ///
+    /// # Errors
+    /// Fails when the server cannot be reached or refuses.
+    pub async fn drop_postgres_database(url: &str) -> anyhow::Result<()> {
+        postgres::drop_database(url).await
+    }
+
+    /// Closes every connection (a clean SQLite shutdown folds its WAL back into the file).
+    pub async fn close(&self) {
+        on_backend!(self, b => b.close().await)
     }
 }
 
@@ -141,13 +303,101 @@ impl Store {
 pub(crate) mod test_support {
     use super::{OutboxEvent, Store, now_ms};
 
-    /// A fresh database in a temporary directory (kept alive by the returned guard).
-    pub async fn temp_store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let store = Store::open(&url).await.unwrap();
-        (dir, store)
+    /// The server the PostgreSQL tests create their databases on.
+    pub fn postgres_server() -> String {
+        std::env::var("HOST_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
     }
+
+    /// A fresh database on one backend, dropped (PostgreSQL) or deleted (SQLite) with it.
+    pub struct TestDb {
+        pub store: Store,
+        _dir: Option<tempfile::TempDir>,
+        pg_name: Option<String>,
+    }
+
+    impl TestDb {
+        /// A SQLite file in a temporary directory.
+        pub async fn sqlite() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("t.db").display());
+            let store = Store::open(&url).await.unwrap();
+            Self {
+                store,
+                _dir: Some(dir),
+                pg_name: None,
+            }
+        }
+
+        /// The PostgreSQL database's name.
+        pub fn name(&self) -> &str {
+            self.pg_name.as_deref().expect("a PostgreSQL test database")
+        }
+
+        /// A new database on the test PostgreSQL server. Panics, naming the server, when it
+        /// cannot be reached: these tests never pass without PostgreSQL.
+        pub async fn postgres() -> Self {
+            let name = format!("hh_unit_{}", uuid::Uuid::now_v7().simple());
+            let url = format!("{}/{name}", postgres_server());
+            let store = Store::open(&url).await.unwrap_or_else(|e| {
+                panic!(
+                    "the PostgreSQL tests need a server at {} (set HOST_TEST_POSTGRES_URL to use another): {e:#}",
+                    postgres_server()
+                )
+            });
+            Self {
+                store,
+                _dir: None,
+                pg_name: Some(name),
+            }
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            let Some(name) = self.pg_name.take() else {
+                return;
+            };
+            let store = self.store.clone();
+            // Drop cannot await; a thread with its own runtime closes the pool and drops the
+            // database so test runs leave nothing behind on the server.
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async move {
+                    store.close().await;
+                    Store::drop_postgres_database(&format!("{}/{name}", postgres_server()))
+                        .await
+                        .unwrap();
+                });
+            })
+            .join()
+            .unwrap();
+        }
+    }
+
+    /// Runs each named `async fn(&Store)` as a test on SQLite and on PostgreSQL.
+    macro_rules! on_every_backend {
+        ($($test:ident),* $(,)?) => {
+            mod sqlite {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let db = $crate::store::test_support::TestDb::sqlite().await;
+                    super::$test(&db.store).await;
+                })*
+            }
+            mod postgres {
+                $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let db = $crate::store::test_support::TestDb::postgres().await;
+                    super::$test(&db.store).await;
+                })*
+            }
+        };
+    }
+    pub(crate) use on_every_backend;
 
     /// An event of `kind` with partition key `key`, addressed to `subscribers`.
     pub fn event(kind: &str, key: &str, subscribers: &[&str]) -> OutboxEvent {

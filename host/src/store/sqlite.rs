@@ -1,0 +1,412 @@
+//! The SQLite backend: one file in WAL mode, `synchronous = FULL`.
+//!
+//! Reads go through a pool of read-only connections and see committed data only. Writes go
+//! through one connection (SQLite has one writer anyway); a batch takes the write lock up
+//! front (`BEGIN IMMEDIATE`), which also holds every other process off until it commits, so
+//! what its lookups read stays true until then. Lists are passed as one JSON parameter and
+//! expanded with `json_each`, so a statement's text (and its prepared form) is the same
+//! whatever the batch size; blobs travel as hex inside the JSON.
+
+use super::batch::{self, Lookups, Plan, Snapshot};
+use super::bus::{
+    self, DeadChange, DueRow, IdempotencyRow, Trim, ViewRow, delivery_filter, due_query,
+    view_columns,
+};
+use super::{
+    Applied, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
+    IdempotencyRecord, StateVersion, Write, now_ms,
+};
+use crate::fault::{self, FaultPoint};
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Readers in the pool. Handlers read state concurrently; WAL lets them run beside the writer.
+const READ_CONNECTIONS: u32 = 8;
+/// How long a statement waits for another process's write lock (e.g. `host bus replay` while
+/// the host runs) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub(super) struct SqliteStore {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl SqliteStore {
+    pub(super) async fn open(url: &str) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid database URL `{url}`"))?
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let write_options = options
+            .clone()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(write_options)
+            .await
+            .with_context(|| format!("cannot open database `{url}`"))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&write)
+            .await
+            .with_context(|| format!("cannot migrate database `{url}`"))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.read_only(true))
+            .await
+            .with_context(|| format!("cannot open database `{url}` for reading"))?;
+        Ok(Self { read, write })
+    }
+
+    pub(super) async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    bus::shared_queries!(read, write);
+
+    pub(super) async fn apply_batch(&self, batch: &[Write]) -> anyhow::Result<Vec<Applied>> {
+        let mut conn = self.write.acquire().await.context("acquiring the writer")?;
+        // IMMEDIATE takes the write lock up front instead of failing at the first write when
+        // another process holds it.
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .context("BEGIN")?;
+        let now = now_ms();
+        let applied = async {
+            let snapshot = snapshot(&mut conn, &Lookups::of(batch), now).await?;
+            let plan = batch::plan(batch, snapshot, now);
+            write_plan(&mut conn, &plan, now).await?;
+            anyhow::Ok(plan.results)
+        }
+        .await;
+        match applied {
+            Ok(results) => {
+                fault::hit(FaultPoint::BeforeCommit);
+                sqlx::query("COMMIT")
+                    .execute(&mut *conn)
+                    .await
+                    .context("COMMIT")?;
+                fault::hit(FaultPoint::AfterCommit);
+                Ok(results)
+            }
+            Err(error) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(error)
+            }
+        }
+    }
+
+    pub(super) async fn due_deliveries(
+        &self,
+        subscribers: &[String],
+        skip: &[String],
+        limit: u32,
+    ) -> anyhow::Result<Vec<DueDelivery>> {
+        const DUE: &str = due_query!(
+            "IN (SELECT value FROM json_each($2))",
+            "IN (SELECT value FROM json_each($3))"
+        );
+        let rows: Vec<DueRow> = sqlx::query_as(DUE)
+            .bind(now_ms())
+            .bind(serde_json::to_string(subscribers)?)
+            .bind(serde_json::to_string(skip)?)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await
+            .context("scanning due deliveries")?;
+        rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    pub(super) async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> anyhow::Result<Vec<DeliveryView>> {
+        const LIST: &str = concat!(
+            "SELECT ",
+            view_columns!(),
+            " FROM deliveries d JOIN messages m ON m.seq = d.message_seq WHERE ",
+            delivery_filter!("GLOB"),
+            " ORDER BY d.id LIMIT $5"
+        );
+        let rows: Vec<ViewRow> = bind_filter(sqlx::query_as(LIST), filter)
+            .fetch_all(&self.read)
+            .await
+            .context("listing deliveries")?;
+        Ok(rows.into_iter().map(ViewRow::view).collect())
+    }
+
+    pub(super) async fn change_dead(
+        &self,
+        filter: &DeliveryFilter,
+        dry_run: bool,
+        change: DeadChange,
+    ) -> anyhow::Result<Vec<i64>> {
+        const SELECT: &str = concat!(
+            "SELECT d.id FROM deliveries d JOIN messages m ON m.seq = d.message_seq WHERE ",
+            delivery_filter!("GLOB"),
+            " ORDER BY d.id LIMIT $5"
+        );
+        let filter = DeliveryFilter {
+            status: Some(DeliveryStatus::Dead),
+            ..filter.clone()
+        };
+        let what = change.doing();
+        if dry_run {
+            let ids: Vec<(i64,)> = bind_filter(sqlx::query_as(SELECT), &filter)
+                .fetch_all(&self.read)
+                .await
+                .with_context(|| format!("selecting dead letters for {what}"))?;
+            return Ok(ids.into_iter().map(|(id,)| id).collect());
+        }
+        let mut tx = self
+            .write
+            .begin()
+            .await
+            .with_context(|| format!("{what} dead letters"))?;
+        let ids: Vec<(i64,)> = bind_filter(sqlx::query_as(SELECT), &filter)
+            .fetch_all(&mut *tx)
+            .await
+            .with_context(|| format!("selecting dead letters for {what}"))?;
+        let ids: Vec<i64> = ids.into_iter().map(|(id,)| id).collect();
+        let ids_json = serde_json::to_string(&ids)?;
+        let statement = match change {
+            DeadChange::Replay => sqlx::query(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $2
+                 WHERE status = 'dead' AND id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(ids_json)
+            .bind(now_ms()),
+            DeadChange::Purge => sqlx::query(
+                "DELETE FROM deliveries
+                 WHERE status = 'dead' AND id IN (SELECT value FROM json_each($1))",
+            )
+            .bind(ids_json),
+        };
+        statement
+            .execute(&mut *tx)
+            .await
+            .with_context(|| format!("{what} dead letters"))?;
+        tx.commit()
+            .await
+            .with_context(|| format!("{what} dead letters"))?;
+        Ok(ids)
+    }
+}
+
+/// Binds a [`DeliveryFilter`] to $1–$5 of [`delivery_filter`] and its `LIMIT $5`.
+fn bind_filter<'q, O>(
+    query: sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>>,
+    filter: &'q DeliveryFilter,
+) -> sqlx::query::QueryAs<'q, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'q>> {
+    query
+        .bind(filter.status.map(DeliveryStatus::as_str))
+        .bind(&filter.subscriber)
+        .bind(&filter.kind)
+        .bind(&filter.error_class)
+        .bind(filter.limit.map_or(-1, i64::from))
+}
+
+/// Reads what `lookups` asks for, one statement per list (none for an empty one).
+async fn snapshot(
+    conn: &mut SqliteConnection,
+    lookups: &Lookups<'_>,
+    now: i64,
+) -> anyhow::Result<Snapshot> {
+    let mut snapshot = Snapshot::default();
+    if !lookups.state_keys.is_empty() {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT s.plugin, s.key, s.version FROM json_each($1) j
+             JOIN state s ON s.plugin = j.value ->> 0 AND s.key = j.value ->> 1",
+        )
+        .bind(serde_json::to_string(&lookups.state_keys)?)
+        .fetch_all(&mut *conn)
+        .await
+        .context("reading the versions of the keys the batch touches")?;
+        snapshot.set_versions(rows);
+    }
+    if !lookups.idempotency_keys.is_empty() {
+        let live: Vec<String> = sqlx::query_scalar(
+            "SELECT key FROM idempotency
+             WHERE key IN (SELECT value FROM json_each($1)) AND expires_at_ms > $2",
+        )
+        .bind(serde_json::to_string(&lookups.idempotency_keys)?)
+        .bind(now)
+        .fetch_all(&mut *conn)
+        .await
+        .context("reading the batch's idempotency keys")?;
+        snapshot.live_idempotency_keys = live.into_iter().collect();
+    }
+    if !lookups.delivery_ids.is_empty() {
+        let rows: Vec<(i64, String, i64)> = sqlx::query_as(
+            "SELECT id, status, attempts FROM deliveries
+             WHERE id IN (SELECT value FROM json_each($1))",
+        )
+        .bind(serde_json::to_string(&lookups.delivery_ids)?)
+        .fetch_all(&mut *conn)
+        .await
+        .context("reading the deliveries the batch finishes")?;
+        snapshot.set_deliveries(rows);
+    }
+    Ok(snapshot)
+}
+
+/// Writes `plan`: one statement per table it touches.
+async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> anyhow::Result<()> {
+    if !plan.state.is_empty() {
+        let rows: Vec<_> = plan
+            .state
+            .iter()
+            .map(|row| (row.plugin, row.key, row.value.map(hex::encode), row.version))
+            .collect();
+        // `WHERE true` keeps the parser from reading ON CONFLICT as a join constraint.
+        sqlx::query(
+            "INSERT INTO state (plugin, key, value, version)
+             SELECT value ->> 0, value ->> 1, unhex(value ->> 2), value ->> 3
+             FROM json_each($1) WHERE true
+             ON CONFLICT (plugin, key) DO UPDATE SET value = excluded.value, version = excluded.version",
+        )
+        .bind(serde_json::to_string(&rows)?)
+        .execute(&mut *conn)
+        .await
+        .context("writing state")?;
+    }
+    if !plan.idempotency.is_empty() {
+        let rows: Vec<_> = plan
+            .idempotency
+            .iter()
+            .map(|r| {
+                let body = hex::encode(&r.body);
+                let status = i64::from(r.status);
+                (
+                    &r.key,
+                    &r.command_kind,
+                    &r.request_hash,
+                    status,
+                    body,
+                    r.created_at_ms,
+                    r.expires_at_ms,
+                )
+            })
+            .collect();
+        sqlx::query(
+            "INSERT INTO idempotency
+               (key, command_kind, request_hash, status, body, created_at_ms, expires_at_ms)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, unhex(value ->> 4),
+                    value ->> 5, value ->> 6
+             FROM json_each($1) WHERE true
+             ON CONFLICT (key) DO UPDATE SET
+               command_kind = excluded.command_kind, request_hash = excluded.request_hash,
+               status = excluded.status, body = excluded.body,
+               created_at_ms = excluded.created_at_ms, expires_at_ms = excluded.expires_at_ms",
+        )
+        .bind(serde_json::to_string(&rows)?)
+        .execute(&mut *conn)
+        .await
+        .context("writing idempotency records")?;
+    }
+    if !plan.messages.is_empty() {
+        let mut messages = Vec::with_capacity(plan.messages.len());
+        let mut deliveries = Vec::new();
+        for event in &plan.messages {
+            messages.push(serde_json::json!([
+                event.id,
+                event.kind,
+                event.partition_key,
+                event.tenant_id,
+                event.correlation_id,
+                event.causation_id,
+                event.actor,
+                event.schema_version,
+                event.occurred_at_ms,
+                serde_json::to_string(&event.headers)?,
+                hex::encode(&event.payload),
+                event.emitted_by,
+            ]));
+            deliveries.extend(event.subscribers.iter().map(|s| (&event.id, s)));
+        }
+        // Inserted in array order, so `seq` follows commit order.
+        sqlx::query(
+            "INSERT INTO messages (id, kind, partition_key, tenant_id, correlation_id, causation_id,
+                                   actor, schema_version, occurred_at_ms, headers, payload, emitted_by)
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
+                    value ->> 6, value ->> 7, value ->> 8, value ->> 9, unhex(value ->> 10),
+                    value ->> 11
+             FROM json_each($1) ORDER BY key",
+        )
+        .bind(serde_json::to_string(&messages)?)
+        .execute(&mut *conn)
+        .await
+        .context("writing messages")?;
+        if !deliveries.is_empty() {
+            sqlx::query(
+                "INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms)
+                 SELECT m.seq, j.value ->> 1, m.partition_key, 'pending', $2
+                 FROM json_each($1) j JOIN messages m ON m.id = j.value ->> 0
+                 ORDER BY j.key",
+            )
+            .bind(serde_json::to_string(&deliveries)?)
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .context("writing deliveries")?;
+        }
+    }
+    if !plan.failures.is_empty() {
+        let rows: Vec<_> = plan
+            .failures
+            .iter()
+            .map(|f| {
+                let status = if f.dead { "dead" } else { "pending" };
+                let class = f.failure.class.as_str();
+                (
+                    f.delivery_id,
+                    status,
+                    f.attempts,
+                    f.next_attempt_at_ms,
+                    &f.failure.message,
+                    class,
+                    f.handled_by,
+                )
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE deliveries
+             SET status = j.value ->> 1, attempts = j.value ->> 2,
+                 next_attempt_at_ms = j.value ->> 3, last_error = j.value ->> 4,
+                 error_class = j.value ->> 5, first_failed_at_ms = COALESCE(first_failed_at_ms, $2),
+                 last_failed_at_ms = $2, handled_by = j.value ->> 6
+             FROM json_each($1) j WHERE deliveries.id = j.value ->> 0",
+        )
+        .bind(serde_json::to_string(&rows)?)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .context("recording failed deliveries")?;
+    }
+    if !plan.done.is_empty() {
+        let rows: Vec<_> = plan
+            .done
+            .iter()
+            .map(|d| (d.delivery_id, d.attempts, d.handled_by))
+            .collect();
+        sqlx::query(
+            "UPDATE deliveries
+             SET status = 'done', attempts = j.value ->> 1, handled_by = j.value ->> 2,
+                 completed_at_ms = $2
+             FROM json_each($1) j WHERE deliveries.id = j.value ->> 0",
+        )
+        .bind(serde_json::to_string(&rows)?)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .context("marking deliveries done")?;
+    }
+    Ok(())
+}
