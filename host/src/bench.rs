@@ -12,6 +12,8 @@
 //! database; ratios compare figures from the same run, which is what is comparable on a noisy
 //! machine. Writes `bench.md` and `bench.json` to `--out`.
 
+mod soak;
+
 use crate::bindings::Envelope;
 use crate::committer::Committer;
 use crate::config::{DispatchConfig, Limits};
@@ -72,6 +74,16 @@ pub struct BenchArgs {
     /// Leave the PostgreSQL figures out (otherwise an unreachable server is an error).
     #[arg(long)]
     pub no_postgres: bool,
+    /// Instead of the figures, a soak: the demo's orders over HTTP at `--soak-rate` for
+    /// `--soak-seconds`, sampling the pending deliveries and the RSS every second.
+    #[arg(long)]
+    pub soak: bool,
+    /// Orders per second in the soak.
+    #[arg(long, default_value_t = 150.0)]
+    pub soak_rate: f64,
+    /// How long the soak sends orders.
+    #[arg(long, default_value_t = 600.0)]
+    pub soak_seconds: f64,
 }
 
 /// One reported figure.
@@ -115,6 +127,9 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
+    if args.soak {
+        return soak::run(&args).await;
+    }
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
     let sandbox = Sandbox::new(Limits::DEFAULT)?;
     let (_, registry) = PluginDir::load(&sandbox, &args.plugins, BuildPolicy::BuildStale).await?;
@@ -354,7 +369,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         figures,
         ratios,
-        peak_rss_mib: peak_rss_mib(),
+        peak_rss_mib: process_memory_mib("VmHWM"),
     };
     let markdown = render_markdown(&report);
     std::fs::write(args.out.join("bench.md"), &markdown)?;
@@ -1195,14 +1210,18 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
-/// VmHWM: the peak resident set of this process.
-fn peak_rss_mib() -> f64 {
+/// A memory figure of this process from `/proc/self/status`, in MiB: `VmHWM` (the peak
+/// resident set) or `VmRSS` (the resident set now); 0 where the file does not exist.
+fn process_memory_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
             status
                 .lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| {
+                    l.strip_prefix(field)
+                        .is_some_and(|rest| rest.starts_with(':'))
+                })
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })

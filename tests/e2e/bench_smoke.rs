@@ -1,4 +1,5 @@
-//! `host bench --quick` keeps working: every figure is produced and written. It asserts no
+//! `host bench --quick` and `host bench --soak` keep working: every figure is produced and
+//! written, and a short soak drains what it sent. It asserts no
 //! speed — benchmarks are measured by `host bench`, not by tests.
 
 use crate::harness::{host_binary, workspace_root};
@@ -59,4 +60,36 @@ fn quick_bench_writes_every_figure() {
     for ratio in ["P1 / B0-FULL", "P1 / B2", "P4-stream / P1", "P1-pg / B0-pg"] {
         assert!(markdown.contains(&format!("| {ratio} |")), "{markdown}");
     }
+}
+
+#[test]
+fn a_short_soak_delivers_every_order_and_reports_the_backlog() {
+    // The example plugins are built by the fixtures; the soak loads them from `plugins/`.
+    crate::harness::component(crate::harness::ORDERS);
+    let out = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(host_binary())
+        .current_dir(workspace_root())
+        .args([
+            "bench",
+            "--soak",
+            "--soak-rate",
+            "20",
+            "--soak-seconds",
+            "3",
+        ])
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("running host bench --soak");
+    assert!(
+        output.status.success(),
+        "host bench --soak failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("soak.json")).unwrap()).unwrap();
+    assert!(report["orders_sent"].as_u64().unwrap() >= 40, "{report}");
+    assert_eq!(report["orders_failed"], 0, "{report}");
+    assert!(report["samples"].as_array().unwrap().len() >= 3, "{report}");
+    assert_eq!(report["pending_after_drain"], 0, "{report}");
 }
