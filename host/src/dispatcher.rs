@@ -16,8 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
-/// Deliveries fetched per scan.
+/// Most deliveries claimed by one scan (the free slots decide below that).
 const SCAN_LIMIT: u32 = 256;
+/// A new scan waits until one slot in this many is free (see [`worth_a_scan`]).
+const REFILL_FRACTION: usize = 4;
 
 /// What is running now: delivery ids, and (subscriber, key) pairs that must not overlap.
 #[derive(Default)]
@@ -58,13 +60,29 @@ async fn run(
             .filter(|name| policies.policy(name).ordering == Ordering::Skip)
             .cloned()
             .collect();
-        // While it fails, one delivery at a time probes whether the database is back.
+        // Claim only what the free slots can run, leaving out what already runs; while the
+        // database fails, one delivery at a time probes whether it is back.
+        let running: Vec<i64> = in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .deliveries
+            .iter()
+            .copied()
+            .collect();
+        let free = slots.available_permits().min(SCAN_LIMIT as usize) as u32;
         let limit = if store.health().is_failing() {
-            1
+            free.min(1)
         } else {
-            SCAN_LIMIT
+            free
         };
-        match store.due_deliveries(&subscribers, &skip, limit).await {
+        let scanned = if limit == 0 {
+            Ok(Vec::new())
+        } else {
+            store
+                .due_deliveries(&subscribers, &skip, &running, limit)
+                .await
+        };
+        match scanned {
             Ok(due) => {
                 for delivery in due {
                     let key = delivery
@@ -118,6 +136,25 @@ async fn run(
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),
             _ => config.poll_interval,
         };
-        let _ = tokio::time::timeout(until_retry.min(config.poll_interval), wake.notified()).await;
+        let _ = tokio::time::timeout(
+            until_retry.min(config.poll_interval),
+            worth_a_scan(&wake, &slots, config.concurrency),
+        )
+        .await;
+    }
+}
+
+/// Waits until a scan would pay: something was committed or finished, and either nothing is
+/// running or at least [`REFILL_FRACTION`] of the slots are free. Scanning after every single
+/// delivery that finishes would read the same head of the queue again and again for one free
+/// slot; claiming in batches costs one scan per batch.
+async fn worth_a_scan(wake: &Notify, slots: &Semaphore, concurrency: usize) {
+    let refill_at = (concurrency / REFILL_FRACTION).max(1);
+    loop {
+        wake.notified().await;
+        let free = slots.available_permits();
+        if free >= refill_at || free == concurrency {
+            return;
+        }
     }
 }

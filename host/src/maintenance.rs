@@ -110,7 +110,10 @@ mod tests {
         ));
         batch.push(command(vec![event("e", "lonely", &[])], None));
         store.apply_batch(&batch).await.unwrap();
-        let due = store.due_deliveries(&["s".into()], &[], 100).await.unwrap();
+        let due = store
+            .due_deliveries(&["s".into()], &[], &[], 100)
+            .await
+            .unwrap();
         let done: Vec<Write> = due[..5]
             .iter()
             .map(|d| Write::Delivered {
@@ -163,7 +166,10 @@ mod tests {
                 messages: 6
             }
         );
-        let left = store.due_deliveries(&["s".into()], &[], 100).await.unwrap();
+        let left = store
+            .due_deliveries(&["s".into()], &[], &[], 100)
+            .await
+            .unwrap();
         assert_eq!(left.len(), 2, "the pending deliveries are untouched");
         let stats = store.stats().await.unwrap();
         assert_eq!(stats.by_status["done"], 0);

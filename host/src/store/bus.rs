@@ -250,7 +250,9 @@ macro_rules! delivery_filter {
 pub(super) use delivery_filter;
 
 /// The due-deliveries scan. `$in_subscribers` and `$in_skip` test `d.subscriber` against
-/// $2 (loaded subscribers) and $3 (those with `skip` ordering); binds $1 now, $4 the limit.
+/// $2 (loaded subscribers) and $3 (those with `skip` ordering), `$in_running` tests `d.id`
+/// against $5 (deliveries running now, which the scan leaves out: they still hold back their
+/// keys); binds $1 now, $4 the limit.
 ///
 /// Subscribers that are not loaded have their deliveries wait, so the scan never hands the
 /// dispatcher work it cannot run. Ordering: a delivery with a partition key is due only when
@@ -258,7 +260,7 @@ pub(super) use delivery_filter;
 /// every unfinished one does; under `skip` one that has failed at least once, or is dead, is
 /// parked and no longer holds anything back.
 macro_rules! due_query {
-    ($in_subscribers:literal, $in_skip:literal) => {
+    ($in_subscribers:literal, $in_skip:literal, $in_running:literal) => {
         concat!(
             "SELECT d.id, d.subscriber, d.attempts, m.id AS message_id, m.seq, m.kind,
                     m.partition_key, m.tenant_id, m.correlation_id, m.causation_id, m.actor,
@@ -267,7 +269,9 @@ macro_rules! due_query {
              WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1
                AND d.subscriber ",
             $in_subscribers,
-            "
+            " AND NOT (d.id ",
+            $in_running,
+            ")
                AND (d.partition_key IS NULL OR NOT EXISTS (
                      SELECT 1 FROM deliveries e
                      WHERE e.subscriber = d.subscriber AND e.partition_key = d.partition_key

@@ -176,7 +176,10 @@ async fn a_delivery_commits_its_effects_once(store: &Store) {
         idempotency: None,
     };
     store.apply_batch(&[emit]).await.unwrap();
-    let due = store.due_deliveries(&["s".into()], &[], 10).await.unwrap();
+    let due = store
+        .due_deliveries(&["s".into()], &[], &[], 10)
+        .await
+        .unwrap();
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].headers, vec![("h".to_owned(), "v".to_owned())]);
     let delivered = || Write::Delivered {
@@ -199,7 +202,7 @@ async fn a_delivery_commits_its_effects_once(store: &Store) {
     assert_eq!(store.read_state("s", "count").await.unwrap().1, 1);
     assert!(
         store
-            .due_deliveries(&["s".into()], &[], 10)
+            .due_deliveries(&["s".into()], &[], &[], 10)
             .await
             .unwrap()
             .is_empty()
@@ -217,7 +220,10 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
         idempotency: None,
     };
     store.apply_batch(&[emit]).await.unwrap();
-    let due = store.due_deliveries(&["s".into()], &[], 10).await.unwrap();
+    let due = store
+        .due_deliveries(&["s".into()], &[], &[], 10)
+        .await
+        .unwrap();
     let keys: Vec<_> = due
         .iter()
         .map(|d| d.partition_key.clone().unwrap())
@@ -237,7 +243,10 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
         fate: DeliveryFate::Dead,
     };
     store.apply_batch(&[dead]).await.unwrap();
-    let due = store.due_deliveries(&["s".into()], &[], 10).await.unwrap();
+    let due = store
+        .due_deliveries(&["s".into()], &[], &[], 10)
+        .await
+        .unwrap();
     assert_eq!(
         due.len(),
         1,
@@ -249,13 +258,16 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
         !store.replay(first).await.unwrap(),
         "only a dead delivery can be replayed"
     );
-    let due = store.due_deliveries(&["s".into()], &[], 10).await.unwrap();
+    let due = store
+        .due_deliveries(&["s".into()], &[], &[], 10)
+        .await
+        .unwrap();
     assert_eq!(due[0].delivery_id, first);
     assert_eq!(due[0].attempts, 0);
     // Unloaded subscribers' deliveries are not handed out.
     assert!(
         store
-            .due_deliveries(&["other".into()], &[], 10)
+            .due_deliveries(&["other".into()], &[], &[], 10)
             .await
             .unwrap()
             .is_empty()
@@ -290,7 +302,7 @@ async fn fail(store: &Store, id: i64, attempt: u32, class: ErrorClass, fate: Del
 
 async fn due_keys(store: &Store, skip: &[String]) -> Vec<(i64, String)> {
     store
-        .due_deliveries(&["s".into()], skip, 100)
+        .due_deliveries(&["s".into()], skip, &[], 100)
         .await
         .unwrap()
         .into_iter()
@@ -479,13 +491,32 @@ async fn a_large_mixed_batch_commits_in_order(store: &Store) {
     );
     // Two subscribers, 250 messages; `k0`'s messages are due one at a time, oldest first.
     let due = store
-        .due_deliveries(&["s".into()], &[], 1000)
+        .due_deliveries(&["s".into()], &[], &[], 1000)
         .await
         .unwrap();
     assert_eq!(due.len(), 7, "one per key");
+    // The first message of each key, in `seq` order: the messages were numbered in commit order.
+    let firsts: Vec<&[u8]> = due.iter().map(|d| d.payload.as_slice()).collect();
+    let expected: Vec<Vec<u8>> = (0..7)
+        .map(|i| format!("{{\"i\":{i}}}").into_bytes())
+        .collect();
+    assert_eq!(
+        firsts,
+        expected.iter().map(Vec::as_slice).collect::<Vec<_>>()
+    );
     let first = &due[0];
-    assert_eq!(first.payload, br#"{"i":0}"#);
     assert_eq!(first.tenant_id.as_deref(), Some("tenant"));
+    // A running delivery is left out of the scan and still holds back its key.
+    let without_first = store
+        .due_deliveries(&["s".into()], &[], &[first.delivery_id], 1000)
+        .await
+        .unwrap();
+    assert_eq!(without_first.len(), 6);
+    assert!(
+        without_first
+            .iter()
+            .all(|d| d.partition_key != first.partition_key)
+    );
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.by_status["pending"], 500);
     let listed = store

@@ -142,7 +142,8 @@ impl Store {
     /// Pending deliveries that are due, for loaded `subscribers`, in per-key order: under
     /// strict ordering a pending retry or a dead letter holds back the later messages of its
     /// key until it is done, replayed or purged; for the subscribers in `skip` a delivery
-    /// that failed is parked and the key moves on. Oldest first.
+    /// that failed is parked and the key moves on. Oldest first, leaving out the deliveries
+    /// in `running` (which still hold back the later messages of their keys).
     ///
     /// # Errors
     /// Fails when the database cannot be read.
@@ -150,9 +151,10 @@ impl Store {
         &self,
         subscribers: &[String],
         skip: &[String],
+        running: &[i64],
         limit: u32,
     ) -> anyhow::Result<Vec<DueDelivery>> {
-        let due = on_backend!(self, b => b.due_deliveries(subscribers, skip, limit).await);
+        let due = on_backend!(self, b => b.due_deliveries(subscribers, skip, running, limit).await);
         self.health.record(health::Operation::Scan, &due);
         due
     }

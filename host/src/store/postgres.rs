@@ -51,17 +51,18 @@ impl PgStore {
     pub(super) async fn open(url: &str) -> anyhow::Result<Self> {
         let options = PgConnectOptions::from_str(url)
             .with_context(|| format!("invalid database URL `{}`", redact(url)))?;
-        let pool = match connect(&options).await {
-            Ok(pool) => pool,
-            Err(error) if is_missing_database(&error) => {
-                create_database(&options).await?;
-                connect(&options).await
+        // One plain connection first: it fails at once with the real cause (refused, no such
+        // role, …) where a pool would retry until its timeout and report only that.
+        match options.connect().await {
+            Ok(probe) => {
+                let _ = probe.close().await;
             }
-            .with_context(|| format!("cannot connect to `{}`", redact(url)))?,
-            Err(error) => {
-                return Err(error).with_context(|| format!("cannot connect to `{}`", redact(url)));
-            }
-        };
+            Err(error) if is_missing_database(&error) => create_database(&options).await?,
+            Err(error) => bail!("cannot connect to `{}`: {error}", redact(url)),
+        }
+        let pool = connect(&options)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot connect to `{}`: {error}", redact(url)))?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
@@ -116,14 +117,16 @@ impl PgStore {
         &self,
         subscribers: &[String],
         skip: &[String],
+        running: &[i64],
         limit: u32,
     ) -> anyhow::Result<Vec<DueDelivery>> {
-        const DUE: &str = due_query!("= ANY($2)", "= ANY($3)");
+        const DUE: &str = due_query!("= ANY($2)", "= ANY($3)", "= ANY($5)");
         let rows: Vec<DueRow> = sqlx::query_as(DUE)
             .bind(now_ms())
             .bind(subscribers)
             .bind(skip)
             .bind(i64::from(limit))
+            .bind(running)
             .fetch_all(&self.pool)
             .await
             .context("scanning due deliveries")?;

@@ -107,17 +107,20 @@ impl SqliteStore {
         &self,
         subscribers: &[String],
         skip: &[String],
+        running: &[i64],
         limit: u32,
     ) -> anyhow::Result<Vec<DueDelivery>> {
         const DUE: &str = due_query!(
             "IN (SELECT value FROM json_each($2))",
-            "IN (SELECT value FROM json_each($3))"
+            "IN (SELECT value FROM json_each($3))",
+            "IN (SELECT value FROM json_each($5))"
         );
         let rows: Vec<DueRow> = sqlx::query_as(DUE)
             .bind(now_ms())
             .bind(serde_json::to_string(subscribers)?)
             .bind(serde_json::to_string(skip)?)
             .bind(i64::from(limit))
+            .bind(serde_json::to_string(running)?)
             .fetch_all(&self.read)
             .await
             .context("scanning due deliveries")?;
