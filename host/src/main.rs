@@ -7,7 +7,10 @@ use tracing_subscriber::EnvFilter;
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("HOST_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            // PostgreSQL's notices ("relation … already exists, skipping" on every start)
+            // say nothing an operator needs.
+            EnvFilter::try_from_env("HOST_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
