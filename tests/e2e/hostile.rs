@@ -57,6 +57,15 @@ fn assert_trap(answer: &Answer, class: &str, needle: &str) {
     );
 }
 
+/// Sets the flag to false when dropped, on success or during a panic's unwinding.
+struct StoreOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StoreOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn hostile_behaviours_are_stopped_and_classified_while_others_keep_serving() {
     let host = Host::start(&[HOSTILE, INVENTORY], &["--call-deadline-ms", "1000"]);
@@ -79,6 +88,9 @@ fn hostile_behaviours_are_stopped_and_classified_while_others_keep_serving() {
                 }
             }
         });
+        // Ends the attack when this side finishes, or fails: a panic here would otherwise
+        // leave the steady loop running and the scope waiting for it forever.
+        let _attack_over = StoreOnDrop(&attacking);
         let mut row = |behaviour: &'static str, class: &str| {
             let before = answered.load(Ordering::Relaxed);
             // Serving means the steady plugin answers again after this behaviour.
@@ -237,8 +249,6 @@ fn hostile_behaviours_are_stopped_and_classified_while_others_keep_serving() {
             assert!(seen.starts_with("error: "), "net {attempt}: {net}");
         }
         row("open sockets", "refused in the guest");
-
-        attacking.store(false, Ordering::Relaxed);
     });
 
     // Nothing the steady plugin answered is lost, and none of its commands failed.
