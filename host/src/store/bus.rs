@@ -262,26 +262,31 @@ pub(super) use delivery_filter;
 macro_rules! due_query {
     ($in_subscribers:literal, $in_skip:literal, $in_running:literal) => {
         concat!(
+            // The claim is chosen first, from the pending index in commit order, and only then
+            // joined to its messages: a planner left to join first (PostgreSQL with stale
+            // statistics halfway through a drain) walks every message already delivered.
             "SELECT d.id, d.subscriber, d.attempts, m.id AS message_id, m.seq, m.kind,
                     m.partition_key, m.tenant_id, m.correlation_id, m.causation_id, m.actor,
                     m.schema_version, m.occurred_at_ms, m.headers, m.payload
-             FROM deliveries d JOIN messages m ON m.seq = d.message_seq
-             WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1
-               AND d.subscriber ",
+             FROM (SELECT d.id, d.subscriber, d.attempts, d.message_seq FROM deliveries d
+                   WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1
+                     AND d.subscriber ",
             $in_subscribers,
             " AND NOT (d.id ",
             $in_running,
             ")
-               AND (d.partition_key IS NULL OR NOT EXISTS (
-                     SELECT 1 FROM deliveries e
-                     WHERE e.subscriber = d.subscriber AND e.partition_key = d.partition_key
-                       AND e.status <> 'done' AND e.message_seq < d.message_seq
-                       AND ((e.status = 'pending' AND e.attempts = 0)
-                            OR NOT (d.subscriber ",
+                     AND (d.partition_key IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM deliveries e
+                           WHERE e.subscriber = d.subscriber AND e.partition_key = d.partition_key
+                             AND e.status <> 'done' AND e.message_seq < d.message_seq
+                             AND ((e.status = 'pending' AND e.attempts = 0)
+                                  OR NOT (d.subscriber ",
             $in_skip,
             "))))
-             ORDER BY d.message_seq
-             LIMIT $4"
+                   ORDER BY d.message_seq
+                   LIMIT $4) d
+             JOIN messages m ON m.seq = d.message_seq
+             ORDER BY d.message_seq"
         )
     };
 }
