@@ -72,23 +72,15 @@ pub async fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::{event, on_every_backend};
-    use crate::store::{Applied, IdempotencyRecord, OutboxEvent, StateChanges, Write};
+    use crate::store::test_support::{event, idempotency_record, on_every_backend};
+    use crate::store::{Applied, OutboxEvent, StateChanges, Write};
     use std::time::Duration;
 
     fn command(outbox: Vec<OutboxEvent>, key: Option<(&str, i64)>) -> Write {
         Write::Command {
             changes: StateChanges::default(),
             outbox,
-            idempotency: key.map(|(key, expires_at_ms)| IdempotencyRecord {
-                key: key.into(),
-                command_kind: "c".into(),
-                request_hash: "h".into(),
-                status: 200,
-                body: b"{}".to_vec(),
-                created_at_ms: now_ms(),
-                expires_at_ms,
-            }),
+            idempotency: key.map(|(key, expires_at_ms)| idempotency_record(key, expires_at_ms)),
         }
     }
 

@@ -1,7 +1,7 @@
 //! The store's conformance suite: every test runs on SQLite and on PostgreSQL (a fresh
 //! database each), so the two backends keep the same semantics.
 
-use super::test_support::{event, on_every_backend};
+use super::test_support::{event, idempotency_record, on_every_backend};
 use super::*;
 use crate::error::{ErrorClass, HandlerFailure};
 
@@ -138,15 +138,7 @@ async fn state_is_namespaced_by_plugin(store: &Store) {
 }
 
 async fn an_idempotency_key_is_taken_once_until_it_expires(store: &Store) {
-    let record = |expires_at_ms| IdempotencyRecord {
-        key: "key".into(),
-        command_kind: "c".into(),
-        request_hash: "h".into(),
-        status: 200,
-        body: b"{}".to_vec(),
-        created_at_ms: now_ms(),
-        expires_at_ms,
-    };
+    let record = |expires_at_ms| idempotency_record("key", expires_at_ms);
     let command = |record| Write::Command {
         changes: StateChanges::default(),
         outbox: vec![],
@@ -170,12 +162,7 @@ async fn an_idempotency_key_is_taken_once_until_it_expires(store: &Store) {
 }
 
 async fn a_delivery_commits_its_effects_once(store: &Store) {
-    let emit = Write::Command {
-        changes: StateChanges::default(),
-        outbox: vec![event("e", "k1", &["s"])],
-        idempotency: None,
-    };
-    store.apply_batch(&[emit]).await.unwrap();
+    emit(store, vec![event("e", "k1", &["s"])]).await;
     let due = store
         .due_deliveries(&["s".into()], &[], &[], 10)
         .await
@@ -210,16 +197,15 @@ async fn a_delivery_commits_its_effects_once(store: &Store) {
 }
 
 async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
-    let emit = Write::Command {
-        changes: StateChanges::default(),
-        outbox: vec![
+    emit(
+        store,
+        vec![
             event("e", "k1", &["s"]),
             event("e", "k1", &["s"]),
             event("e", "k2", &["s"]),
         ],
-        idempotency: None,
-    };
-    store.apply_batch(&[emit]).await.unwrap();
+    )
+    .await;
     let due = store
         .due_deliveries(&["s".into()], &[], &[], 10)
         .await
@@ -435,13 +421,8 @@ async fn an_empty_value_is_not_a_tombstone(store: &Store) {
 /// numbered in commit order, and every result is the one running them singly would give.
 async fn a_large_mixed_batch_commits_in_order(store: &Store) {
     let record = |key: &str| IdempotencyRecord {
-        key: key.into(),
-        command_kind: "c".into(),
-        request_hash: "h".into(),
-        status: 200,
         body: vec![0, 1, 2, 255],
-        created_at_ms: now_ms(),
-        expires_at_ms: now_ms() + 60_000,
+        ..idempotency_record(key, now_ms() + 60_000)
     };
     let mut batch = Vec::new();
     for i in 0..300 {

@@ -92,14 +92,6 @@ impl Store {
         &self.health
     }
 
-    /// Which backend this is: `sqlite` or `postgres`.
-    pub fn backend_name(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite(_) => "sqlite",
-            Backend::Postgres(_) => "postgres",
-        }
-    }
-
     /// Wakes `wake` whenever another process commits (PostgreSQL `LISTEN`); returns at once
     /// for SQLite, where the dispatcher's poll picks up other processes' writes.
     pub fn notify_on_commit(&self, wake: Arc<Notify>) {
@@ -400,6 +392,20 @@ pub(crate) mod test_support {
         };
     }
     pub(crate) use on_every_backend;
+
+    /// The record of a command `c` that answered 200 `{}` under idempotency `key`, expiring
+    /// at `expires_at_ms`.
+    pub fn idempotency_record(key: &str, expires_at_ms: i64) -> super::IdempotencyRecord {
+        super::IdempotencyRecord {
+            key: key.into(),
+            command_kind: "c".into(),
+            request_hash: "h".into(),
+            status: 200,
+            body: b"{}".to_vec(),
+            created_at_ms: now_ms(),
+            expires_at_ms,
+        }
+    }
 
     /// An event of `kind` with partition key `key`, addressed to `subscribers`.
     pub fn event(kind: &str, key: &str, subscribers: &[&str]) -> OutboxEvent {
