@@ -51,7 +51,8 @@ async fn run(
     loop {
         // While the database fails, pause (doubling) rather than retry hot; the store's
         // health logs the failure once, then periodically.
-        if let Some(pause) = store.health().backoff() {
+        let backoff = store.health().backoff();
+        if let Some(pause) = backoff {
             tokio::time::sleep(pause).await;
         }
         let subscribers = executor.registry().names();
@@ -70,11 +71,7 @@ async fn run(
             .copied()
             .collect();
         let free = slots.available_permits().min(SCAN_LIMIT as usize) as u32;
-        let limit = if store.health().is_failing() {
-            free.min(1)
-        } else {
-            free
-        };
+        let limit = if backoff.is_some() { free.min(1) } else { free };
         let scanned = if limit == 0 {
             Ok(Vec::new())
         } else {

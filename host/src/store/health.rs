@@ -3,7 +3,9 @@
 //! Every batch commit and every dispatcher scan reports its outcome here. While the database
 //! fails (a full disk, a server that went away), the dispatcher backs off instead of retrying
 //! hot, the failure is logged once when it starts, then at most every [`REPORT_EVERY`], and
-//! once more when the database is back; `GET /ready` answers 503 with the cause.
+//! once more when the database is back: when every operation has worked for a second with no
+//! failure in between, so a disk where some commits fit and others fail does not flap.
+//! `GET /ready` answers 503 with the cause until then.
 
 use super::now_ms;
 use serde::Serialize;
@@ -16,6 +18,8 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(30);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// The longest pause: a database that comes back is noticed within this time.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long the database must work without a failure to count as back.
+const RECOVERED_AFTER: Duration = Duration::from_secs(1);
 
 /// The database as the host last found it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -55,37 +59,71 @@ struct Failing {
     since_ms: i64,
     failures: u64,
     last_error: String,
+    /// When the last failure happened: the database is back only [`DatabaseHealth::settle`]
+    /// after it.
+    last_failed: Instant,
     reported: Instant,
 }
 
-/// Shared by every clone of a [`super::Store`].
 #[derive(Debug, Default)]
+struct State {
+    /// The operations whose last attempt failed.
+    failed: [bool; 2],
+    failing: Option<Failing>,
+}
+
+impl State {
+    fn retrying(&self) -> bool {
+        self.failed.iter().any(|f| *f)
+    }
+}
+
+/// Shared by every clone of a [`super::Store`].
+#[derive(Debug)]
 pub struct DatabaseHealth {
-    failing: Mutex<Option<Failing>>,
-    /// The operations whose last attempt failed: the database is back when none is left.
-    failed: Mutex<[bool; 2]>,
+    state: Mutex<State>,
+    /// How long every operation must work, without a failure, before the database counts as
+    /// back: on a nearly full disk some commits fit and others fail, and the host should not
+    /// flap between the two (a log line and a readiness change at every turn).
+    settle: Duration,
+}
+
+impl Default for DatabaseHealth {
+    fn default() -> Self {
+        Self::settling_after(RECOVERED_AFTER)
+    }
 }
 
 impl DatabaseHealth {
+    /// A health that counts the database as back `settle` after its last failure, once every
+    /// operation works.
+    pub fn settling_after(settle: Duration) -> Self {
+        Self {
+            state: Mutex::default(),
+            settle,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records the outcome of one operation.
     pub fn record<T>(&self, operation: Operation, result: &anyhow::Result<T>) {
-        let still_failing = {
-            let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
-            failed[operation as usize] = result.is_err();
-            failed.iter().any(|f| *f)
-        };
         let what = operation.as_str();
-        let mut failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        match (result, failing.as_mut()) {
+        let mut state = self.state();
+        state.failed[operation as usize] = result.is_err();
+        let retrying = state.retrying();
+        match (result, state.failing.as_mut()) {
             (Ok(_), None) => {}
-            (Ok(_), Some(_)) if still_failing => {}
+            (Ok(_), Some(f)) if retrying || f.last_failed.elapsed() < self.settle => {}
             (Ok(_), Some(f)) => {
                 tracing::info!(
                     seconds = f.since.elapsed().as_secs(),
                     failures = f.failures,
                     "the database works again; resuming"
                 );
-                *failing = None;
+                state.failing = None;
             }
             (Err(error), None) => {
                 let error = format!("{error:#}");
@@ -95,17 +133,19 @@ impl DatabaseHealth {
                     REPORT_EVERY.as_secs()
                 );
                 let now = Instant::now();
-                *failing = Some(Failing {
+                state.failing = Some(Failing {
                     since: now,
                     since_ms: now_ms(),
                     failures: 1,
                     last_error: error,
+                    last_failed: now,
                     reported: now,
                 });
             }
             (Err(error), Some(f)) => {
                 f.failures += 1;
                 f.last_error = format!("{error:#}");
+                f.last_failed = Instant::now();
                 if f.reported.elapsed() >= REPORT_EVERY {
                     f.reported = Instant::now();
                     tracing::warn!(
@@ -119,18 +159,20 @@ impl DatabaseHealth {
         }
     }
 
-    /// Whether the last operation failed.
+    /// Whether the database counts as failing: from its first failure until every operation
+    /// has worked for the settle time.
     pub fn is_failing(&self) -> bool {
-        self.failing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.state().failing.is_some()
     }
 
-    /// How long to wait before touching the database again: `None` while it works.
+    /// How long to wait before touching the database again: `None` unless the last attempt
+    /// of some operation failed.
     pub fn backoff(&self) -> Option<Duration> {
-        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        let failures = failing.as_ref()?.failures;
+        let state = self.state();
+        if !state.retrying() {
+            return None;
+        }
+        let failures = state.failing.as_ref()?.failures;
         let doublings = failures.saturating_sub(1).min(16) as u32;
         Some(
             BACKOFF_FIRST
@@ -141,8 +183,7 @@ impl DatabaseHealth {
 
     /// The status for `/ready`.
     pub fn status(&self) -> DatabaseStatus {
-        let failing = self.failing.lock().unwrap_or_else(|e| e.into_inner());
-        match failing.as_ref() {
+        match self.state().failing.as_ref() {
             None => DatabaseStatus {
                 ok: true,
                 failing_since_ms: None,
@@ -165,7 +206,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_the_first_pause_to_the_cap_and_ends_on_success() {
-        let health = DatabaseHealth::default();
+        let health = DatabaseHealth::settling_after(Duration::ZERO);
         assert_eq!(health.backoff(), None);
         let failed: anyhow::Result<()> = Err(anyhow::anyhow!("disk full"));
         let pauses: Vec<Duration> = (0..8)
@@ -187,7 +228,7 @@ mod tests {
 
     #[test]
     fn the_database_is_back_only_when_every_operation_works() {
-        let health = DatabaseHealth::default();
+        let health = DatabaseHealth::settling_after(Duration::ZERO);
         let failed: anyhow::Result<()> = Err(anyhow::anyhow!("disk full"));
         health.record(Operation::Commit, &failed);
         // A full disk still reads: a scan that works does not end the failure.
@@ -195,5 +236,24 @@ mod tests {
         assert!(health.is_failing());
         health.record(Operation::Commit, &Ok(()));
         assert!(!health.is_failing());
+    }
+
+    #[test]
+    fn a_commit_that_fits_between_failures_does_not_end_the_failure_before_it_settles() {
+        let settle = Duration::from_millis(200);
+        let health = DatabaseHealth::settling_after(settle);
+        let failed: anyhow::Result<()> = Err(anyhow::anyhow!("disk full"));
+        health.record(Operation::Commit, &failed);
+        health.record(Operation::Commit, &Ok(()));
+        // The last attempt worked: no more backoff, but still failing until it settles.
+        assert_eq!(health.backoff(), None);
+        assert!(health.is_failing());
+        health.record(Operation::Commit, &failed);
+        health.record(Operation::Commit, &Ok(()));
+        assert!(!health.status().ok);
+        assert_eq!(health.status().failures, Some(2), "one run of failures");
+        std::thread::sleep(settle);
+        health.record(Operation::Scan, &Ok(()));
+        assert!(health.status().ok);
     }
 }
