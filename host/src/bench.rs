@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// How long the soak sends orders.
     #[arg(long, default_value_t = 600.0)]
     pub soak_seconds: f64,
+    /// Calls each instance serves in the soak (`calls_per_instance` of every plugin); 1, the
+    /// host's default, gives every call a fresh instance.
+    #[arg(long, default_value_t = 1)]
+    pub soak_calls_per_instance: usize,
 }
 
 /// One reported figure.
@@ -302,6 +306,12 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
     let (_, examples) =
         PluginDir::load(&bench.sandbox, &args.examples, BuildPolicy::BuildStale).await?;
+    // The same examples again, each instance serving up to KEPT_CALLS calls.
+    let keeping = Sandbox::new(Limits {
+        calls_per_instance: KEPT_CALLS,
+        ..Limits::DEFAULT
+    })?;
+    let (_, kept) = PluginDir::load(&keeping, &args.examples, BuildPolicy::LoadOnly).await?;
     for language in LANGUAGES {
         if examples.plugin(language.plugin).is_none() {
             tracing::warn!(
@@ -313,14 +323,14 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             continue;
         }
         let samples = bench
-            .repeat(|_| bench.language_invoke(&examples, language, iterations / 10))
+            .repeat(|_| bench.language_invoke([&examples, &kept], language, iterations / 10))
             .await?;
         figures.push(samples.figure(
             language.id,
             language.what,
             "µs",
             &format!(
-                "`{}` `{}` {}, fresh instance per call, {} calls",
+                "`{}` `{}` {}, fresh instance per call ({KEPT_CALLS} calls an instance for the kept figure), {} calls",
                 language.plugin,
                 language.command,
                 language.payload,
@@ -396,6 +406,9 @@ enum StoreKind {
     Sqlite,
     Postgres,
 }
+
+/// Calls an instance serves in the kept-instance figures of L-*.
+const KEPT_CALLS: usize = 1_000;
 
 /// Units of work per transaction in B2: what the committer typically gathers under load.
 const RAW_BATCH: usize = 64;
@@ -711,30 +724,36 @@ impl Bench {
         Ok(percentiles_us(timings))
     }
 
-    /// L-*: a small command of each language's example on a fresh instance, and the linear
-    /// memory that instance holds.
+    /// L-*: a small command of each language's example on a fresh instance, the linear
+    /// memory that instance holds, and the same command on kept instances
+    /// ([`Limits::calls_per_instance`]).
     async fn language_invoke(
         &self,
-        examples: &Registry,
+        [fresh, kept]: [&Registry; 2],
         language: &Language,
         iterations: usize,
     ) -> anyhow::Result<Run> {
         let rig = self.rig(StoreKind::Sqlite, language.id, 0).await?;
-        let plugin = examples
-            .plugin(language.plugin)
-            .expect("checked by the caller");
         let envelope = bench_envelope(language.command, language.payload.as_bytes().to_vec());
-        let mut timings = Vec::with_capacity(iterations);
+        let mut timings = [Vec::new(), Vec::new()];
         let mut memory_bytes = 0;
-        for _ in 0..iterations.max(1) {
-            let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, rig.store.clone());
-            let start = Instant::now();
-            let call = plugin.handle_command(&envelope, unit).await;
-            timings.push(start.elapsed());
-            call.outcome.map_err(|f| anyhow::anyhow!("{f}"))?;
-            memory_bytes = memory_bytes.max(call.memory_bytes);
+        for (registry, timings) in [fresh, kept].into_iter().zip(&mut timings) {
+            let plugin = registry
+                .plugin(language.plugin)
+                .expect("checked by the caller");
+            for _ in 0..iterations.max(1) {
+                let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, rig.store.clone());
+                let start = Instant::now();
+                let call = plugin.handle_command(&envelope, unit).await;
+                timings.push(start.elapsed());
+                call.outcome.map_err(|f| anyhow::anyhow!("{f}"))?;
+                memory_bytes = memory_bytes.max(call.memory_bytes);
+            }
         }
-        let mut run = percentiles_us(timings);
+        let [fresh, kept] = timings;
+        let kept = percentiles_us(kept);
+        let mut run = percentiles_us(fresh);
+        run.detail.push(("kept instance p50 µs".into(), kept.value));
         run.detail.push((
             "linear memory MiB".into(),
             memory_bytes as f64 / f64::from(1 << 20),

@@ -49,6 +49,11 @@ pub struct Limits {
     pub bytes_written_per_call: usize,
     /// Calls of one plugin running at the same time; the rest wait their turn.
     pub concurrent_calls: usize,
+    /// Calls one instance serves before it is discarded. 1: every call gets a fresh
+    /// instance. More: an instance whose call ended cleanly is kept for the next call of the
+    /// same build of the same plugin, with the guest's globals as the last call left them; a
+    /// trap or a handler error discards it.
+    pub calls_per_instance: usize,
 }
 
 impl Limits {
@@ -87,6 +92,9 @@ impl Limits {
         // (`sandbox::MAX_CONCURRENT_INSTANCES`), so a plugin stuck in loops cannot starve the
         // others.
         concurrent_calls: 32,
+        // A clean instance for every message unless a plugin's configuration says its
+        // handlers keep nothing in globals that could change the next message's outcome.
+        calls_per_instance: 1,
     };
 }
 

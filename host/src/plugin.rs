@@ -1,19 +1,20 @@
 //! One loaded plugin: a compiled component, what it declared in `describe`, and the typed
 //! calls into it. Each call gets a fresh store; instantiation is cheap because everything
 //! expensive (compilation, import resolution) was done once at load time in the
-//! [`PluginWorldPre`].
+//! [`PluginWorldPre`]. A plugin configured with [`Limits::calls_per_instance`] above 1 keeps
+//! instances whose call ended cleanly for its next calls instead.
 
-use crate::bindings::{Envelope, HandlerError, PluginInfo, PluginWorldPre};
+use crate::bindings::{Envelope, HandlerError, PluginInfo, PluginWorld, PluginWorldPre};
 use crate::cache::{Compiled, content_digest};
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
-use crate::sandbox::{GuestState, Sandbox};
+use crate::sandbox::{self, GuestState, Sandbox};
 use crate::unit_of_work::UnitOfWork;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::Store;
 
 /// A plugin that could not be loaded: which file, and why.
@@ -56,6 +57,22 @@ pub struct Plugin {
     /// [`Limits::concurrent_calls`] permits: a call waits for one before taking an instance
     /// slot, so one plugin cannot hold every slot of the engine.
     calls: Arc<Semaphore>,
+    /// Instances whose last call ended cleanly, waiting for the next; always empty when
+    /// [`Limits::calls_per_instance`] is 1.
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// An instance ready for a call, and the calls it served before this one.
+struct Instance {
+    store: Store<GuestState>,
+    world: PluginWorld,
+    served: usize,
+}
+
+/// An instance between two calls, holding one of the sandbox's idle slots.
+struct Idle {
+    instance: Instance,
+    _slot: OwnedSemaphorePermit,
 }
 
 /// The result of one call: the handler's outcome, and the unit of work to commit when the
@@ -139,6 +156,7 @@ impl Plugin {
             sandbox: sandbox.clone(),
             limits,
             calls: Arc::new(Semaphore::new(limits.concurrent_calls.max(1))),
+            idle: Mutex::default(),
         })
     }
 
@@ -175,45 +193,54 @@ impl Plugin {
         &self.source
     }
 
-    /// Runs `handle-command` on a fresh instance.
+    /// Runs `handle-command`.
     pub async fn handle_command(
         &self,
         command: &Envelope,
         unit_of_work: UnitOfWork,
     ) -> CallResult<Vec<u8>> {
         let _turn = self.turn().await;
-        let (mut store, world) = match self.instantiate(command, unit_of_work).await {
+        let mut instance = match self.instance(command, unit_of_work).await {
             Ok(instance) => instance,
             Err(failure) => return failed(failure),
         };
-        let result = world.call_handle_command(&mut store, command).await;
-        self.check_reply(self.finish(store, result))
+        let result = instance
+            .world
+            .call_handle_command(&mut instance.store, command)
+            .await;
+        self.check_reply(self.finish(instance, result))
     }
 
-    /// Runs `handle-event` on a fresh instance.
+    /// Runs `handle-event`.
     pub async fn handle_event(&self, event: &Envelope, unit_of_work: UnitOfWork) -> CallResult<()> {
         let _turn = self.turn().await;
-        let (mut store, world) = match self.instantiate(event, unit_of_work).await {
+        let mut instance = match self.instance(event, unit_of_work).await {
             Ok(instance) => instance,
             Err(failure) => return failed(failure),
         };
-        let result = world.call_handle_event(&mut store, event).await;
-        self.finish(store, result)
+        let result = instance
+            .world
+            .call_handle_event(&mut instance.store, event)
+            .await;
+        self.finish(instance, result)
     }
 
-    /// Runs `handle-query` on a fresh instance.
+    /// Runs `handle-query`.
     pub async fn handle_query(
         &self,
         query: &Envelope,
         unit_of_work: UnitOfWork,
     ) -> CallResult<Vec<u8>> {
         let _turn = self.turn().await;
-        let (mut store, world) = match self.instantiate(query, unit_of_work).await {
+        let mut instance = match self.instance(query, unit_of_work).await {
             Ok(instance) => instance,
             Err(failure) => return failed(failure),
         };
-        let result = world.call_handle_query(&mut store, query).await;
-        self.check_reply(self.finish(store, result))
+        let result = instance
+            .world
+            .call_handle_query(&mut instance.store, query)
+            .await;
+        self.check_reply(self.finish(instance, result))
     }
 
     /// Waits for one of this plugin's [`Limits::concurrent_calls`] permits.
@@ -225,14 +252,14 @@ impl Plugin {
             .expect("the call semaphore is never closed")
     }
 
-    /// A fresh instance for handling `message`, or why there is none: the payload is over
-    /// [`Limits::payload_in_bytes`] (rejected: the input is at fault), or instantiation
-    /// failed (classified like a trap).
-    async fn instantiate(
+    /// An instance for handling `message` (a kept one when there is one, else a fresh one),
+    /// or why there is none: the payload is over [`Limits::payload_in_bytes`] (rejected: the
+    /// input is at fault), or instantiation failed (classified like a trap).
+    async fn instance(
         &self,
         message: &Envelope,
         unit_of_work: UnitOfWork,
-    ) -> Result<(Store<GuestState>, crate::bindings::PluginWorld), HandlerFailure> {
+    ) -> Result<Instance, HandlerFailure> {
         if message.payload.len() > self.limits.payload_in_bytes {
             return Err(HandlerFailure::new(
                 ErrorClass::Rejected,
@@ -245,12 +272,22 @@ impl Plugin {
                 ),
             ));
         }
+        let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        if let Some(Idle { mut instance, .. }) = kept {
+            instance.store.data_mut().begin_call(unit_of_work);
+            sandbox::arm_deadline(&mut instance.store);
+            return Ok(instance);
+        }
         let mut store = self
             .sandbox
             .new_store(self.name.clone(), Some(unit_of_work), self.limits)
             .await;
         match self.pre.instantiate_async(&mut store).await {
-            Ok(world) => Ok((store, world)),
+            Ok(world) => Ok(Instance {
+                store,
+                world,
+                served: 0,
+            }),
             Err(error) => {
                 let tail = store.data().flush_output();
                 let mut failure = self
@@ -260,6 +297,26 @@ impl Plugin {
                 tracing::error!(plugin = %self.name, %failure, "instantiation failed");
                 Err(failure)
             }
+        }
+    }
+
+    /// Keeps an instance whose call ended cleanly for the next call, while it has calls
+    /// left and the sandbox has room; otherwise it is dropped.
+    fn keep(&self, mut instance: Instance) {
+        instance.served += 1;
+        if instance.served >= self.limits.calls_per_instance {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // Never more than can run at once: the rest would only hold memory.
+        if idle.len() >= self.limits.concurrent_calls {
+            return;
+        }
+        if let Some(slot) = self.sandbox.idle_slot() {
+            idle.push(Idle {
+                instance,
+                _slot: slot,
+            });
         }
     }
 
@@ -281,20 +338,27 @@ impl Plugin {
         }
     }
 
+    /// The call's outcome; the instance is kept for another call when the call ended
+    /// cleanly, and discarded after a trap or a handler error.
     fn finish<T>(
         &self,
-        mut store: Store<GuestState>,
+        mut instance: Instance,
         result: wasmtime::Result<Result<T, HandlerError>>,
     ) -> CallResult<T> {
-        let tail = store.data().flush_output();
-        let memory_bytes = store.data().memory_bytes();
+        let state = instance.store.data();
+        let tail = state.flush_output();
+        let memory_bytes = state.memory_bytes();
         let outcome = match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.handler_failure(error)),
-            Err(trap) => Err(self.sandbox.classify(&self.name, store.data(), &trap, tail)),
+            Err(trap) => Err(self.sandbox.classify(&self.name, state, &trap, tail)),
         };
         let unit_of_work = match outcome {
-            Ok(_) => store.data_mut().take_unit_of_work(),
+            Ok(_) => {
+                let unit_of_work = instance.store.data_mut().take_unit_of_work();
+                self.keep(instance);
+                unit_of_work
+            }
             Err(_) => None,
         };
         CallResult {

@@ -7,6 +7,7 @@
 //! ordering = "strict"              # or "skip": a failing message is parked, its key moves on
 //! call_deadline = "5s"
 //! memory_mib = 64
+//! calls_per_instance = 1           # more: an instance serves that many calls (globals kept)
 //! dead_letter_at_once = ["rejected", "permanent", "deadline", "memory_limit"]
 //! retry = { initial_delay = "200ms", multiplier = 2.0, max_delay = "30s", max_attempts = 5, jitter = 0.5 }
 //!
@@ -40,6 +41,9 @@ use std::time::Duration;
 /// Largest memory cap a plugin may be given: the pooling allocator reserves address space
 /// for this much per instance slot, so an absurd value would fail the engine at start.
 pub const MAX_MEMORY_MIB: u64 = 4096;
+/// Most calls one instance may serve: an instance is still recycled now and then, so what a
+/// long-lived guest accumulates (fragmented memory, caches) is bounded.
+pub const MAX_CALLS_PER_INSTANCE: u64 = 1_000_000;
 
 /// What a failing message does to the later messages of its partition key, per subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +135,7 @@ impl PluginPolicy {
             "ordering": self.ordering.as_str(),
             "call_deadline": format_duration(self.limits.call_deadline),
             "memory_mib": self.limits.memory_bytes >> 20,
+            "calls_per_instance": self.limits.calls_per_instance,
             "dead_letter_at_once": dead_at_once,
             "retry": {
                 "initial_delay": format_duration(self.retry.initial_delay),
@@ -316,6 +321,7 @@ struct RawPolicy {
     ordering: Option<String>,
     call_deadline: Option<String>,
     memory_mib: Option<u64>,
+    calls_per_instance: Option<u64>,
     dead_letter_at_once: Option<Vec<String>>,
     #[serde(default)]
     retry: RawRetry,
@@ -425,6 +431,15 @@ impl RawPolicy {
                 ));
             }
             policy.limits.memory_bytes = (mib as usize) << 20;
+        }
+        if let Some(calls) = self.calls_per_instance {
+            if !(1..=MAX_CALLS_PER_INSTANCE).contains(&calls) {
+                return Err(invalid(
+                    &key("calls_per_instance"),
+                    format!("{calls} is out of range: expected 1 to {MAX_CALLS_PER_INSTANCE}"),
+                ));
+            }
+            policy.limits.calls_per_instance = calls as usize;
         }
         if let Some(classes) = &self.dead_letter_at_once {
             let mut set = ClassSet::EMPTY;
@@ -606,6 +621,7 @@ mod tests {
             [plugins.billing]
             ordering = "skip"
             memory_mib = 16
+            calls_per_instance = 500
             dead_letter_at_once = ["permanent"]
             retry = { max_attempts = 3, jitter = 0.0 }
 
@@ -630,6 +646,8 @@ mod tests {
         assert_eq!(billing.retry.initial_delay, Duration::from_millis(50));
         assert_eq!(billing.limits.call_deadline, Duration::from_secs(2));
         assert_eq!(billing.limits.memory_bytes, 16 << 20);
+        assert_eq!(billing.limits.calls_per_instance, 500);
+        assert_eq!(config.policy("other").limits.calls_per_instance, 1);
         assert!(billing.dead_letter_at_once.contains(ErrorClass::Permanent));
         assert!(!billing.dead_letter_at_once.contains(ErrorClass::Deadline));
         assert!(billing.is_dead(ErrorClass::Permanent, 1));
@@ -681,6 +699,10 @@ mod tests {
             ),
             ("[plugins.a]\nmemory_mib = 0", "plugins.a.memory_mib"),
             ("[plugins.a]\nmemory_mib = 4097", "plugins.a.memory_mib"),
+            (
+                "[plugins.a]\ncalls_per_instance = 0",
+                "plugins.a.calls_per_instance",
+            ),
             (
                 "[plugins.a]\ndead_letter_at_once = [\"fatal\"]",
                 "plugins.a.dead_letter_at_once",

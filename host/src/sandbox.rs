@@ -34,6 +34,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(5);
 /// Component instances alive at once across all plugins; bounds the pooling allocator's
 /// reservations. Calls beyond it wait for a slot instead of growing the host.
 pub const MAX_CONCURRENT_INSTANCES: u32 = 256;
+/// Instances kept between calls for reuse ([`Limits::calls_per_instance`]), across all
+/// plugins: each holds one of the slots above while it waits, so at most this many are
+/// taken from the calls that need a fresh instance.
+pub const MAX_IDLE_INSTANCES: u32 = MAX_CONCURRENT_INSTANCES / 4;
 /// Longest log message kept from the `log` interface; the rest is cut and marked.
 pub const MAX_LOG_MESSAGE_BYTES: usize = 16 << 10;
 /// Log messages kept from one call; the rest are counted and dropped, so a guest logging in a
@@ -68,6 +72,13 @@ impl GuestState {
         self.unit_of_work.as_mut().ok_or_else(|| {
             wasmtime::format_err!("state and events are not available while describing the plugin")
         })
+    }
+
+    /// Readies a kept instance's state for its next call: `unit_of_work` under the same
+    /// limits, and a fresh count of log messages.
+    pub fn begin_call(&mut self, unit_of_work: UnitOfWork) {
+        self.unit_of_work = Some(unit_of_work.with_limits(self.limiter.limits));
+        self.logged = 0;
     }
 
     /// Takes the unit of work back out once the call is over.
@@ -171,6 +182,8 @@ pub struct Sandbox {
     /// Plugin name → its own limits.
     plugin_limits: HashMap<String, Limits>,
     instance_slots: Arc<Semaphore>,
+    /// See [`MAX_IDLE_INSTANCES`].
+    idle_slots: Arc<Semaphore>,
     /// Where compiled components are kept between runs, if anywhere.
     cache: Option<ComponentCache>,
 }
@@ -244,6 +257,7 @@ impl Sandbox {
             limits,
             plugin_limits,
             instance_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
+            idle_slots: Arc::new(Semaphore::new(MAX_IDLE_INSTANCES as usize)),
             cache,
         }))
     }
@@ -331,10 +345,15 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
-        let ticks = (limits.call_deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
+        arm_deadline(&mut store);
         store
+    }
+
+    /// Room to keep one more instance between calls, while there is any (see
+    /// [`MAX_IDLE_INSTANCES`]); the instance holds it while it waits.
+    pub fn idle_slot(&self) -> Option<OwnedSemaphorePermit> {
+        self.idle_slots.clone().try_acquire_owned().ok()
     }
 
     /// Turns an error raised by a call into a classified failure naming the plugin.
@@ -385,6 +404,13 @@ impl Sandbox {
         };
         HandlerFailure::new(class, plugin, message)
     }
+}
+
+/// Arms the deadline of the store's next call: its limits' `call_deadline` from now.
+pub fn arm_deadline(store: &mut Store<GuestState>) {
+    let deadline = store.data().limiter.limits.call_deadline;
+    let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+    store.set_epoch_deadline(ticks);
 }
 
 /// A failure of the host (not the guest) during a host call, e.g. the database is down.

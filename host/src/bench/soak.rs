@@ -35,6 +35,7 @@ struct SoakReport {
     command: String,
     rate: f64,
     seconds: f64,
+    calls_per_instance: usize,
     orders_sent: u64,
     orders_failed: u64,
     max_pending: i64,
@@ -53,11 +54,14 @@ struct SoakReport {
 /// Fails when the examples do not load, the database cannot be opened, or the demo's
 /// configuration commands fail.
 pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
-    if args.soak_rate <= 0.0 || args.soak_seconds <= 0.0 {
-        bail!("--soak-rate and --soak-seconds must be positive");
+    if args.soak_rate <= 0.0 || args.soak_seconds <= 0.0 || args.soak_calls_per_instance == 0 {
+        bail!("--soak-rate, --soak-seconds and --soak-calls-per-instance must be positive");
     }
     let scratch = tempfile::tempdir().context("creating a scratch directory")?;
-    let sandbox = Sandbox::new(Limits::DEFAULT)?;
+    let sandbox = Sandbox::new(Limits {
+        calls_per_instance: args.soak_calls_per_instance,
+        ..Limits::DEFAULT
+    })?;
     let (_, registry) = PluginDir::load(&sandbox, &args.examples, BuildPolicy::BuildStale).await?;
     if !registry.load_errors().is_empty() {
         bail!(
@@ -174,9 +178,10 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
 
     let report = SoakReport {
         command: format!(
-            "cargo run --release -- bench --soak --soak-rate {} --soak-seconds {}",
-            args.soak_rate, args.soak_seconds
+            "cargo run --release -- bench --soak --soak-rate {} --soak-seconds {} --soak-calls-per-instance {}",
+            args.soak_rate, args.soak_seconds, args.soak_calls_per_instance
         ),
+        calls_per_instance: args.soak_calls_per_instance,
         rate: args.soak_rate,
         seconds: args.soak_seconds,
         orders_sent: sent.load(Ordering::Relaxed),
@@ -190,10 +195,11 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         samples,
     };
     let markdown = format!(
-        "# Soak\n\nReproduce: `{}`\n\nThe example plugins (five, three languages) on SQLite; `order.place` over HTTP at a steady {} orders/s for {} s, each order delivered to four subscribers.\n\n| figure | value |\n|---|---:|\n| orders sent | {} |\n| orders not answered 2xx | {} |\n| pending deliveries, most seen | {} |\n| pending deliveries when the load stopped | {} |\n| drained after the load in | {:.1} s |\n| RSS, first second | {:.1} MiB |\n| RSS, last second | {:.1} MiB |\n",
+        "# Soak\n\nReproduce: `{}`\n\nThe example plugins (five, three languages) on SQLite; `order.place` over HTTP at a steady {} orders/s for {} s, each order delivered to four subscribers; each instance serves {} call(s).\n\n| figure | value |\n|---|---:|\n| orders sent | {} |\n| orders not answered 2xx | {} |\n| pending deliveries, most seen | {} |\n| pending deliveries when the load stopped | {} |\n| drained after the load in | {:.1} s |\n| RSS, first second | {:.1} MiB |\n| RSS, last second | {:.1} MiB |\n",
         report.command,
         report.rate,
         report.seconds,
+        report.calls_per_instance,
         report.orders_sent,
         report.orders_failed,
         report.max_pending,

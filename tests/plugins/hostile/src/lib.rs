@@ -17,10 +17,16 @@
 //! - `hostile.write` `{"key", "value"}` and query `hostile.read` `{"key"}`: raw state access for
 //!   the isolation tests (tricky keys against another plugin's namespace).
 //! - query `hostile.ok` `{}`: answers `{"ok": true}`.
+//! - query `hostile.calls` `{}`: answers how many calls this instance has served, this one
+//!   included (a global counter: 1 on every call unless the host reuses instances).
 
 use handler_host_sdk::prelude::*;
 use serde::Deserialize;
 use serde_json::json;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Calls this instance has served: globals live as long as the instance.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 struct Hostile;
 
@@ -84,9 +90,11 @@ impl Plugin for Hostile {
             .command("hostile.write")
             .query("hostile.read")
             .query("hostile.ok")
+            .query("hostile.calls")
     }
 
     fn handle_command(msg: Message) -> Result<Reply, HandlerError> {
+        CALLS.fetch_add(1, Ordering::Relaxed);
         match msg.kind() {
             "hostile.loop" => {
                 let mut spins: u64 = 0;
@@ -152,6 +160,7 @@ impl Plugin for Hostile {
     }
 
     fn handle_query(msg: Message) -> Result<Reply, HandlerError> {
+        let calls = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
         match msg.kind() {
             "hostile.read" => {
                 let entry: Entry = msg.payload()?;
@@ -160,6 +169,7 @@ impl Plugin for Hostile {
                 Reply::json(&json!({ "value": value }))
             }
             "hostile.ok" => Reply::json(&json!({ "ok": true })),
+            "hostile.calls" => Reply::json(&json!({ "calls": calls })),
             other => Err(HandlerError::rejected(format!(
                 "plugin `hostile` does not handle query `{other}`"
             ))),
