@@ -431,14 +431,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     store.notify_on_commit(wake.clone());
     // Deliveries committed before a crash or by another process are found by the first scan.
     wake.notify_one();
-    dispatcher::spawn(
+    let dispatcher = dispatcher::spawn(
         executor.clone(),
         store.clone(),
         dispatch,
         config.clone(),
         wake,
     );
-    maintenance::spawn(store, config.retention);
+    let maintenance = maintenance::spawn(store.clone(), config.retention);
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -456,8 +456,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
-        .context("HTTP server failed")
+        .context("HTTP server failed")?;
+    // Requests are answered; let the deliveries that run finish, then close the database
+    // (on SQLite this folds the WAL back into the file and removes it).
+    maintenance.abort();
+    let unfinished = dispatcher.drain(SHUTDOWN_GRACE).await;
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
+            "deliveries still running after {} s are left to the next start",
+            SHUTDOWN_GRACE.as_secs()
+        );
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
 }
+
+/// How long a stopping host waits for the deliveries that run to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

@@ -14,7 +14,7 @@ use crate::store::{Store, now_ms};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 
 /// Most deliveries claimed by one scan (the free slots decide below that).
 const SCAN_LIMIT: u32 = 256;
@@ -28,6 +28,34 @@ struct InFlight {
     keys: HashSet<(String, String)>,
 }
 
+/// The running dispatcher.
+pub struct Dispatcher {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    /// One permit per delivery that may run: all of them free means none is running.
+    slots: Arc<Semaphore>,
+    concurrency: usize,
+}
+
+impl Dispatcher {
+    /// Stops at once, leaving what runs unfinished (it is delivered again later).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    /// Stops claiming deliveries and waits up to `grace` for the running ones to finish;
+    /// returns how many were still running when it gave up (0 when all finished).
+    pub async fn drain(self, grace: Duration) -> usize {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let all = u32::try_from(self.concurrency).unwrap_or(u32::MAX);
+        match tokio::time::timeout(grace, self.slots.acquire_many(all)).await {
+            Ok(_) => 0,
+            Err(_) => self.concurrency - self.slots.available_permits(),
+        }
+    }
+}
+
 /// Starts the dispatcher. `wake` is notified by the committer after each commit.
 pub fn spawn(
     executor: Arc<Executor>,
@@ -35,8 +63,24 @@ pub fn spawn(
     config: DispatchConfig,
     policies: Arc<HostConfig>,
     wake: Arc<Notify>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(executor, store, config, policies, wake))
+) -> Dispatcher {
+    let (stop, stopped) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(config.concurrency));
+    let task = tokio::spawn(run(
+        executor,
+        store,
+        config,
+        policies,
+        wake,
+        slots.clone(),
+        stopped,
+    ));
+    Dispatcher {
+        stop,
+        task,
+        slots,
+        concurrency: config.concurrency,
+    }
 }
 
 async fn run(
@@ -45,15 +89,20 @@ async fn run(
     config: DispatchConfig,
     policies: Arc<HostConfig>,
     wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+    mut stopped: watch::Receiver<bool>,
 ) {
     let in_flight = Arc::new(Mutex::new(InFlight::default()));
-    let slots = Arc::new(Semaphore::new(config.concurrency));
     loop {
         // While the database fails, pause (doubling) rather than retry hot; the store's
         // health logs the failure once, then periodically.
         let backoff = store.health().backoff();
         if let Some(pause) = backoff {
-            tokio::time::sleep(pause).await;
+            let _ = tokio::time::timeout(pause, stopped.wait_for(|stop| *stop)).await;
+        }
+        // Stopped, or the handle that could stop it is gone.
+        if *stopped.borrow() || stopped.has_changed().is_err() {
+            return;
         }
         let subscribers = executor.registry().names();
         let skip: Vec<String> = subscribers
@@ -133,11 +182,13 @@ async fn run(
             Ok(Some(at)) => Duration::from_millis((at - now_ms()).max(1) as u64),
             _ => config.poll_interval,
         };
-        let _ = tokio::time::timeout(
-            until_retry.min(config.poll_interval),
-            worth_a_scan(&wake, &slots, config.concurrency),
-        )
-        .await;
+        tokio::select! {
+            _ = tokio::time::timeout(
+                until_retry.min(config.poll_interval),
+                worth_a_scan(&wake, &slots, config.concurrency),
+            ) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
     }
 }
 

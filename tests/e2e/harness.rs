@@ -563,6 +563,27 @@ impl Host {
             .is_some_and(|c| c.try_wait().ok().flatten().is_some())
     }
 
+    /// Sends SIGTERM and waits for the host to exit on its own; returns its exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("the host is running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {} failed", child.id());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the host") {
+                return status;
+            }
+            if started.elapsed() > EVENTUALLY {
+                let _ = child.kill();
+                panic!("the host did not exit within {EVENTUALLY:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

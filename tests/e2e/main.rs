@@ -86,4 +86,5 @@ mod plugin_limits;
 mod policy_config;
 mod polyglot;
 mod redelivery;
+mod shutdown;
 mod traps;

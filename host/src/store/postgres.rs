@@ -77,13 +77,17 @@ impl PgStore {
     bus::shared_queries!(pool, pool);
 
     /// Wakes `wake` on every commit of any host, reconnecting (with backoff, logged once)
-    /// when the connection drops; the dispatcher's poll covers the gaps.
+    /// when the connection drops, until the store is closed; the dispatcher's poll covers
+    /// the gaps.
     pub(super) fn listen(&self, wake: Arc<Notify>) {
         let pool = self.pool.clone();
         tokio::spawn(async move {
             let mut pause = LISTEN_RETRY_FIRST;
             loop {
                 let error = listen_until_error(&pool, &wake, &mut pause).await;
+                if pool.is_closed() {
+                    return; // the store was closed: the host is stopping
+                }
                 if pause == LISTEN_RETRY_FIRST {
                     tracing::warn!("not listening for commits, polling meanwhile: {error:#}");
                 } else {
