@@ -275,9 +275,9 @@ pub enum BusCommand {
     /// Put dead-lettered deliveries back in the queue with their attempts reset: one by id,
     /// or `--all` that match the filters. Replaying the letter that holds back a strict key
     /// releases the key.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
     Replay {
         /// The delivery id (the `id` column of `bus list`).
-        #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<i64>,
         /// Every dead letter matching the filters.
         #[arg(long)]
@@ -326,6 +326,11 @@ pub struct BusFilter {
 }
 
 impl BusFilter {
+    /// Whether no filter was given.
+    fn is_empty(&self) -> bool {
+        self.subscriber.is_none() && self.kind.is_none() && self.error_class.is_none()
+    }
+
     fn to_filter(
         &self,
         status: Option<DeliveryStatus>,
@@ -563,6 +568,22 @@ async fn bus(command: BusCommand) -> anyhow::Result<()> {
                 .await?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Table if rows.is_empty() => {
+                    let what = match which {
+                        ListType::Pending => "no deliveries waiting to run",
+                        ListType::Dlq => "no dead-lettered deliveries",
+                        ListType::Done => "no completed deliveries kept",
+                        ListType::All => "no deliveries",
+                    };
+                    println!(
+                        "{what}{} (`--type pending|dlq|done|all` chooses which)",
+                        if filter.is_empty() {
+                            ""
+                        } else {
+                            " match the filters"
+                        }
+                    );
+                }
                 Format::Table => println!("{}", table(&rows)),
             }
             Ok(())

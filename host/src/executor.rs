@@ -390,7 +390,7 @@ impl Executor {
                         subscriber = %due.subscriber, version = plugin.identity(), attempt,
                         class = %failure.class,
                         fault = if failure.class.is_guest_fault() { "guest" } else { "host" },
-                        ?fate, "delivery failed: {}", failure.message
+                        next = %fate, "delivery failed: {}", failure.message
                     );
                     let delivered = match fate {
                         DeliveryFate::Dead => Delivered::Dead,

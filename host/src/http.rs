@@ -232,9 +232,20 @@ async fn read_request(
         What::Query => (registry.query_owner(&kind), "query"),
     };
     let Some(owner) = owner else {
-        // Only the caller's own input is echoed; never the kinds or plugins that exist.
+        // Only the caller's own input is echoed; never the kinds or plugins that exist. That
+        // the kind is one of the other sort says no more than asking at its path would.
+        let other = match what {
+            What::Command => registry.query_owner(&kind).map(|_| ("query", "queries")),
+            What::Query => registry
+                .command_owner(&kind)
+                .map(|_| ("command", "commands")),
+        };
         let message = if kind.len() > MAX_ECHOED_KIND_BYTES {
             format!("no plugin handles this {noun} (its kind is longer than any kind)")
+        } else if let Some((other, path)) = other {
+            format!(
+                "no plugin handles {noun} `{kind}`; `{kind}` is a {other}: POST it to /{path}/{kind}"
+            )
         } else {
             format!("no plugin handles {noun} `{kind}`")
         };

@@ -52,6 +52,17 @@ on_every_backend! {
         );
         let bad = host.cli_output(&["bus", "list", "--error-class", "oops"]);
         assert!(!bad.status.success());
+        // An empty table says so, and how to look elsewhere.
+        let empty = host.cli(&["bus", "list", "--type", "dlq", "--kind", "order.*"]);
+        assert_eq!(
+            empty.trim(),
+            "no dead-lettered deliveries match the filters (`--type pending|dlq|done|all` chooses which)"
+        );
+        // `replay` without an id names the other choice.
+        let no_id = host.cli_output(&["bus", "replay"]);
+        assert!(!no_id.status.success());
+        let said = String::from_utf8_lossy(&no_id.stderr);
+        assert!(said.contains("--all"), "{said}");
 
         let permanent = list(&["--error-class", "permanent"])[0]["id"]
             .as_i64()

@@ -48,6 +48,22 @@ on_every_backend! {
         assert_eq!(unknown.error_class(), "unknown_kind", "{unknown:?}");
         let unknown_query = host.query("order.list", json!({}));
         assert_eq!(unknown_query.status, 404, "{unknown_query:?}");
+        // A kind sent to the other path is pointed at the right one.
+        let misrouted = host.command("order.get", json!({ "order_id": "o-1" }));
+        assert_eq!(misrouted.status, 404, "{misrouted:?}");
+        assert!(
+            misrouted
+                .error_message()
+                .contains("is a query: POST it to /queries/order.get"),
+            "{misrouted:?}"
+        );
+        let misrouted = host.query("order.place", json!({}));
+        assert!(
+            misrouted
+                .error_message()
+                .contains("is a command: POST it to /commands/order.place"),
+            "{misrouted:?}"
+        );
 
         let not_json = host.command_raw("order.place", b"order_id=o-2&qty=1");
         assert_eq!(not_json.status, 400, "{not_json:?}");

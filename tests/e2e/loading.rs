@@ -1,5 +1,6 @@
 //! Loading a plugins folder: files that are not usable components, and a component that
-//! claims what another already owns, are reported with their file and cause; the rest load.
+//! claims what another already owns, are reported with their file and cause (in a log that is
+//! plain text when it goes to a file); the rest load.
 
 use crate::harness::{Host, INVENTORY, ORDERS, component, host_dir};
 use serde_json::{Value, json};
@@ -75,5 +76,13 @@ fn bad_and_duplicate_components_are_reported_and_the_rest_load() {
     host.command_ok(
         "order.place",
         json!({ "order_id": "o-1", "sku": "widget", "qty": 1 }),
+    );
+
+    // The log goes to a file here, not a terminal: plain text an operator can grep.
+    let log = host.log_text();
+    assert!(log.contains("truncated.wasm"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "a log written to a file carries terminal escape codes:\n{log}"
     );
 }

@@ -64,6 +64,16 @@ pub enum DeliveryFate {
     Dead,
 }
 
+/// As a log line says it: `retry in 412 ms` (from now), or `dead-lettered`.
+impl std::fmt::Display for DeliveryFate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::RetryAt(at) => write!(f, "retry in {} ms", (at - super::now_ms()).max(0)),
+            Self::Dead => f.write_str("dead-lettered"),
+        }
+    }
+}
+
 /// One unit of work for the writer.
 #[derive(Debug, Clone)]
 pub enum Write {
@@ -401,6 +411,18 @@ fn take_attempt(snapshot: &mut Snapshot, delivery_id: i64, attempt: u32, retried
 mod tests {
     use super::*;
     use crate::error::ErrorClass;
+
+    #[test]
+    fn a_fate_reads_as_a_delay_from_now_or_a_dead_letter() {
+        assert_eq!(DeliveryFate::Dead.to_string(), "dead-lettered");
+        let soon = DeliveryFate::RetryAt(super::super::now_ms() + 60_000).to_string();
+        let ms: i64 = soon
+            .strip_prefix("retry in ")
+            .and_then(|rest| rest.strip_suffix(" ms"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{soon}"));
+        assert!((59_000..=60_000).contains(&ms), "{soon}");
+    }
 
     fn command(plugin: &str, reads: &[(&str, i64)], writes: &[&str]) -> Write {
         Write::Command {

@@ -20,6 +20,7 @@ use crate::fault::{self, FaultPoint};
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -33,6 +34,26 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+}
+
+/// Why the database file at `path` cannot be opened, in the words of the file system: a
+/// missing folder, a directory, a permission. `None` when the file itself opens.
+fn why_unopenable(path: &Path) -> Option<String> {
+    if path.is_dir() {
+        return Some(format!("`{}` is a directory", path.display()));
+    }
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !folder.is_dir()
+    {
+        return Some(format!("the folder `{}` does not exist", folder.display()));
+    }
+    std::fs::OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .err()
+        .map(|e| format!("`{}`: {e}", path.display()))
 }
 
 impl SqliteStore {
@@ -50,7 +71,10 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(write_options)
             .await
-            .with_context(|| format!("cannot open database `{url}`"))?;
+            .map_err(|error| {
+                let cause = why_unopenable(options.get_filename()).unwrap_or(error.to_string());
+                anyhow::anyhow!("cannot open database `{url}`: {cause}")
+            })?;
         sqlx::migrate!("./migrations/sqlite")
             .run(&write)
             .await
@@ -412,4 +436,27 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> a
         .context("marking deliveries done")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open_error(path: &Path) -> String {
+        match SqliteStore::open(&format!("sqlite://{}", path.display())).await {
+            Ok(_) => panic!("{} opened", path.display()),
+            Err(error) => format!("{error:#}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_file_that_cannot_be_opened_is_explained_once_by_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = open_error(&dir.path().join("no/such/folder/host.db")).await;
+        assert!(missing.contains("does not exist"), "{missing}");
+        assert!(missing.contains("no/such/folder`"), "{missing}");
+        let folder = open_error(dir.path()).await;
+        assert!(folder.contains("is a directory"), "{folder}");
+        assert_eq!(folder.matches("cannot open").count(), 1, "{folder}");
+    }
 }
