@@ -5,8 +5,9 @@
 //! connections (as pgbench would), **B2** the storage limit — the row writes of `bench.touch`
 //! units group-committed 64 to a transaction on one SQLite connection with prepared statements,
 //! no WASM, channels or async runtime — and **B1** raw wasmtime (instantiate + call of an empty
-//! component, same engine). **P1-pg** and **P4-pg** are P1 and P4-backlog on PostgreSQL. Project figures: **P1** durable commands/s in-process and over HTTP, **P2** the same
-//! pipeline with a native handler (WASM/native ratio), **P3** fresh-store invocation cost,
+//! component, same engine). **P1-pg** and **P4-pg** are P1 and P4-backlog on PostgreSQL. Project figures: **P1** durable commands/s in-process and over HTTP, **P1-kept** the
+//! same with the plugin's instances kept between calls, **P2** the same pipeline with a native
+//! handler (WASM/native ratio), **P3** fresh-store invocation cost,
 //! **P4** events/s to a subscriber with inbox dedup (backlog and steady stream), **P5** latency
 //! at half the measured peak. Every figure is the median of `--runs` runs, each on a fresh
 //! database; ratios compare figures from the same run, which is what is comparable on a noisy
@@ -145,12 +146,19 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let registry = Arc::new(registry);
+    // The same plugin again, each instance serving up to KEPT_CALLS calls.
+    let keeping = Sandbox::new(Limits {
+        calls_per_instance: KEPT_CALLS,
+        ..Limits::DEFAULT
+    })?;
+    let (_, kept) = PluginDir::load(&keeping, &args.plugins, BuildPolicy::LoadOnly).await?;
     let bench = Bench {
         args: args.clone(),
         scratch: scratch.path().to_owned(),
         postgres_databases: std::sync::Mutex::default(),
         sandbox,
         registry,
+        kept: Arc::new(kept),
     };
     let duration = Duration::from_secs_f64(args.seconds);
 
@@ -189,6 +197,18 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         "durable commands/s, WASM handler, in-process",
         "cmd/s",
         &bench.command_conditions(),
+    ));
+    let p1_kept = bench
+        .repeat(|i| bench.commands(i, duration, Route::Kept))
+        .await?;
+    figures.push(p1_kept.figure(
+        "P1-kept",
+        "durable commands/s, WASM handler, in-process, instances kept",
+        "cmd/s",
+        &format!(
+            "{}; `calls_per_instance = {KEPT_CALLS}`",
+            bench.command_conditions()
+        ),
     ));
     let p1_http = bench
         .repeat(|i| bench.commands(i, duration, Route::Http))
@@ -350,6 +370,10 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "P1 / P2-native (WASM tax)".to_owned(),
             p1.median() / p2.median(),
         ),
+        (
+            "P1-kept / P2-native (WASM tax, instances kept)".to_owned(),
+            p1_kept.median() / p2.median(),
+        ),
         ("P3 / B1".to_owned(), p3.median() / b1.median()),
         (
             "P4-backlog / B0-FULL".to_owned(),
@@ -394,6 +418,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 #[derive(Clone, Copy)]
 enum Route {
     InProcess,
+    /// In-process, the plugin's instances kept between calls.
+    Kept,
     Http,
     Native,
     /// In-process, on PostgreSQL.
@@ -509,6 +535,8 @@ struct Bench {
     postgres_databases: std::sync::Mutex<Vec<String>>,
     sandbox: Arc<Sandbox>,
     registry: Arc<Registry>,
+    /// The same plugins on a sandbox that keeps instances ([`KEPT_CALLS`] calls each).
+    kept: Arc<Registry>,
 }
 
 /// A fresh database with the host's pipeline on it.
@@ -558,6 +586,17 @@ impl Bench {
     }
 
     async fn rig(&self, kind: StoreKind, name: &str, run: usize) -> anyhow::Result<Rig> {
+        self.rig_with(&self.registry, kind, name, run).await
+    }
+
+    /// A rig whose executor routes to `registry`.
+    async fn rig_with(
+        &self,
+        registry: &Registry,
+        kind: StoreKind,
+        name: &str,
+        run: usize,
+    ) -> anyhow::Result<Rig> {
         let url = self.database_url(kind, name, run);
         let store = Store::open(&url).await.with_context(|| match kind {
             StoreKind::Sqlite => String::new(),
@@ -571,7 +610,7 @@ impl Bench {
         let wake = Arc::new(Notify::new());
         let committer = Committer::spawn(store.clone(), wake.clone());
         let executor = Arc::new(Executor::new(
-            Registry::clone(&self.registry),
+            Registry::clone(registry),
             store.clone(),
             committer,
             Duration::from_secs(3600),
@@ -822,12 +861,16 @@ impl Bench {
     async fn commands(&self, run: usize, duration: Duration, route: Route) -> anyhow::Result<Run> {
         let kind = match route {
             Route::Postgres => StoreKind::Postgres,
-            Route::InProcess | Route::Http | Route::Native => StoreKind::Sqlite,
+            Route::InProcess | Route::Kept | Route::Http | Route::Native => StoreKind::Sqlite,
         };
-        let rig = self.rig(kind, "commands", run).await?;
+        let registry = match route {
+            Route::Kept => &self.kept,
+            _ => &self.registry,
+        };
+        let rig = self.rig_with(registry, kind, "commands", run).await?;
         let http_base = match route {
             Route::Http => Some(serve(&rig).await?),
-            Route::InProcess | Route::Native | Route::Postgres => None,
+            Route::InProcess | Route::Kept | Route::Native | Route::Postgres => None,
         };
         let done = Arc::new(AtomicU64::new(0));
         let deadline = Instant::now() + duration;

@@ -9,6 +9,7 @@ const FIGURES: &[&str] = &[
     "B0-NORMAL",
     "B1",
     "P1",
+    "P1-kept",
     "P1-HTTP",
     "P2-native",
     "P3",
