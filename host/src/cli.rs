@@ -415,6 +415,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         BuildPolicy::BuildStale
     };
+    // The address first: a port another process holds is found before any build runs.
+    let listener = listen(&args.listen).await?;
+    let address = listener.local_addr()?;
+    http::check_exposure(&address, args.admin_token.as_deref())?;
     let store = Store::open(&args.database.database_url).await?;
     let sandbox = sandbox_for(&config, &args.cache)?;
     let (plugins, registry) = PluginDir::load(&sandbox, &args.plugins.plugins, policy).await?;
@@ -445,11 +449,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     );
     let maintenance = maintenance::spawn(store.clone(), config.retention);
 
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let address = listener.local_addr()?;
-    http::check_exposure(&address, args.admin_token.as_deref())?;
     tracing::info!(%address, plugins = executor.registry().names().len(), "serving");
     // A machine-readable line on stdout for scripts and tests that wait for readiness.
     println!("host listening on http://{address}");
@@ -476,6 +475,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the HTTP address, saying what to do when another process holds it.
+async fn listen(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "cannot listen on {address}: another process is listening there (another host?); \
+                 stop it, or pass --listen with another address, e.g. --listen 127.0.0.1:7879"
+            ),
+            _ => anyhow::anyhow!("cannot listen on {address}: {error}"),
+        })
 }
 
 /// How long a stopping host waits for the deliveries that run to finish.

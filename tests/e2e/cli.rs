@@ -1,5 +1,6 @@
 //! The command line beside a running host: `host send` runs a command in its own process on
-//! the same database, and the running host picks up the events it committed.
+//! the same database, and the running host picks up the events it committed; a second
+//! `host run` on the same port is refused before it builds or loads anything.
 
 use crate::harness::{DEMO, EVENTUALLY, Host};
 use serde_json::{Value, json};
@@ -38,4 +39,31 @@ on_every_backend! {
             3
         );
     }
+}
+
+#[test]
+fn a_second_host_on_a_taken_port_fails_at_once_naming_the_port_and_listen() {
+    let host = Host::start(DEMO, &[]);
+    let address = host
+        .base_url()
+        .strip_prefix("http://")
+        .expect("an http base URL")
+        .to_owned();
+    let plugins = host.plugins_dir();
+    let second = host.cli_output(&[
+        "run",
+        "--plugins",
+        plugins.to_str().expect("a UTF-8 temporary path"),
+        "--listen",
+        &address,
+    ]);
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains(&address), "{said}");
+    assert!(said.contains("another process is listening"), "{said}");
+    assert!(said.contains("--listen"), "{said}");
+    // Refused before loading or building anything.
+    assert!(!said.contains("plugin loaded"), "{said}");
+    // The first host is untouched.
+    host.command_ok("stock.add", json!({ "sku": "widget", "qty": 1 }));
 }
