@@ -1120,7 +1120,7 @@ async fn native_touch(executor: &Executor, store: &Store, key: &str) -> anyhow::
         partition_key: Some(key.to_owned()),
     })?;
     let (changes, emitted): (StateChanges, _) = unit.finish();
-    let outbox = executor.address(&envelope, PLUGIN, emitted);
+    let outbox = executor.address(&envelope, 0, PLUGIN, emitted);
     executor
         .committer()
         .submit(Write::Command {

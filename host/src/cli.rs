@@ -320,7 +320,7 @@ pub struct BusFilter {
     #[arg(long)]
     pub kind: Option<String>,
     /// Only deliveries whose last error has this class (`retryable`, `permanent`, `deadline`,
-    /// `memory_limit`, `stack_overflow`, `panic`, `trap`, `host`, `rejected`).
+    /// `memory_limit`, `stack_overflow`, `panic`, `trap`, `host`, `rejected`, `loop`).
     #[arg(long)]
     pub error_class: Option<String>,
 }

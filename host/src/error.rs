@@ -29,11 +29,14 @@ pub enum ErrorClass {
     Trap,
     /// The host failed (database unavailable, commit error): not the plugin's fault.
     Host,
+    /// The message lies deeper in a causal chain than its subscriber's `max_causal_depth`:
+    /// handlers emitting what they (or each other) handle, without end.
+    Loop,
 }
 
 impl ErrorClass {
     /// Every class, in declaration order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Rejected,
         Self::Retryable,
         Self::Permanent,
@@ -43,6 +46,7 @@ impl ErrorClass {
         Self::Panic,
         Self::Trap,
         Self::Host,
+        Self::Loop,
     ];
 
     /// Whether a failed event delivery of this class is worth another attempt.
@@ -52,7 +56,9 @@ impl ErrorClass {
     pub const fn is_retried(self) -> bool {
         match self {
             Self::Retryable | Self::Panic | Self::Trap | Self::StackOverflow | Self::Host => true,
-            Self::Rejected | Self::Permanent | Self::Deadline | Self::MemoryLimit => false,
+            Self::Rejected | Self::Permanent | Self::Deadline | Self::MemoryLimit | Self::Loop => {
+                false
+            }
         }
     }
 
@@ -73,6 +79,7 @@ impl ErrorClass {
             Self::Panic => "panic",
             Self::Trap => "trap",
             Self::Host => "host",
+            Self::Loop => "loop",
         }
     }
 

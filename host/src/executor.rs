@@ -75,7 +75,8 @@ impl ExecError {
                 | ErrorClass::MemoryLimit
                 | ErrorClass::StackOverflow
                 | ErrorClass::Panic
-                | ErrorClass::Trap => 500,
+                | ErrorClass::Trap
+                | ErrorClass::Loop => 500,
             },
         }
     }
@@ -249,7 +250,8 @@ impl Executor {
                         .unit_of_work
                         .expect("a successful call returns its unit of work")
                         .finish();
-                    let outbox = self.address(&envelope, plugin_name, emitted);
+                    // A command starts a causal chain.
+                    let outbox = self.address(&envelope, 0, plugin_name, emitted);
                     let idempotency = key.map(|(key, hash)| {
                         self.idempotency_record(key, &request.kind, hash, 200, body.clone())
                     });
@@ -356,16 +358,28 @@ impl Executor {
             headers: due.headers.clone(),
             payload: due.payload.clone(),
         };
+        // The loop guard: one comparison, and the chain is read only when it trips.
+        let too_deep = if due.depth > policy.max_causal_depth {
+            Some(self.loop_failure(due, policy, plugin.name()).await)
+        } else {
+            None
+        };
         for _ in 0..MAX_CONFLICT_RERUNS {
-            let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone());
-            let call = plugin.handle_event(&envelope, unit).await;
-            let (write, fate) = match call.outcome {
+            let (outcome, unit_of_work) = match &too_deep {
+                Some(failure) => (Err(failure.clone()), None),
+                None => {
+                    let unit =
+                        UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone());
+                    let call = plugin.handle_event(&envelope, unit).await;
+                    (call.outcome, call.unit_of_work)
+                }
+            };
+            let (write, fate) = match outcome {
                 Ok(()) => {
-                    let (changes, emitted) = call
-                        .unit_of_work
+                    let (changes, emitted) = unit_of_work
                         .expect("a successful call returns its unit of work")
                         .finish();
-                    let outbox = self.address(&envelope, plugin.name(), emitted);
+                    let outbox = self.address(&envelope, due.depth, plugin.name(), emitted);
                     fault::hit(FaultPoint::AfterEffects);
                     (
                         Write::Delivered {
@@ -454,11 +468,58 @@ impl Executor {
         }
     }
 
-    /// Envelopes the events a handler emitted, as children of `cause`, and addresses each
-    /// to the plugins subscribed to its kind now.
+    /// The failure of a delivery past its subscriber's `max_causal_depth`, naming the chain
+    /// that led to it: its newest links and where it began.
+    async fn loop_failure(
+        &self,
+        due: &DueDelivery,
+        policy: &PluginPolicy,
+        subscriber: &str,
+    ) -> HandlerFailure {
+        /// Links named from the newest; the rest are counted.
+        const SHOWN: usize = 6;
+        let mut links = Vec::new();
+        let mut next = Some(due.message_id.clone());
+        // Bounded by the depth: each link is one step closer to the command.
+        while let Some(id) = next.take() {
+            if links.len() > due.depth as usize {
+                break;
+            }
+            match self.store.message_cause(&id).await {
+                Ok(Some(cause)) => {
+                    links.push(format!("`{}` from {}", cause.kind, cause.emitted_by));
+                    next = cause.causation_id;
+                }
+                Ok(None) => links.push(format!("command {id}")),
+                Err(error) => links.push(format!("(chain unreadable: {error:#})")),
+            }
+        }
+        let chain = if links.len() > SHOWN + 1 {
+            let hidden = links.len() - SHOWN - 1;
+            let origin = links.pop().unwrap_or_default();
+            links.truncate(SHOWN);
+            format!("{} ← … {hidden} more … ← {origin}", links.join(" ← "))
+        } else {
+            links.join(" ← ")
+        };
+        HandlerFailure::new(
+            ErrorClass::Loop,
+            subscriber,
+            format!(
+                "causal depth {} is past `max_causal_depth` {}: handlers keep emitting what \
+                 they handle; the chain, newest first: {chain}",
+                due.depth, policy.max_causal_depth
+            ),
+        )
+    }
+
+    /// Envelopes the events a handler emitted, as children of `cause` (which lies at
+    /// `cause_depth` in its causal chain), and addresses each to the plugins subscribed to its
+    /// kind now.
     pub(crate) fn address(
         &self,
         cause: &Envelope,
+        cause_depth: u32,
         emitted_by: &str,
         emitted: Vec<EmittedEvent>,
     ) -> Vec<OutboxEvent> {
@@ -480,6 +541,7 @@ impl Executor {
                 headers: Vec::new(),
                 payload: event.payload,
                 emitted_by: emitted_by.to_owned(),
+                depth: cause_depth.saturating_add(1),
             })
             .collect()
     }

@@ -8,6 +8,7 @@
 //! call_deadline = "5s"
 //! memory_mib = 64
 //! calls_per_instance = 1           # more: an instance serves that many calls (globals kept)
+//! max_causal_depth = 32            # deeper events (handlers emitting in a loop) are dead letters
 //! dead_letter_at_once = ["rejected", "permanent", "deadline", "memory_limit"]
 //! retry = { initial_delay = "200ms", multiplier = 2.0, max_delay = "30s", max_attempts = 5, jitter = 0.5 }
 //!
@@ -44,6 +45,8 @@ pub const MAX_MEMORY_MIB: u64 = 4096;
 /// Most calls one instance may serve: an instance is still recycled now and then, so what a
 /// long-lived guest accumulates (fragmented memory, caches) is bounded.
 pub const MAX_CALLS_PER_INSTANCE: u64 = 1_000_000;
+/// Deepest `max_causal_depth` a plugin may be given: past this a chain is a loop.
+pub const MAX_CAUSAL_DEPTH: u32 = 10_000;
 
 /// What a failing message does to the later messages of its partition key, per subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +110,10 @@ pub struct PluginPolicy {
     pub limits: Limits,
     /// Failure classes that go to the dead-letter queue at once, without further attempts.
     pub dead_letter_at_once: ClassSet,
+    /// The deepest message of a causal chain this plugin is given: a command is at depth 0,
+    /// an event emitted while handling a message at depth d is at d + 1. Deeper ones are
+    /// dead-lettered at once as `loop`.
+    pub max_causal_depth: u32,
 }
 
 impl PluginPolicy {
@@ -117,11 +124,17 @@ impl PluginPolicy {
         ordering: Ordering::Strict,
         limits: Limits::DEFAULT,
         dead_letter_at_once: ClassSet::NOT_RETRIED,
+        // Real chains (command → event → follow-up → …) are a handful of steps deep; a loop
+        // between handlers reaches this within milliseconds.
+        max_causal_depth: 32,
     };
 
     /// Whether a delivery that failed with `class` after `attempt` attempts is dead now.
     pub fn is_dead(&self, class: ErrorClass, attempt: u32) -> bool {
-        self.dead_letter_at_once.contains(class) || self.retry.is_exhausted(attempt)
+        // A loop is dead whatever the configuration: another attempt would only loop again.
+        class == ErrorClass::Loop
+            || self.dead_letter_at_once.contains(class)
+            || self.retry.is_exhausted(attempt)
     }
 
     /// The policy as `--print-config` shows it.
@@ -137,6 +150,7 @@ impl PluginPolicy {
             "memory_mib": self.limits.memory_bytes >> 20,
             "calls_per_instance": self.limits.calls_per_instance,
             "dead_letter_at_once": dead_at_once,
+            "max_causal_depth": self.max_causal_depth,
             "retry": {
                 "initial_delay": format_duration(self.retry.initial_delay),
                 "multiplier": self.retry.multiplier,
@@ -322,6 +336,7 @@ struct RawPolicy {
     call_deadline: Option<String>,
     memory_mib: Option<u64>,
     calls_per_instance: Option<u64>,
+    max_causal_depth: Option<u32>,
     dead_letter_at_once: Option<Vec<String>>,
     #[serde(default)]
     retry: RawRetry,
@@ -431,6 +446,15 @@ impl RawPolicy {
                 ));
             }
             policy.limits.memory_bytes = (mib as usize) << 20;
+        }
+        if let Some(depth) = self.max_causal_depth {
+            if !(1..=MAX_CAUSAL_DEPTH).contains(&depth) {
+                return Err(invalid(
+                    &key("max_causal_depth"),
+                    format!("{depth} is out of range: expected 1 to {MAX_CAUSAL_DEPTH}"),
+                ));
+            }
+            policy.max_causal_depth = depth;
         }
         if let Some(calls) = self.calls_per_instance {
             if !(1..=MAX_CALLS_PER_INSTANCE).contains(&calls) {
@@ -622,6 +646,7 @@ mod tests {
             ordering = "skip"
             memory_mib = 16
             calls_per_instance = 500
+            max_causal_depth = 5
             dead_letter_at_once = ["permanent"]
             retry = { max_attempts = 3, jitter = 0.0 }
 
@@ -647,6 +672,8 @@ mod tests {
         assert_eq!(billing.limits.call_deadline, Duration::from_secs(2));
         assert_eq!(billing.limits.memory_bytes, 16 << 20);
         assert_eq!(billing.limits.calls_per_instance, 500);
+        assert_eq!(billing.max_causal_depth, 5);
+        assert_eq!(config.policy("other").max_causal_depth, 32);
         assert_eq!(config.policy("other").limits.calls_per_instance, 1);
         assert!(billing.dead_letter_at_once.contains(ErrorClass::Permanent));
         assert!(!billing.dead_letter_at_once.contains(ErrorClass::Deadline));
@@ -664,6 +691,16 @@ mod tests {
         );
         assert_eq!(config.retention.delivered, Duration::from_secs(86_400));
         assert_eq!(config.retention.batch_size, 10);
+    }
+
+    #[test]
+    fn a_loop_is_dead_at_once_whatever_the_configured_classes() {
+        let policy = PluginPolicy {
+            dead_letter_at_once: ClassSet::EMPTY,
+            ..PluginPolicy::DEFAULT
+        };
+        assert!(policy.is_dead(ErrorClass::Loop, 1));
+        assert!(!policy.is_dead(ErrorClass::Permanent, 1));
     }
 
     #[test]
@@ -702,6 +739,10 @@ mod tests {
             (
                 "[plugins.a]\ncalls_per_instance = 0",
                 "plugins.a.calls_per_instance",
+            ),
+            (
+                "[plugins.a]\nmax_causal_depth = 0",
+                "plugins.a.max_causal_depth",
             ),
             (
                 "[plugins.a]\ndead_letter_at_once = [\"fatal\"]",

@@ -81,6 +81,7 @@ mod hot_reload;
 mod idempotency;
 mod lifetimes;
 mod loading;
+mod loop_guard;
 mod ordering;
 mod plugin_limits;
 mod policy_config;

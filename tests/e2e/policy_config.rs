@@ -91,7 +91,7 @@ fn print_config_shows_the_effective_policy_per_plugin() {
     );
     assert_eq!(
         printed["defaults"]["dead_letter_at_once"],
-        serde_json::json!(["rejected", "permanent", "deadline", "memory_limit"]),
+        serde_json::json!(["rejected", "permanent", "deadline", "memory_limit", "loop"]),
         "{printed:#}"
     );
     assert_eq!(printed["idempotency"]["ttl"], "1d", "{printed:#}");

@@ -38,6 +38,8 @@ pub struct OutboxEvent {
     pub headers: Vec<(String, String)>,
     pub payload: Vec<u8>,
     pub emitted_by: String,
+    /// How deep in its causal chain: one more than the message whose handler emitted it.
+    pub depth: u32,
     /// Plugins whose event patterns match `kind`; one delivery row each.
     pub subscribers: Vec<String>,
 }

@@ -23,6 +23,8 @@ pub struct DueDelivery {
     pub occurred_at_ms: i64,
     pub headers: Vec<(String, String)>,
     pub payload: Vec<u8>,
+    /// How deep in its causal chain the message lies (0: a command).
+    pub depth: u32,
 }
 
 /// The state of a delivery row.
@@ -267,7 +269,7 @@ macro_rules! due_query {
             // statistics halfway through a drain) walks every message already delivered.
             "SELECT d.id, d.subscriber, d.attempts, m.id AS message_id, m.seq, m.kind,
                     m.partition_key, m.tenant_id, m.correlation_id, m.causation_id, m.actor,
-                    m.schema_version, m.occurred_at_ms, m.headers, m.payload
+                    m.schema_version, m.occurred_at_ms, m.headers, m.payload, m.depth
              FROM (SELECT d.id, d.subscriber, d.attempts, d.message_seq FROM deliveries d
                    WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1
                      AND d.subscriber ",
@@ -327,6 +329,16 @@ macro_rules! shared_queries {
                 .fetch_one(&self.$read)
                 .await
                 .context("reading next due delivery")
+        }
+        pub(super) async fn message_cause(
+            &self,
+            message_id: &str,
+        ) -> anyhow::Result<Option<bus::MessageCause>> {
+            sqlx::query_as("SELECT kind, emitted_by, causation_id FROM messages WHERE id = $1")
+                .bind(message_id)
+                .fetch_optional(&self.$read)
+                .await
+                .with_context(|| format!("reading message {message_id}"))
         }
         pub(super) async fn pending_count(&self, subscriber: &str) -> anyhow::Result<i64> {
             sqlx::query_scalar(bus::PENDING_COUNT)
@@ -406,6 +418,15 @@ pub(super) fn like_pattern(glob: &str) -> String {
     pattern
 }
 
+/// A stored message's kind, the plugin that emitted it, and the message that caused it: one
+/// link of a causal chain.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MessageCause {
+    pub kind: String,
+    pub emitted_by: String,
+    pub causation_id: Option<String>,
+}
+
 /// A row of [`due_query`].
 #[derive(sqlx::FromRow)]
 pub(super) struct DueRow {
@@ -424,6 +445,7 @@ pub(super) struct DueRow {
     occurred_at_ms: i64,
     headers: String,
     payload: Vec<u8>,
+    depth: i64,
 }
 
 impl TryFrom<DueRow> for DueDelivery {
@@ -447,6 +469,7 @@ impl TryFrom<DueRow> for DueDelivery {
             headers: serde_json::from_str(&row.headers)
                 .context("message headers are not valid JSON")?,
             payload: row.payload,
+            depth: u32::try_from(row.depth).unwrap_or(u32::MAX),
         })
     }
 }

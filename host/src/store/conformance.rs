@@ -16,6 +16,7 @@ on_every_backend!(
     replay_all_and_stats_follow_the_filters,
     an_empty_value_is_not_a_tombstone,
     a_large_mixed_batch_commits_in_order,
+    an_event_keeps_its_depth_and_its_cause_is_readable,
 );
 
 /// Two stores on one database stand for two hosts committing at once.
@@ -258,6 +259,35 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn an_event_keeps_its_depth_and_its_cause_is_readable(store: &Store) {
+    let mut first = event("a.ping", "k", &["s"]);
+    first.causation_id = Some("the-command".into());
+    // Another key: not held back behind the first.
+    let mut second = event("b.pong", "j", &["s"]);
+    second.depth = 2;
+    second.causation_id = Some(first.id.clone());
+    let second_id = second.id.clone();
+    emit(store, vec![first.clone(), second]).await;
+    let due = store
+        .due_deliveries(&["s".into()], &[], &[], 10)
+        .await
+        .unwrap();
+    let depths: Vec<(String, u32)> = due.iter().map(|d| (d.kind.clone(), d.depth)).collect();
+    assert_eq!(depths, [("a.ping".into(), 1), ("b.pong".into(), 2)]);
+    let cause = store.message_cause(&second_id).await.unwrap().unwrap();
+    assert_eq!(
+        cause,
+        MessageCause {
+            kind: "b.pong".into(),
+            emitted_by: "p".into(),
+            causation_id: Some(first.id.clone()),
+        }
+    );
+    let origin = store.message_cause(&first.id).await.unwrap().unwrap();
+    assert_eq!(origin.causation_id.as_deref(), Some("the-command"));
+    assert_eq!(store.message_cause("the-command").await.unwrap(), None);
 }
 
 async fn emit(store: &Store, events: Vec<OutboxEvent>) {

@@ -22,6 +22,7 @@ mod conformance;
 pub use batch::{Applied, DeliveryFate, IdempotencyRecord, OutboxEvent, StateChanges, Write};
 pub use bus::{
     BusStats, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
+    MessageCause,
 };
 pub use health::{DatabaseHealth, DatabaseStatus};
 
@@ -157,6 +158,15 @@ impl Store {
     /// Fails when the database cannot be read.
     pub async fn next_retry_at_ms(&self) -> anyhow::Result<Option<i64>> {
         on_backend!(self, b => b.next_retry_at_ms().await)
+    }
+
+    /// Kind, emitter and cause of the stored message `message_id`; `None` when there is no
+    /// such message (a command's id: commands start chains and are not stored as messages).
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn message_cause(&self, message_id: &str) -> anyhow::Result<Option<MessageCause>> {
+        on_backend!(self, b => b.message_cause(message_id).await)
     }
 
     /// How many deliveries wait for `subscriber` (pending, due or not).
@@ -422,6 +432,7 @@ pub(crate) mod test_support {
             headers: vec![("h".into(), "v".into())],
             payload: b"{}".to_vec(),
             emitted_by: "p".into(),
+            depth: 1,
             subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
         }
     }

@@ -594,14 +594,16 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
     sqlx::query(
         "WITH m AS (
            INSERT INTO messages (id, kind, partition_key, tenant_id, correlation_id, causation_id,
-                                 actor, schema_version, occurred_at_ms, headers, payload, emitted_by)
+                                 actor, schema_version, occurred_at_ms, headers, payload, emitted_by,
+                                 depth)
            SELECT id, kind, partition_key, tenant_id, correlation_id, causation_id, actor,
-                  schema_version, occurred_at_ms, headers, payload, emitted_by
+                  schema_version, occurred_at_ms, headers, payload, emitted_by, depth
            FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                       $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::bytea[], $12::text[])
+                       $7::text[], $8::bigint[], $9::bigint[], $10::text[], $11::bytea[], $12::text[],
+                       $16::bigint[])
                 WITH ORDINALITY
                 AS t(id, kind, partition_key, tenant_id, correlation_id, causation_id, actor,
-                     schema_version, occurred_at_ms, headers, payload, emitted_by, n)
+                     schema_version, occurred_at_ms, headers, payload, emitted_by, depth, n)
            ORDER BY n
            RETURNING seq, id, partition_key)
          INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms)
@@ -625,6 +627,7 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
     .bind(&delivery_messages)
     .bind(&subscribers)
     .bind(now)
+    .bind(messages.iter().map(|m| i64::from(m.depth)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
     .context("writing messages and deliveries")?;

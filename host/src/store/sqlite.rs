@@ -89,6 +89,24 @@ impl SqliteStore {
 
     pub(super) async fn close(&self) {
         self.read.close().await;
+        // With the readers gone, fold the whole WAL back into the file; closing the writer,
+        // the last connection, then removes the `-wal` and `-shm` files.
+        match self.write.acquire().await {
+            Ok(mut conn) => {
+                let checkpoint: Result<(i64, i64, i64), _> =
+                    sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                        .fetch_one(&mut *conn)
+                        .await;
+                match checkpoint {
+                    Ok((0, _, _)) => {}
+                    Ok(_) => tracing::warn!(
+                        "the database was busy at shutdown: its WAL is folded back at the next start"
+                    ),
+                    Err(error) => tracing::warn!("checkpointing the database at shutdown: {error}"),
+                }
+            }
+            Err(error) => tracing::warn!("checkpointing the database at shutdown: {error}"),
+        }
         self.write.close().await;
     }
 
@@ -355,16 +373,18 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> a
                 serde_json::to_string(&event.headers)?,
                 hex::encode(&event.payload),
                 event.emitted_by,
+                event.depth,
             ]));
             deliveries.extend(event.subscribers.iter().map(|s| (&event.id, s)));
         }
         // Inserted in array order, so `seq` follows commit order.
         sqlx::query(
             "INSERT INTO messages (id, kind, partition_key, tenant_id, correlation_id, causation_id,
-                                   actor, schema_version, occurred_at_ms, headers, payload, emitted_by)
+                                   actor, schema_version, occurred_at_ms, headers, payload, emitted_by,
+                                   depth)
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5,
                     value ->> 6, value ->> 7, value ->> 8, value ->> 9, unhex(value ->> 10),
-                    value ->> 11
+                    value ->> 11, value ->> 12
              FROM json_each($1) ORDER BY key",
         )
         .bind(serde_json::to_string(&messages)?)

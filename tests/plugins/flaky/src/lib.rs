@@ -23,6 +23,10 @@
 //!   its key. Otherwise appends `n` to
 //!   `events/{key}`: the order in which this subscriber's effects committed.
 //! - command `flaky.cure` `{"key"}`: poison messages of `key` succeed from now on.
+//!
+//! A loop across two plugins, for the loop guard: command `flaky.loop` `{}` emits `loop.ping`;
+//! the `hostile` test plugin answers each `loop.ping` with a `loop.pong`, and this plugin each
+//! `loop.pong` with another `loop.ping`, without end.
 //! - query `flaky.ledger` `{"key"}`: `{"key", "commands": [n…], "events": [n…]}`.
 
 use handler_host_sdk::prelude::*;
@@ -131,6 +135,8 @@ impl Plugin for Flaky {
             .command("flaky.bump")
             .command("flaky.cure")
             .event("flaky.bumped")
+            .command("flaky.loop")
+            .event("loop.pong")
             .query("flaky.ledger")
             .query("flaky.seen")
             .query("flaky.marker")
@@ -170,6 +176,10 @@ impl Plugin for Flaky {
                 events::emit("flaky.bumped", &bump, Some(&bump.key))?;
                 Reply::json(&bump)
             }
+            "flaky.loop" => {
+                events::emit("loop.ping", &serde_json::json!({}), None)?;
+                Reply::json(&serde_json::json!({ "started": true }))
+            }
             "flaky.cure" => {
                 let cure: KeyOnly = msg.payload()?;
                 state::put(&format!("cured/{}", cure.key), &true)?;
@@ -182,6 +192,9 @@ impl Plugin for Flaky {
     }
 
     fn handle_event(msg: Message) -> Result<(), HandlerError> {
+        if msg.kind() == "loop.pong" {
+            return events::emit("loop.ping", &serde_json::json!({}), None);
+        }
         if msg.kind() == "flaky.bumped" {
             let bump: Bump = msg.payload()?;
             if bump.poison && state::get::<bool>(&format!("cured/{}", bump.key))?.is_none() {

@@ -17,6 +17,7 @@
 //! - `hostile.write` `{"key", "value"}` and query `hostile.read` `{"key"}`: raw state access for
 //!   the isolation tests (tricky keys against another plugin's namespace).
 //! - query `hostile.ok` `{}`: answers `{"ok": true}`.
+//! - event `loop.ping`: emits `loop.pong` (half of the loop `flaky.loop` starts).
 //! - query `hostile.calls` `{}`: answers how many calls this instance has served, this one
 //!   included (a global counter: 1 on every call unless the host reuses instances).
 
@@ -91,6 +92,16 @@ impl Plugin for Hostile {
             .query("hostile.read")
             .query("hostile.ok")
             .query("hostile.calls")
+            .event("loop.ping")
+    }
+
+    fn handle_event(msg: Message) -> Result<(), HandlerError> {
+        match msg.kind() {
+            "loop.ping" => events::emit("loop.pong", &json!({}), None),
+            other => Err(HandlerError::rejected(format!(
+                "plugin `hostile` does not handle event `{other}`"
+            ))),
+        }
     }
 
     fn handle_command(msg: Message) -> Result<Reply, HandlerError> {
