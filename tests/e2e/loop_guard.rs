@@ -39,6 +39,7 @@ on_every_backend! {
             assert!(error.contains(part), "the error names {part:?}: {error}");
         }
         assert_eq!(detail["attempts"], 1, "dead at once: {detail:#}");
+        assert_eq!(detail["depth"], MAX_DEPTH + 1, "{detail:#}");
 
         // The chain stopped: seven messages, six delivered, one dead, nothing pending.
         let db = host.db();

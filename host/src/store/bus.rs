@@ -102,6 +102,8 @@ pub struct DeliveryDetail {
     pub actor: Option<String>,
     pub schema_version: u32,
     pub headers: Vec<(String, String)>,
+    /// How deep in its causal chain the message lies (1: emitted by a command's handler).
+    pub depth: u32,
 }
 
 /// Counts for `host bus stats`.
@@ -232,7 +234,7 @@ macro_rules! view_columns {
          m.correlation_id, m.emitted_by, d.attempts, d.next_attempt_at_ms, d.error_class,
          d.last_error, d.first_failed_at_ms, d.last_failed_at_ms, d.handled_by,
          d.completed_at_ms, m.occurred_at_ms, m.payload, m.seq, m.tenant_id, m.causation_id,
-         m.actor, m.schema_version, m.headers"
+         m.actor, m.schema_version, m.headers, m.depth"
     };
 }
 pub(super) use view_columns;
@@ -501,6 +503,7 @@ pub(super) struct ViewRow {
     actor: Option<String>,
     schema_version: i64,
     headers: String,
+    depth: i64,
 }
 
 impl ViewRow {
@@ -534,6 +537,7 @@ impl ViewRow {
             .context("message headers are not valid JSON")?;
         let (message_seq, completed_at_ms, schema_version) =
             (self.seq, self.completed_at_ms, self.schema_version as u32);
+        let depth = u32::try_from(self.depth).unwrap_or(u32::MAX);
         let (tenant_id, causation_id, actor) = (
             self.tenant_id.take(),
             self.causation_id.take(),
@@ -548,6 +552,7 @@ impl ViewRow {
             actor,
             schema_version,
             headers,
+            depth,
         })
     }
 }
