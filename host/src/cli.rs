@@ -4,15 +4,15 @@ use crate::cache::ComponentCache;
 use crate::committer::Committer;
 use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DispatchConfig};
 use crate::dispatcher;
-use crate::error::ErrorClass;
-use crate::executor::{Executor, Reply, Request};
+use crate::error::{ErrorClass, HandlerFailure};
+use crate::executor::{Executor, Rehearsal, Reply, Request};
 use crate::http::{self, AppState};
 use crate::maintenance;
 use crate::plugin_dir::{self, BuildPolicy, PluginDir};
 use crate::policy::{ConfigError, HostConfig, PluginPolicy};
 use crate::registry::Registry;
 use crate::sandbox::Sandbox;
-use crate::store::{DeliveryFilter, DeliveryStatus, DeliveryView, Store};
+use crate::store::{DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery, Store};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -284,11 +284,20 @@ pub enum BusCommand {
         all: bool,
         #[command(flatten)]
         filter: BusFilter,
-        /// Print what would be replayed; change nothing.
+        /// Change nothing. With an id: run the letter on its subscriber's current build in a
+        /// unit of work that is thrown away, and print what it would write (each key's value
+        /// now and after) and emit, or the error it would fail with. With `--all`: list the
+        /// letters that would be replayed.
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
         database: DatabaseArg,
+        #[command(flatten)]
+        plugins: PluginsArg,
+        #[command(flatten)]
+        cache: CacheArg,
+        #[command(flatten)]
+        tuning: Tuning,
     },
     /// Delete the dead letters matching the filters. Refuses without `--force`, saying how
     /// many would go. A purged letter no longer holds back its key.
@@ -477,6 +486,60 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `bus replay ID --dry-run` prints: the letter, and what running it now would do.
+fn rehearsal_report(
+    letter: &DueDelivery,
+    rehearsal: Result<Rehearsal, HandlerFailure>,
+) -> serde_json::Value {
+    // A value as JSON when it is JSON, else as text.
+    let shown = |bytes: &Option<Vec<u8>>| match bytes {
+        None => serde_json::Value::Null,
+        Some(bytes) => serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned().into()),
+    };
+    let mut report = serde_json::json!({
+        "delivery": letter.delivery_id,
+        "subscriber": letter.subscriber,
+        "kind": letter.kind,
+        "message_id": letter.message_id,
+        "changed": "nothing: this was a dry run",
+    });
+    match rehearsal {
+        Ok(rehearsal) => {
+            report["would"] = "succeed".into();
+            report["handled_by"] = rehearsal.handled_by.into();
+            report["writes"] = rehearsal
+                .writes
+                .iter()
+                .map(|w| {
+                    serde_json::json!({
+                        "key": w.key,
+                        "before": shown(&w.before),
+                        "after": shown(&w.after),
+                    })
+                })
+                .collect();
+            report["emits"] = rehearsal
+                .emitted
+                .into_iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "kind": e.kind,
+                        "partition_key": e.partition_key,
+                        "payload": shown(&Some(e.payload)),
+                    })
+                })
+                .collect();
+        }
+        Err(failure) => {
+            report["would"] = "fail".into();
+            report["error_class"] = failure.class.as_str().into();
+            report["error"] = failure.message.into();
+        }
+    }
+    report
+}
+
 /// Binds the HTTP address, saying what to do when another process holds it.
 async fn listen(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(address)
@@ -614,21 +677,31 @@ async fn bus(command: BusCommand) -> anyhow::Result<()> {
             filter,
             dry_run,
             database,
+            plugins,
+            cache,
+            tuning,
         } => {
             let store = Store::open(&database.database_url).await?;
             if !all {
                 let id = id.expect("clap requires an id without --all");
                 if dry_run {
-                    let dead = store
-                        .delivery(id)
-                        .await?
-                        .is_some_and(|d| d.view.status == DeliveryStatus::Dead);
-                    if !dead {
+                    let Some(letter) = store.dead_letter(id).await? else {
                         bail!(
                             "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
                         );
-                    }
-                    println!("would replay 1 dead-lettered deliveries: [{id}]");
+                    };
+                    let config = tuning.host_config()?;
+                    let sandbox = sandbox_for(&config, &cache)?;
+                    let (_, registry) =
+                        PluginDir::load(&sandbox, &plugins.plugins, BuildPolicy::BuildStale)
+                            .await?;
+                    let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
+                    let executor = executor_for(&config, registry, store, committer);
+                    let rehearsal = executor.rehearse(&letter).await;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&rehearsal_report(&letter, rehearsal))?
+                    );
                     return Ok(());
                 }
                 if !store.replay(id).await? {

@@ -107,6 +107,42 @@ pub enum Delivered {
     NotRecorded,
 }
 
+/// What a delivery would do if it ran now ([`Executor::rehearse`]); nothing of it is committed.
+#[derive(Debug)]
+pub struct Rehearsal {
+    /// The build that ran it.
+    pub handled_by: String,
+    pub writes: Vec<RehearsedWrite>,
+    pub emitted: Vec<EmittedEvent>,
+}
+
+/// One key a rehearsed delivery would write: its committed value now, and the value it would
+/// leave (`None`: absent, or deleted).
+#[derive(Debug)]
+pub struct RehearsedWrite {
+    pub key: String,
+    pub before: Option<Vec<u8>>,
+    pub after: Option<Vec<u8>>,
+}
+
+/// The envelope a subscriber is handed for `due`, on its `attempt`.
+fn delivery_envelope(due: &DueDelivery, attempt: u32) -> Envelope {
+    Envelope {
+        id: due.message_id.clone(),
+        kind: due.kind.clone(),
+        partition_key: due.partition_key.clone(),
+        tenant_id: due.tenant_id.clone(),
+        correlation_id: due.correlation_id.clone(),
+        causation_id: due.causation_id.clone(),
+        actor: due.actor.clone(),
+        schema_version: due.schema_version,
+        occurred_at_ms: due.occurred_at_ms as u64,
+        attempt,
+        headers: due.headers.clone(),
+        payload: due.payload.clone(),
+    }
+}
+
 /// Runs messages through plugins and into the committer.
 pub struct Executor {
     /// Swapped whole when plugins change; each call runs on the snapshot it started with.
@@ -344,20 +380,7 @@ impl Executor {
             return Delivered::NotRecorded;
         };
         let attempt = due.attempts + 1;
-        let envelope = Envelope {
-            id: due.message_id.clone(),
-            kind: due.kind.clone(),
-            partition_key: due.partition_key.clone(),
-            tenant_id: due.tenant_id.clone(),
-            correlation_id: due.correlation_id.clone(),
-            causation_id: due.causation_id.clone(),
-            actor: due.actor.clone(),
-            schema_version: due.schema_version,
-            occurred_at_ms: due.occurred_at_ms as u64,
-            attempt,
-            headers: due.headers.clone(),
-            payload: due.payload.clone(),
-        };
+        let envelope = delivery_envelope(due, attempt);
         // The loop guard: one comparison, and the chain is read only when it trips.
         let too_deep = if due.depth > policy.max_causal_depth {
             Some(self.loop_failure(due, policy, plugin.name()).await)
@@ -466,6 +489,50 @@ impl Executor {
             Ok(_) => Delivered::WillRetry(at),
             Err(_) => Delivered::NotRecorded,
         }
+    }
+
+    /// Runs `due` (a dead letter) on the subscriber's current build as a replay would, in a
+    /// unit of work that is never committed: what it would write, with each key's value now,
+    /// and what it would emit; or the failure it would end with.
+    ///
+    /// # Errors
+    /// The subscriber is not loaded, or the handler failed.
+    pub async fn rehearse(&self, due: &DueDelivery) -> Result<Rehearsal, HandlerFailure> {
+        let plugin = self
+            .registry
+            .load()
+            .plugin(&due.subscriber)
+            .cloned()
+            .ok_or_else(|| {
+                HandlerFailure::new(
+                    ErrorClass::Rejected,
+                    due.subscriber.as_str(),
+                    format!("no plugin `{}` is loaded", due.subscriber),
+                )
+            })?;
+        // A replay resets the attempts: the rehearsal is its first.
+        let envelope = delivery_envelope(due, 1);
+        let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone());
+        let call = plugin.handle_event(&envelope, unit).await;
+        call.outcome?;
+        let (changes, emitted) = call
+            .unit_of_work
+            .expect("a successful call returns its unit of work")
+            .finish();
+        let mut writes = Vec::with_capacity(changes.writes.len());
+        for (key, after) in changes.writes {
+            let (before, _) = self
+                .store
+                .read_state(plugin.name(), &key)
+                .await
+                .map_err(|e| HandlerFailure::new(ErrorClass::Host, plugin.name(), e.to_string()))?;
+            writes.push(RehearsedWrite { key, before, after });
+        }
+        Ok(Rehearsal {
+            handled_by: plugin.identity().to_owned(),
+            writes,
+            emitted,
+        })
     }
 
     /// The failure of a delivery past its subscriber's `max_causal_depth`, naming the chain

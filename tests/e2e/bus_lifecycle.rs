@@ -1,5 +1,6 @@
 //! The dead-letter lifecycle through `host bus`: filters (subscriber/plugin, kind, error
-//! class; table and JSON), `show`, `stats`, `replay --all` with `--dry-run`, and `purge`,
+//! class; table and JSON), `show`, `stats`, `replay --all` with `--dry-run`, one letter's
+//! dry run on the current build (what it would write and emit, or its error), and `purge`,
 //! which refuses without `--force`. Also proves `dead_letter_at_once` from `host.toml`: the
 //! letters here die at their first failure although five attempts are allowed.
 
@@ -102,8 +103,14 @@ on_every_backend! {
             "--dry-run",
         ]);
         assert!(dry.contains("would replay 2"), "{dry}");
-        let dry_one = host.cli(&["bus", "replay", &permanent.to_string(), "--dry-run"]);
-        assert!(dry_one.contains("would replay 1"), "{dry_one}");
+        // One letter's dry run runs the current build: still poison, it would fail again.
+        let dry_one = json_of(&host.cli(&["bus", "replay", &permanent.to_string(), "--dry-run"]));
+        assert_eq!(dry_one["would"], "fail", "{dry_one:#}");
+        assert_eq!(dry_one["error_class"], "permanent", "{dry_one:#}");
+        assert!(
+            dry_one["error"].as_str().unwrap_or_default().contains("poison"),
+            "{dry_one:#}"
+        );
         assert_eq!(list(&[]).len(), 3);
 
         // Purge refuses without --force and says how many would go.
@@ -122,6 +129,22 @@ on_every_backend! {
 
         // Cure X1 only, replay both retryable letters: X1 is delivered once, X2 dies again.
         host.command_ok("flaky.cure", json!({ "key": "X1" }));
+        // Cured, X1's letter would now succeed: what it would write, and nothing written.
+        let x1 = list(&[])
+            .into_iter()
+            .find(|d| d["partition_key"] == "X1")
+            .expect("X1's dead letter")["id"]
+            .to_string();
+        let rehearsed = json_of(&host.cli(&["bus", "replay", &x1, "--dry-run"]));
+        assert_eq!(rehearsed["would"], "succeed", "{rehearsed:#}");
+        assert_eq!(
+            rehearsed["writes"],
+            json!([{ "key": "events/X1", "before": null, "after": [1] }]),
+            "{rehearsed:#}"
+        );
+        assert_eq!(rehearsed["emits"], json!([]), "{rehearsed:#}");
+        assert_eq!(ledger(&host, "X1").1, Vec::<u64>::new());
+        assert_eq!(list(&[]).len(), 2);
         let replayed = host.cli(&["bus", "replay", "--all", "--error-class", "retryable"]);
         assert!(replayed.contains("replayed 2"), "{replayed}");
         wait_for_events(&host, "X1", &[1]);

@@ -332,6 +332,19 @@ macro_rules! shared_queries {
                 .await
                 .context("reading next due delivery")
         }
+        pub(super) async fn dead_letter(&self, id: i64) -> anyhow::Result<Option<DueDelivery>> {
+            const ONE: &str = "SELECT d.id, d.subscriber, d.attempts, m.id AS message_id, m.seq,
+                    m.kind, m.partition_key, m.tenant_id, m.correlation_id, m.causation_id,
+                    m.actor, m.schema_version, m.occurred_at_ms, m.headers, m.payload, m.depth
+                 FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+                 WHERE d.id = $1 AND d.status = 'dead'";
+            let row: Option<bus::DueRow> = sqlx::query_as(ONE)
+                .bind(id)
+                .fetch_optional(&self.$read)
+                .await
+                .with_context(|| format!("reading delivery {id}"))?;
+            row.map(DueDelivery::try_from).transpose()
+        }
         pub(super) async fn message_cause(
             &self,
             message_id: &str,

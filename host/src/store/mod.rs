@@ -160,6 +160,15 @@ impl Store {
         on_backend!(self, b => b.next_retry_at_ms().await)
     }
 
+    /// The dead letter `id` as the dispatcher would run it; `None` when there is no dead
+    /// delivery with that id.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn dead_letter(&self, id: i64) -> anyhow::Result<Option<DueDelivery>> {
+        on_backend!(self, b => b.dead_letter(id).await)
+    }
+
     /// Kind, emitter and cause of the stored message `message_id`; `None` when there is no
     /// such message (a command's id: commands start chains and are not stored as messages).
     ///
