@@ -99,6 +99,11 @@ async fn run(
         let backoff = store.health().backoff();
         if let Some(pause) = backoff {
             let _ = tokio::time::timeout(pause, stopped.wait_for(|stop| *stop)).await;
+            // Deliveries that wait retry the failed commits; when none wait (only commands
+            // failed), a probe write tells whether commits work again.
+            if store.health().commits_failing() {
+                let _ = store.probe_commit().await;
+            }
         }
         // Stopped, or the handle that could stop it is gone.
         if *stopped.borrow() || stopped.has_changed().is_err() {

@@ -211,6 +211,10 @@ pub(super) const IDEMPOTENCY_RECORD: &str =
 pub(super) const NEXT_RETRY: &str = "SELECT MIN(next_attempt_at_ms) FROM deliveries
      WHERE status = 'pending' AND next_attempt_at_ms > $1";
 
+/// Binds $1 now.
+pub(super) const WRITE_PROBE: &str = "INSERT INTO write_probe (id, at_ms) VALUES (1, $1)
+     ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms";
+
 pub(super) const PENDING_COUNT: &str =
     "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND subscriber = $1";
 
@@ -354,6 +358,14 @@ macro_rules! shared_queries {
                 .fetch_optional(&self.$read)
                 .await
                 .with_context(|| format!("reading message {message_id}"))
+        }
+        pub(super) async fn probe_commit(&self) -> anyhow::Result<()> {
+            sqlx::query(bus::WRITE_PROBE)
+                .bind(now_ms())
+                .execute(&self.$write)
+                .await
+                .context("probing whether commits work")?;
+            Ok(())
         }
         pub(super) async fn pending_count(&self, subscriber: &str) -> anyhow::Result<i64> {
             sqlx::query_scalar(bus::PENDING_COUNT)

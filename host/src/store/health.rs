@@ -165,6 +165,11 @@ impl DatabaseHealth {
         self.state().failing.is_some()
     }
 
+    /// Whether the last commit failed.
+    pub fn commits_failing(&self) -> bool {
+        self.state().failed[Operation::Commit as usize]
+    }
+
     /// How long to wait before touching the database again: `None` unless the last attempt
     /// of some operation failed.
     pub fn backoff(&self) -> Option<Duration> {

@@ -152,6 +152,17 @@ impl Store {
         due
     }
 
+    /// Commits one tiny write, recorded in the health as a commit: after commits failed, it
+    /// tells whether they work again when no other write is waiting to.
+    ///
+    /// # Errors
+    /// Fails when the write does not commit.
+    pub async fn probe_commit(&self) -> anyhow::Result<()> {
+        let probed = on_backend!(self, b => b.probe_commit().await);
+        self.health.record(health::Operation::Commit, &probed);
+        probed
+    }
+
     /// The earliest time after now at which a pending delivery (a retry) becomes due.
     ///
     /// # Errors
