@@ -1,7 +1,7 @@
 //! Nothing lost: a command answered 200 survives a `kill -9` that follows the answer at once,
 //! and the events it committed are delivered to every subscriber after the restart.
 
-use crate::harness::{DEMO, EVENTUALLY, Host, wait_until};
+use crate::harness::{DEMO, EVENTUALLY, Host};
 use serde_json::json;
 
 /// Crash-and-restart rounds: each one gives the kill another chance to land in a bad spot.
@@ -36,12 +36,7 @@ on_every_backend! {
         }
 
         let db = host.db();
-        wait_until(EVENTUALLY, "every delivery to be done", || {
-            db.scalar(
-                "SELECT COUNT(*) FROM deliveries WHERE status <> 'done'",
-                &[],
-            ) == 0
-        });
+        db.wait_all_done(EVENTUALLY);
         // Per order: order.placed to inventory and order-summary, stock.reserved to order-summary.
         assert_eq!(
             db.scalar("SELECT COUNT(*) FROM deliveries", &[]),

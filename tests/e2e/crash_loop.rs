@@ -11,7 +11,7 @@
 //!
 //! `CRASH_LOOP_KILLS` sets the number of kills (default 30).
 
-use crate::harness::{EVENTUALLY, wait_until};
+use crate::harness::EVENTUALLY;
 use crate::ledger::{ledger, start_with_config};
 use rand::Rng;
 use serde_json::json;
@@ -111,12 +111,7 @@ on_every_backend! {
         }
 
         let db = host.db();
-        wait_until(EVENTUALLY * 3, "the drain: every delivery done", || {
-            db.scalar(
-                "SELECT COUNT(*) FROM deliveries WHERE status <> 'done'",
-                &[],
-            ) == 0
-        });
+        db.wait_all_done(EVENTUALLY * 3);
         let mut violations = Vec::new();
         let mut commands = 0;
         for (k, key) in keys.iter().enumerate() {

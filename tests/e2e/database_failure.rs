@@ -159,18 +159,6 @@ fn orders_during_outage(host: &Host, prefix: &str, cause: &[&str]) -> Vec<String
     acknowledged
 }
 
-/// Waits until no delivery is pending: the outage that follows then fails only commands, and
-/// nothing but the host's own probing can tell it that commits work again.
-fn drained(host: &Host) {
-    let db = host.db();
-    wait_until(EVENTUALLY, "every delivery to be done", || {
-        db.scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE status <> 'done'",
-            &[],
-        ) == 0
-    });
-}
-
 /// Every acknowledged order reached the projection (its events were delivered).
 fn all_reserved(host: &Host, orders: &[String]) {
     for id in orders {
@@ -185,7 +173,9 @@ fn sqlite_on_a_full_disk_answers_503_backs_off_and_resumes_losing_nothing() {
     let host = Host::start_on_database(DEMO, &url, &[]);
     host.command_ok("stock.add", json!({ "sku": "widget", "qty": 100_000 }));
     let mut acknowledged = place_orders(&host, "before");
-    drained(&host);
+    // Drained first, the outage fails only commands: nothing but the host's own probing
+    // can tell it that commits work again.
+    host.db().wait_all_done(EVENTUALLY);
     let filler = disk.fill();
     acknowledged.extend(orders_during_outage(&host, "full", &["full"]));
     let (status, ready) = host.ready();
@@ -304,7 +294,9 @@ fn postgres_stopped_and_started_answers_503_then_resumes_losing_nothing() {
     let host = Host::start_on_database(DEMO, &server.url(), &[]);
     host.command_ok("stock.add", json!({ "sku": "widget", "qty": 100_000 }));
     let mut acknowledged = place_orders(&host, "before");
-    drained(&host);
+    // Drained first, the outage fails only commands: nothing but the host's own probing
+    // can tell it that commits work again.
+    host.db().wait_all_done(EVENTUALLY);
     server.pg_ctl("stop");
     acknowledged.extend(orders_during_outage(
         &host,

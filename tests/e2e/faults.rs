@@ -40,12 +40,7 @@ fn crash_at(point: &str) -> bool {
     host.command_ok("stock.add", json!({ "sku": "widget", "qty": STOCK }));
     // Nothing may be left for the armed host to commit before the order itself.
     let db = host.db();
-    wait_until(EVENTUALLY, "the setup's deliveries to be done", || {
-        db.scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE status <> 'done'",
-            &[],
-        ) == 0
-    });
+    db.wait_all_done(EVENTUALLY);
     host.restart_with_envs(&[("HOST_FAULT", point)]);
 
     let first = place(&host, "order-1");
@@ -65,12 +60,7 @@ fn crash_at(point: &str) -> bool {
         "{point}: the retried command (first answer: {first:?})"
     );
     host.summary_when("o-1", "reserved", EVENTUALLY);
-    wait_until(EVENTUALLY, "every delivery to be done", || {
-        db.scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE status <> 'done'",
-            &[],
-        ) == 0
-    });
+    db.wait_all_done(EVENTUALLY);
     assert_eq!(
         host.query_ok("stock.get", json!({ "sku": "widget" }))["available"],
         STOCK - 1,

@@ -834,6 +834,16 @@ impl Db {
         Self { runtime, pool }
     }
 
+    /// Waits until every delivery is done (none pending or dead); panics after `deadline`.
+    pub fn wait_all_done(&self, deadline: Duration) {
+        wait_until(deadline, "every delivery to be done", || {
+            self.scalar(
+                "SELECT COUNT(*) FROM deliveries WHERE status <> 'done'",
+                &[],
+            ) == 0
+        });
+    }
+
     /// The single integer `sql` selects, with `binds` bound in order, as text (compare them
     /// with an integer column through `CAST(? AS BIGINT)`, which both databases read).
     pub fn scalar(&self, sql: &str, binds: &[&str]) -> i64 {
