@@ -589,14 +589,25 @@ async fn build(plugins: PluginsArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn send(args: SendArgs) -> anyhow::Result<()> {
-    let config = args.tuning.host_config()?;
-    let store = Store::open(&args.database.database_url).await?;
-    let sandbox = sandbox_for(&config, &args.cache)?;
+/// An executor for one piece of work from the command line (`send`, a dry-run replay): the
+/// plugins of `plugins` loaded (and built when stale) on `store`, no dispatcher.
+async fn one_shot_executor(
+    store: Store,
+    tuning: &Tuning,
+    cache: &CacheArg,
+    plugins: &PluginsArg,
+) -> anyhow::Result<Executor> {
+    let config = tuning.host_config()?;
+    let sandbox = sandbox_for(&config, cache)?;
     let (_, registry) =
-        PluginDir::load(&sandbox, &args.plugins.plugins, BuildPolicy::BuildStale).await?;
+        PluginDir::load(&sandbox, &plugins.plugins, BuildPolicy::BuildStale).await?;
     let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
-    let executor = executor_for(&config, registry, store, committer);
+    Ok(executor_for(&config, registry, store, committer))
+}
+
+async fn send(args: SendArgs) -> anyhow::Result<()> {
+    let store = Store::open(&args.database.database_url).await?;
+    let executor = one_shot_executor(store, &args.tuning, &args.cache, &args.plugins).await?;
     let request = Request {
         kind: args.kind,
         payload: args.payload.into_bytes(),
@@ -690,13 +701,7 @@ async fn bus(command: BusCommand) -> anyhow::Result<()> {
                             "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
                         );
                     };
-                    let config = tuning.host_config()?;
-                    let sandbox = sandbox_for(&config, &cache)?;
-                    let (_, registry) =
-                        PluginDir::load(&sandbox, &plugins.plugins, BuildPolicy::BuildStale)
-                            .await?;
-                    let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
-                    let executor = executor_for(&config, registry, store, committer);
+                    let executor = one_shot_executor(store, &tuning, &cache, &plugins).await?;
                     let rehearsal = executor.rehearse(&letter).await;
                     println!(
                         "{}",

@@ -272,7 +272,12 @@ impl Plugin {
                 ),
             ));
         }
-        let kept = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        // Without reuse nothing is ever kept: no lock on the way.
+        let kept = if self.limits.calls_per_instance > 1 {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+        } else {
+            None
+        };
         if let Some(Idle { mut instance, .. }) = kept {
             instance.store.data_mut().begin_call(unit_of_work);
             sandbox::arm_deadline(&mut instance.store);

@@ -74,8 +74,8 @@ impl GuestState {
         })
     }
 
-    /// Readies a kept instance's state for its next call: `unit_of_work` under the same
-    /// limits, and a fresh count of log messages.
+    /// Readies the state for a call, a fresh instance's first or a kept one's next:
+    /// `unit_of_work` under the instance's limits, and a fresh count of log messages.
     pub fn begin_call(&mut self, unit_of_work: UnitOfWork) {
         self.unit_of_work = Some(unit_of_work.with_limits(self.limiter.limits));
         self.logged = 0;
@@ -328,11 +328,11 @@ impl Sandbox {
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .build();
-        let state = GuestState {
+        let mut state = GuestState {
             plugin,
             wasi,
             table: ResourceTable::new(),
-            unit_of_work: unit_of_work.map(|unit| unit.with_limits(limits)),
+            unit_of_work: None,
             limiter: GuestLimiter {
                 limits,
                 hit: None,
@@ -343,6 +343,9 @@ impl Sandbox {
             logged: 0,
             _slot: slot,
         };
+        if let Some(unit) = unit_of_work {
+            state.begin_call(unit);
+        }
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
