@@ -17,10 +17,11 @@ mod soak;
 
 use crate::bindings::Envelope;
 use crate::committer::Committer;
-use crate::config::{DispatchConfig, Limits};
+use crate::config::{DEFAULT_LEASE_TIMEOUT, DispatchConfig, Limits};
 use crate::dispatcher;
 use crate::executor::{Executor, Request};
 use crate::http::{self, AppState};
+use crate::partitions::PartitionLeases;
 use crate::plugin_dir::{self, BuildPolicy, PluginDir};
 use crate::policy::HostConfig;
 use crate::registry::Registry;
@@ -546,6 +547,44 @@ struct Rig {
     wake: Arc<Notify>,
 }
 
+impl Rig {
+    /// Starts a dispatcher on the rig; on PostgreSQL this process first takes every
+    /// partition's lease, as a lone host does.
+    async fn start_dispatcher(&self) -> RigDispatcher {
+        let leases = PartitionLeases::join(
+            &self.store,
+            "bench",
+            DEFAULT_LEASE_TIMEOUT,
+            self.wake.clone(),
+        )
+        .await;
+        let dispatcher = dispatcher::spawn(
+            self.executor.clone(),
+            self.store.clone(),
+            DispatchConfig::DEFAULT,
+            Arc::new(HostConfig::default()),
+            leases.clone(),
+            self.wake.clone(),
+        );
+        RigDispatcher { dispatcher, leases }
+    }
+}
+
+/// A rig's running dispatcher and the leases it dispatches under.
+struct RigDispatcher {
+    dispatcher: dispatcher::Dispatcher,
+    leases: Option<Arc<PartitionLeases>>,
+}
+
+impl RigDispatcher {
+    async fn stop(self) {
+        self.dispatcher.abort();
+        if let Some(leases) = self.leases {
+            leases.leave().await;
+        }
+    }
+}
+
 impl Bench {
     async fn repeat<F, Fut>(&self, mut run: F) -> anyhow::Result<Samples>
     where
@@ -963,19 +1002,13 @@ impl Bench {
         }
         let total = pending(&rig.store).await?;
         let start = Instant::now();
-        let task = dispatcher::spawn(
-            rig.executor.clone(),
-            rig.store.clone(),
-            DispatchConfig::DEFAULT,
-            Arc::new(HostConfig::default()),
-            rig.wake.clone(),
-        );
+        let task = rig.start_dispatcher().await;
         rig.wake.notify_one();
         while pending(&rig.store).await? > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let elapsed = start.elapsed();
-        task.abort();
+        task.stop().await;
         Ok(Run {
             value: total as f64 / elapsed.as_secs_f64(),
             detail: vec![],
@@ -985,13 +1018,7 @@ impl Bench {
     /// P4 stream: commands at full concurrency with the dispatcher running; events done per second.
     async fn event_stream(&self, run: usize, duration: Duration) -> anyhow::Result<Run> {
         let rig = self.rig(StoreKind::Sqlite, "stream", run).await?;
-        let task = dispatcher::spawn(
-            rig.executor.clone(),
-            rig.store.clone(),
-            DispatchConfig::DEFAULT,
-            Arc::new(HostConfig::default()),
-            rig.wake.clone(),
-        );
+        let task = rig.start_dispatcher().await;
         let deadline = Instant::now() + duration;
         let start = Instant::now();
         let mut callers = tokio::task::JoinSet::new();
@@ -1019,7 +1046,7 @@ impl Bench {
         }
         let elapsed = start.elapsed();
         let delivered = done_deliveries(&rig.store).await?;
-        task.abort();
+        task.stop().await;
         Ok(Run {
             value: delivered as f64 / elapsed.as_secs_f64(),
             detail: vec![],
@@ -1030,13 +1057,7 @@ impl Bench {
     /// done for a sample (detected by polling the subscriber's state every millisecond).
     async fn latency(&self, run: usize, duration: Duration, rate: f64) -> anyhow::Result<Run> {
         let rig = self.rig(StoreKind::Sqlite, "latency", run).await?;
-        let task = dispatcher::spawn(
-            rig.executor.clone(),
-            rig.store.clone(),
-            DispatchConfig::DEFAULT,
-            Arc::new(HostConfig::default()),
-            rig.wake.clone(),
-        );
+        let task = rig.start_dispatcher().await;
         let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -1080,7 +1101,7 @@ impl Bench {
             answered.push(a);
             delivered.extend(d);
         }
-        task.abort();
+        task.stop().await;
         let ms = |d: &Duration| d.as_secs_f64() * 1e3;
         answered.sort();
         delivered.sort();

@@ -2,17 +2,18 @@
 
 use crate::cache::ComponentCache;
 use crate::committer::Committer;
-use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LISTEN, DispatchConfig};
+use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN, DispatchConfig};
 use crate::dispatcher;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::executor::{Executor, Rehearsal, Reply, Request};
 use crate::http::{self, AppState};
 use crate::maintenance;
+use crate::partitions::PartitionLeases;
 use crate::plugin_dir::{self, BuildPolicy, PluginDir};
 use crate::policy::{ConfigError, HostConfig, PluginPolicy};
 use crate::registry::Registry;
 use crate::sandbox::Sandbox;
-use crate::store::{DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery, Store};
+use crate::store::{ClusterView, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery, Store};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -128,6 +129,12 @@ pub struct RunArgs {
     /// Time a client has to send a request body, in milliseconds; then it gets a 408.
     #[arg(long, default_value_t = http::Ingress::DEFAULT.body_read_timeout.as_millis() as u64)]
     pub body_read_timeout_ms: u64,
+    /// PostgreSQL: how long a partition lease lasts unless renewed, in milliseconds. A host
+    /// that dies hands its partitions over after this long; a shorter one renews more often.
+    #[arg(long, env = "HOST_LEASE_TIMEOUT_MS",
+          default_value_t = DEFAULT_LEASE_TIMEOUT.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
+    pub lease_timeout_ms: u64,
 }
 
 /// The host config file and the command-line overrides of its `[defaults]`. Built-in
@@ -310,6 +317,23 @@ pub enum BusCommand {
         #[command(flatten)]
         database: DatabaseArg,
     },
+    /// The hosts sharing a PostgreSQL database, each partition's owner and lease, and its
+    /// backlog: pending deliveries, how long the oldest has waited, dead letters.
+    Health {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Show the partition count of a PostgreSQL database, or change it with `--set N` while no
+    /// host runs (a host holding a lease makes it refuse).
+    Partitions {
+        /// The new partition count (1 to 4096).
+        #[arg(long)]
+        set: Option<i64>,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
     /// Counts of deliveries by status, and of failed ones by error class.
     Stats {
         #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -409,6 +433,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         effective["cache_dir"] = serde_json::json!(args.cache.cache().map(|c| c.dir().to_owned()));
         effective["admin_token"] = serde_json::json!(args.admin_token.as_ref().map(|_| "(set)"));
         effective["body_read_timeout_ms"] = serde_json::json!(args.body_read_timeout_ms);
+        effective["lease_timeout_ms"] = serde_json::json!(args.lease_timeout_ms);
         effective["dispatch"] = serde_json::to_value(dispatch)?;
         println!("{}", serde_json::to_string_pretty(&effective)?);
         return Ok(());
@@ -449,14 +474,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     store.notify_on_commit(wake.clone());
     // Deliveries committed before a crash or by another process are found by the first scan.
     wake.notify_one();
+    // On PostgreSQL, this host's share of the partitions, taken once its plugins are loaded.
+    let leases = PartitionLeases::join(
+        &store,
+        &address.to_string(),
+        Duration::from_millis(args.lease_timeout_ms),
+        wake.clone(),
+    )
+    .await;
     let dispatcher = dispatcher::spawn(
         executor.clone(),
         store.clone(),
         dispatch,
         config.clone(),
+        leases.clone(),
         wake,
     );
-    let maintenance = maintenance::spawn(store.clone(), config.retention);
+    let maintenance = maintenance::spawn(store.clone(), config.retention, leases.clone());
 
     tracing::info!(%address, plugins = executor.registry().names().len(), "serving");
     // A machine-readable line on stdout for scripts and tests that wait for readiness.
@@ -470,8 +504,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("HTTP server failed")?;
-    // Requests are answered; let the deliveries that run finish, then close the database
-    // (on SQLite this folds the WAL back into the file and removes it).
+    // Requests are answered; let the deliveries that run finish, give the partitions back so
+    // other hosts take them over at once, then close the database (on SQLite this folds the
+    // WAL back into the file and removes it).
     maintenance.abort();
     let unfinished = dispatcher.drain(SHUTDOWN_GRACE).await;
     if unfinished > 0 {
@@ -480,6 +515,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "deliveries still running after {} s are left to the next start",
             SHUTDOWN_GRACE.as_secs()
         );
+    }
+    if let Some(leases) = &leases {
+        leases.leave().await;
     }
     store.close().await;
     tracing::info!("stopped");
@@ -748,6 +786,38 @@ async fn bus(command: BusCommand) -> anyhow::Result<()> {
             println!("purged {} dead-lettered deliveries: {ids:?}", ids.len());
             Ok(())
         }
+        BusCommand::Health { format, database } => {
+            let store = Store::open(&database.database_url).await?;
+            let Some(cluster) = store.cluster() else {
+                println!(
+                    "one host on SQLite: there are no partitions or leases (`host bus stats` counts the deliveries)"
+                );
+                return Ok(());
+            };
+            let view = cluster.view().await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+                Format::Table => print_cluster(&view),
+            }
+            Ok(())
+        }
+        BusCommand::Partitions { set, database } => {
+            let store = Store::open(&database.database_url).await?;
+            let Some(cluster) = store.cluster() else {
+                bail!("partitions exist only on PostgreSQL: a SQLite database is served by one host");
+            };
+            if let Some(count) = set {
+                cluster.set_partitions(count).await?;
+                println!("the deliveries are split into {count} partitions from now on");
+            } else {
+                let view = cluster.view().await?;
+                println!(
+                    "{} partitions (`host bus health` shows their owners and backlog)",
+                    view.partitions
+                );
+            }
+            Ok(())
+        }
         BusCommand::Stats { format, database } => {
             let store = Store::open(&database.database_url).await?;
             let stats = store.stats().await?;
@@ -774,6 +844,74 @@ async fn bus(command: BusCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `host bus health` as tables: the hosts, then the partitions.
+fn print_cluster(view: &ClusterView) {
+    let now = crate::store::now_ms();
+    let mut hosts = comfy_table::Table::new();
+    hosts
+        .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(["host", "name", "address", "up for", "heartbeat", "partitions"]);
+    for host in &view.hosts {
+        let held = view
+            .leases
+            .iter()
+            .filter(|l| l.owner.as_deref() == Some(host.id.as_str()) && l.expires_in_ms > 0)
+            .count();
+        let heartbeat = if host.expires_in_ms > 0 {
+            format!("live (lease {} ms left)", host.expires_in_ms)
+        } else {
+            format!("gone {} ms ago", -host.expires_in_ms)
+        };
+        hosts.add_row([
+            host.id.clone(),
+            host.name.clone(),
+            host.address.clone(),
+            format!("{} s", (now - host.started_at_ms).max(0) / 1000),
+            heartbeat,
+            held.to_string(),
+        ]);
+    }
+    if view.hosts.is_empty() {
+        println!("no host is running on this database");
+    } else {
+        println!("{hosts}");
+    }
+    let name_of = |id: &str| {
+        view.hosts
+            .iter()
+            .find(|h| h.id == id)
+            .map_or_else(|| id.to_owned(), |h| h.name.clone())
+    };
+    let mut partitions = comfy_table::Table::new();
+    partitions
+        .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(["partition", "owner", "lease", "pending", "oldest waiting", "dead"]);
+    for lease in &view.leases {
+        let (owner, state) = match &lease.owner {
+            None => ("-".to_owned(), "free".to_owned()),
+            Some(id) if lease.expires_in_ms > 0 => (
+                name_of(id),
+                format!("epoch {}, {} ms left", lease.epoch, lease.expires_in_ms),
+            ),
+            Some(id) => (
+                name_of(id),
+                format!("expired {} ms ago", -lease.expires_in_ms),
+            ),
+        };
+        partitions.add_row([
+            lease.partition.to_string(),
+            owner,
+            state,
+            lease.pending.to_string(),
+            lease
+                .oldest_pending_ms
+                .map_or_else(String::new, |ms| format!("{ms} ms")),
+            lease.dead.to_string(),
+        ]);
+    }
+    println!("{partitions}");
 }
 
 fn table(rows: &[DeliveryView]) -> comfy_table::Table {

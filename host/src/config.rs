@@ -138,5 +138,10 @@ mod millis {
     }
 }
 
+/// How long a partition lease lasts unless renewed (PostgreSQL): a dead host's partitions wait
+/// this long before another host takes them over; the shorter, the more often every host
+/// writes its heartbeat.
+pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long an idempotency key's first outcome is kept and replayed.
 pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);

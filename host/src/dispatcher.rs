@@ -6,9 +6,13 @@
 //! subscriber sees a key's messages in commit order. Each subscriber's deliveries follow its
 //! own [`crate::policy::PluginPolicy`]: retry schedule, dead-letter classes, and whether a
 //! failing message holds back its key (`strict`) or is parked so the key moves on (`skip`).
+//!
+//! On PostgreSQL it claims only deliveries of the partitions this host leases
+//! ([`crate::partitions`]), each under the epoch of its lease, which the commit checks.
 
 use crate::config::DispatchConfig;
 use crate::executor::{Delivered, Executor};
+use crate::partitions::PartitionLeases;
 use crate::policy::{HostConfig, Ordering};
 use crate::store::{Store, now_ms};
 use std::collections::HashSet;
@@ -56,12 +60,14 @@ impl Dispatcher {
     }
 }
 
-/// Starts the dispatcher. `wake` is notified by the committer after each commit.
+/// Starts the dispatcher. `wake` is notified by the committer after each commit. With
+/// `leases` (PostgreSQL), it runs only the deliveries of the partitions held.
 pub fn spawn(
     executor: Arc<Executor>,
     store: Store,
     config: DispatchConfig,
     policies: Arc<HostConfig>,
+    leases: Option<Arc<PartitionLeases>>,
     wake: Arc<Notify>,
 ) -> Dispatcher {
     let (stop, stopped) = watch::channel(false);
@@ -71,6 +77,7 @@ pub fn spawn(
         store,
         config,
         policies,
+        leases,
         wake,
         slots.clone(),
         stopped,
@@ -83,11 +90,13 @@ pub fn spawn(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     executor: Arc<Executor>,
     store: Store,
     config: DispatchConfig,
     policies: Arc<HostConfig>,
+    leases: Option<Arc<PartitionLeases>>,
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
@@ -126,16 +135,24 @@ async fn run(
             .collect();
         let free = slots.available_permits().min(SCAN_LIMIT as usize) as u32;
         let limit = if backoff.is_some() { free.min(1) } else { free };
-        let scanned = if limit == 0 {
-            Ok(Vec::new())
-        } else {
-            store
-                .due_deliveries(&subscribers, &skip, &running, limit)
-                .await
+        let partitions = leases.as_ref().map(|leases| leases.claimable());
+        let scanned = match &partitions {
+            _ if limit == 0 => Ok(Vec::new()),
+            Some(None) => Ok(Vec::new()), // no partition held now
+            Some(Some(held)) => {
+                store
+                    .due_deliveries(&subscribers, &skip, &running, Some(held), limit)
+                    .await
+            }
+            None => {
+                store
+                    .due_deliveries(&subscribers, &skip, &running, None, limit)
+                    .await
+            }
         };
         match scanned {
             Ok(due) => {
-                for delivery in due {
+                for mut delivery in due {
                     let key = delivery
                         .partition_key
                         .clone()
@@ -149,6 +166,17 @@ async fn run(
                         }
                         let Ok(slot) = slots.clone().try_acquire_owned() else {
                             break; // all busy: a finishing delivery wakes the next scan
+                        };
+                        // The lease may have gone since the scan (given back, expired).
+                        let claim = match (&leases, delivery.partition) {
+                            (Some(leases), Some(partition)) => {
+                                let Some(epoch) = leases.claim(partition) else {
+                                    continue;
+                                };
+                                delivery.lease = Some(epoch);
+                                Some((leases.clone(), partition))
+                            }
+                            _ => None,
                         };
                         running.deliveries.insert(delivery.delivery_id);
                         if let Some(k) = &key {
@@ -173,6 +201,9 @@ async fn run(
                                 running.keys.remove(k);
                             }
                             drop(running);
+                            if let Some((leases, partition)) = claim {
+                                leases.finished(partition);
+                            }
                             drop(slot);
                             if outcome != Delivered::NotRecorded {
                                 wake.notify_one();

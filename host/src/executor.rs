@@ -336,7 +336,9 @@ impl Executor {
                 }
                 Ok(Applied::Conflict) => continue,
                 Ok(Applied::IdempotencyTaken) => return Err(CommandError::KeyTaken),
-                Ok(Applied::DeliveryStale) => unreachable!("a command write has no delivery"),
+                Ok(Applied::DeliveryStale | Applied::LeaseLost) => {
+                    unreachable!("a command write has no delivery")
+                }
                 Err(error) => return Err(CommandError::Exec(ExecError::Host(error.to_string()))),
             }
         }
@@ -408,6 +410,7 @@ impl Executor {
                         Write::Delivered {
                             delivery_id: due.delivery_id,
                             attempt,
+                            lease: due.lease,
                             handled_by: plugin.identity().to_owned(),
                             changes,
                             outbox,
@@ -437,6 +440,7 @@ impl Executor {
                         Write::DeliveryFailed {
                             delivery_id: due.delivery_id,
                             attempt,
+                            lease: due.lease,
                             handled_by: plugin.identity().to_owned(),
                             failure,
                             fate,
@@ -455,6 +459,14 @@ impl Executor {
                 }
                 Ok(Applied::Conflict) => continue,
                 Ok(Applied::DeliveryStale) => return Delivered::Skipped,
+                Ok(Applied::LeaseLost) => {
+                    tracing::info!(
+                        delivery = due.delivery_id, message = %due.message_id,
+                        partition = due.partition,
+                        "outcome not recorded: the partition passed to another host, which runs the delivery"
+                    );
+                    return Delivered::NotRecorded;
+                }
                 Ok(Applied::IdempotencyTaken) => {
                     unreachable!("a delivery write has no idempotency key")
                 }
@@ -480,6 +492,7 @@ impl Executor {
             .submit(Write::DeliveryFailed {
                 delivery_id: due.delivery_id,
                 attempt,
+                lease: due.lease,
                 handled_by: plugin.identity().to_owned(),
                 failure,
                 fate: DeliveryFate::RetryAt(at),

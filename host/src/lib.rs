@@ -24,6 +24,8 @@
 //! - [`committer`]: the single writer that applies many units of work per transaction.
 //! - [`executor`]: runs commands, queries and event deliveries end to end.
 //! - [`dispatcher`]: the background delivery loop: ordering, retries, dead letters.
+//! - [`partitions`]: on PostgreSQL, the partitions this host leases and so dispatches, when
+//!   several hosts share one database.
 //! - [`retry`]: the retry policy and its backoff.
 //! - [`policy`]: the host config file: per-plugin retry, ordering, limits; idempotency and
 //!   retention lifetimes.
@@ -48,6 +50,7 @@ pub mod fault;
 pub mod http;
 pub mod maintenance;
 pub mod manifest;
+pub mod partitions;
 pub mod plugin;
 pub mod plugin_dir;
 pub mod policy;

@@ -1,8 +1,11 @@
 //! The background maintenance task: deletes expired idempotency keys, then `done` deliveries
 //! older than the retention, then messages left without deliveries — each in small batches,
-//! each batch its own short transaction, so the writer is never held for long.
+//! each batch its own short transaction, so the writer is never held for long. When several
+//! hosts share a PostgreSQL database, only the holder of partition 0's lease runs it.
 
+use crate::partitions::PartitionLeases;
 use crate::policy::RetentionConfig;
+use std::sync::Arc;
 use crate::store::{Store, now_ms};
 
 /// Rows removed by one maintenance pass.
@@ -13,10 +16,25 @@ pub struct Cleaned {
     pub messages: u64,
 }
 
-/// Starts the task: one pass at once, then one every `retention.interval`.
-pub fn spawn(store: Store, retention: RetentionConfig) -> tokio::task::JoinHandle<()> {
+/// The partition whose holder runs the maintenance when several hosts share the database.
+const MAINTENANCE_PARTITION: i64 = 0;
+
+/// Starts the task: one pass at once, then one every `retention.interval`; with `leases`, a
+/// pass runs only while this host holds [`MAINTENANCE_PARTITION`].
+pub fn spawn(
+    store: Store,
+    retention: RetentionConfig,
+    leases: Option<Arc<PartitionLeases>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            if leases
+                .as_ref()
+                .is_some_and(|leases| !leases.holds(MAINTENANCE_PARTITION))
+            {
+                tokio::time::sleep(retention.interval).await;
+                continue;
+            }
             match run_once(&store, &retention, now_ms()).await {
                 Ok(cleaned) if cleaned != Cleaned::default() => {
                     tracing::info!(?cleaned, "maintenance pass removed old rows");
@@ -72,7 +90,7 @@ pub async fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::{event, idempotency_record, on_every_backend};
+    use crate::store::test_support::{event, every_partition, idempotency_record, on_every_backend};
     use crate::store::{Applied, OutboxEvent, StateChanges, Write};
     use std::time::Duration;
 
@@ -103,7 +121,7 @@ mod tests {
         batch.push(command(vec![event("e", "lonely", &[])], None));
         store.apply_batch(&batch).await.unwrap();
         let due = store
-            .due_deliveries(&["s".into()], &[], &[], 100)
+            .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 100)
             .await
             .unwrap();
         let done: Vec<Write> = due[..5]
@@ -111,6 +129,7 @@ mod tests {
             .map(|d| Write::Delivered {
                 delivery_id: d.delivery_id,
                 attempt: 1,
+                lease: None,
                 handled_by: "s@1".into(),
                 changes: StateChanges::default(),
                 outbox: vec![],
@@ -159,7 +178,7 @@ mod tests {
             }
         );
         let left = store
-            .due_deliveries(&["s".into()], &[], &[], 100)
+            .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 100)
             .await
             .unwrap();
         assert_eq!(left.len(), 2, "the pending deliveries are untouched");

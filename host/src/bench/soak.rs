@@ -85,6 +85,7 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         store.clone(),
         DispatchConfig::DEFAULT,
         Arc::new(HostConfig::default()),
+        None,
         wake,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

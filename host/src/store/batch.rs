@@ -91,6 +91,9 @@ pub enum Write {
         delivery_id: i64,
         /// The attempt that succeeded; guards against a concurrent duplicate run.
         attempt: u32,
+        /// The epoch of the partition lease it was claimed under (PostgreSQL); it commits
+        /// only while that lease is still this host's.
+        lease: Option<i64>,
         handled_by: String,
         changes: StateChanges,
         outbox: Vec<OutboxEvent>,
@@ -99,6 +102,8 @@ pub enum Write {
     DeliveryFailed {
         delivery_id: i64,
         attempt: u32,
+        /// As in [`Write::Delivered`].
+        lease: Option<i64>,
         /// The plugin build that failed it (see [`crate::plugin::Plugin::identity`]).
         handled_by: String,
         failure: HandlerFailure,
@@ -116,6 +121,10 @@ pub enum Applied {
     IdempotencyTaken,
     /// The delivery is no longer pending at this attempt (already done, replayed, dead).
     DeliveryStale,
+    /// The partition lease the delivery was claimed under has passed to another host (or
+    /// the partitions were changed): its outcome is not recorded; the partition's owner runs
+    /// it.
+    LeaseLost,
 }
 
 /// The status of a delivery row: what a batch checks before it finishes a delivery.
@@ -126,13 +135,15 @@ pub struct DeliveryRow {
 }
 
 /// What a batch must know of the database before it can be planned: every state key it reads
-/// or writes, every idempotency key it takes, every delivery it finishes. Each list is sorted
-/// and without duplicates, which is also the order a backend locks them in.
+/// or writes, every idempotency key it takes, every delivery it finishes and the lease each
+/// was claimed under. Each list is sorted and without duplicates, which is also the order a
+/// backend locks them in.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Lookups<'a> {
     pub state_keys: Vec<(&'a str, &'a str)>,
     pub idempotency_keys: Vec<&'a str>,
     pub delivery_ids: Vec<i64>,
+    pub lease_epochs: Vec<i64>,
 }
 
 impl<'a> Lookups<'a> {
@@ -153,14 +164,19 @@ impl<'a> Lookups<'a> {
                 }
                 Write::Delivered {
                     delivery_id,
+                    lease,
                     changes,
                     ..
                 } => {
                     lookups.delivery_ids.push(*delivery_id);
+                    lookups.lease_epochs.extend(lease);
                     changes
                 }
-                Write::DeliveryFailed { delivery_id, .. } => {
+                Write::DeliveryFailed {
+                    delivery_id, lease, ..
+                } => {
                     lookups.delivery_ids.push(*delivery_id);
+                    lookups.lease_epochs.extend(lease);
                     continue;
                 }
             };
@@ -176,6 +192,8 @@ impl<'a> Lookups<'a> {
         lookups.idempotency_keys.dedup();
         lookups.delivery_ids.sort_unstable();
         lookups.delivery_ids.dedup();
+        lookups.lease_epochs.sort_unstable();
+        lookups.lease_epochs.dedup();
         lookups
     }
 }
@@ -189,6 +207,8 @@ pub struct Snapshot {
     pub live_idempotency_keys: HashSet<String>,
     /// The looked-up deliveries that still exist.
     pub deliveries: HashMap<i64, DeliveryRow>,
+    /// The looked-up lease epochs that are still their partition's.
+    pub live_leases: HashSet<i64>,
 }
 
 impl Snapshot {
@@ -230,6 +250,7 @@ pub struct StateRow<'a> {
 pub struct DoneMark<'a> {
     pub delivery_id: i64,
     pub attempts: u32,
+    pub lease: Option<i64>,
     pub handled_by: &'a str,
 }
 
@@ -238,6 +259,7 @@ pub struct DoneMark<'a> {
 pub struct FailureMark<'a> {
     pub delivery_id: i64,
     pub attempts: u32,
+    pub lease: Option<i64>,
     pub dead: bool,
     pub next_attempt_at_ms: i64,
     pub handled_by: &'a str,
@@ -303,11 +325,14 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
             Write::Delivered {
                 delivery_id,
                 attempt,
+                lease,
                 handled_by,
                 changes,
                 outbox,
             } => {
-                if !reads_are_current(&snapshot, changes) {
+                if !lease_is_live(&snapshot, *lease) {
+                    Applied::LeaseLost
+                } else if !reads_are_current(&snapshot, changes) {
                     Applied::Conflict
                 } else if !take_attempt(&mut snapshot, *delivery_id, *attempt, false) {
                     Applied::DeliveryStale
@@ -317,6 +342,7 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
                     plan.done.push(DoneMark {
                         delivery_id: *delivery_id,
                         attempts: *attempt,
+                        lease: *lease,
                         handled_by,
                     });
                     Applied::Committed
@@ -325,6 +351,7 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
             Write::DeliveryFailed {
                 delivery_id,
                 attempt,
+                lease,
                 handled_by,
                 failure,
                 fate,
@@ -333,12 +360,15 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
                     DeliveryFate::RetryAt(at) => (false, *at),
                     DeliveryFate::Dead => (true, now),
                 };
-                if take_attempt(&mut snapshot, *delivery_id, *attempt, !dead) {
+                if !lease_is_live(&snapshot, *lease) {
+                    Applied::LeaseLost
+                } else if take_attempt(&mut snapshot, *delivery_id, *attempt, !dead) {
                     failures.insert(
                         *delivery_id,
                         FailureMark {
                             delivery_id: *delivery_id,
                             attempts: *attempt,
+                            lease: *lease,
                             dead,
                             next_attempt_at_ms,
                             handled_by,
@@ -356,6 +386,11 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
     plan.state = state.into_values().collect();
     plan.failures = failures.into_values().collect();
     plan
+}
+
+/// Whether the lease a delivery was claimed under (if any) is still its partition's.
+fn lease_is_live(snapshot: &Snapshot, lease: Option<i64>) -> bool {
+    lease.is_none_or(|epoch| snapshot.live_leases.contains(&epoch))
 }
 
 /// Whether every version `changes` read is still the current one.
@@ -449,6 +484,7 @@ mod tests {
             Write::DeliveryFailed {
                 delivery_id: 9,
                 attempt: 1,
+                lease: None,
                 handled_by: "s".into(),
                 failure: HandlerFailure::new(ErrorClass::Retryable, "s", "e"),
                 fate: DeliveryFate::RetryAt(5),
@@ -479,6 +515,41 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_claimed_under_a_lease_that_passed_on_writes_nothing() {
+        let mut snapshot = Snapshot::default();
+        for id in [1, 2] {
+            snapshot.deliveries.insert(
+                id,
+                DeliveryRow {
+                    pending: true,
+                    attempts: 0,
+                },
+            );
+        }
+        snapshot.live_leases.insert(8);
+        let delivered = |delivery_id, lease| Write::Delivered {
+            delivery_id,
+            attempt: 1,
+            lease: Some(lease),
+            handled_by: "s".into(),
+            changes: StateChanges {
+                plugin: "s".into(),
+                reads: vec![],
+                writes: vec![(format!("k{delivery_id}"), Some(b"v".to_vec()))],
+            },
+            outbox: vec![],
+        };
+        let batch = [delivered(1, 7), delivered(2, 8)];
+        assert_eq!(Lookups::of(&batch).lease_epochs, [7, 8]);
+        let plan = plan(&batch, snapshot, 0);
+        assert_eq!(plan.results, [Applied::LeaseLost, Applied::Committed]);
+        assert_eq!(plan.done.len(), 1);
+        assert_eq!(plan.done[0].delivery_id, 2);
+        assert_eq!(plan.state.len(), 1);
+        assert_eq!(plan.state[0].key, "k2");
+    }
+
+    #[test]
     fn a_delivery_failed_then_retried_in_one_batch_ends_done() {
         let mut snapshot = Snapshot::default();
         snapshot.deliveries.insert(
@@ -492,6 +563,7 @@ mod tests {
         let delivered = |attempt| Write::Delivered {
             delivery_id: 1,
             attempt,
+            lease: None,
             handled_by: "s".into(),
             changes: StateChanges::default(),
             outbox: vec![],
@@ -500,6 +572,7 @@ mod tests {
             Write::DeliveryFailed {
                 delivery_id: 1,
                 attempt: 1,
+                lease: None,
                 handled_by: "s".into(),
                 failure,
                 fate: DeliveryFate::RetryAt(5),

@@ -25,6 +25,11 @@ pub struct DueDelivery {
     pub payload: Vec<u8>,
     /// How deep in its causal chain the message lies (0: a command).
     pub depth: u32,
+    /// The partition it was claimed from (PostgreSQL); `None` where there are none.
+    pub partition: Option<i64>,
+    /// The epoch of the partition lease it was claimed under, which its outcome's commit
+    /// checks (set by the dispatcher).
+    pub lease: Option<i64>,
 }
 
 /// The state of a delivery row.
@@ -260,7 +265,8 @@ pub(super) use delivery_filter;
 /// The due-deliveries scan. `$in_subscribers` and `$in_skip` test `d.subscriber` against
 /// $2 (loaded subscribers) and $3 (those with `skip` ordering), `$in_running` tests `d.id`
 /// against $5 (deliveries running now, which the scan leaves out: they still hold back their
-/// keys); binds $1 now, $4 the limit.
+/// keys); binds $1 now, $4 the limit. `$partition` is each delivery's partition (NULL where
+/// there are none) and `$owned` a further condition on it (the partitions this host holds).
 ///
 /// Subscribers that are not loaded have their deliveries wait, so the scan never hands the
 /// dispatcher work it cannot run. Ordering: a delivery with a partition key is due only when
@@ -268,17 +274,21 @@ pub(super) use delivery_filter;
 /// every unfinished one does; under `skip` one that has failed at least once, or is dead, is
 /// parked and no longer holds anything back.
 macro_rules! due_query {
-    ($in_subscribers:literal, $in_skip:literal, $in_running:literal) => {
+    ($in_subscribers:literal, $in_skip:literal, $in_running:literal,
+     $partition:literal, $owned:literal) => {
         concat!(
             // The claim is chosen first, from the pending index in commit order, and only then
             // joined to its messages: a planner left to join first (PostgreSQL with stale
             // statistics halfway through a drain) walks every message already delivered.
             "SELECT d.id, d.subscriber, d.attempts, m.id AS message_id, m.seq, m.kind,
                     m.partition_key, m.tenant_id, m.correlation_id, m.causation_id, m.actor,
-                    m.schema_version, m.occurred_at_ms, m.headers, m.payload, m.depth
-             FROM (SELECT d.id, d.subscriber, d.attempts, d.message_seq FROM deliveries d
-                   WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1
-                     AND d.subscriber ",
+                    m.schema_version, m.occurred_at_ms, m.headers, m.payload, m.depth, d.partition
+             FROM (SELECT d.id, d.subscriber, d.attempts, d.message_seq, ",
+            $partition,
+            " AS partition FROM deliveries d
+                   WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 ",
+            $owned,
+            " AND d.subscriber ",
             $in_subscribers,
             " AND NOT (d.id ",
             $in_running,
@@ -339,7 +349,8 @@ macro_rules! shared_queries {
         pub(super) async fn dead_letter(&self, id: i64) -> anyhow::Result<Option<DueDelivery>> {
             const ONE: &str = "SELECT d.id, d.subscriber, d.attempts, m.id AS message_id, m.seq,
                     m.kind, m.partition_key, m.tenant_id, m.correlation_id, m.causation_id,
-                    m.actor, m.schema_version, m.occurred_at_ms, m.headers, m.payload, m.depth
+                    m.actor, m.schema_version, m.occurred_at_ms, m.headers, m.payload, m.depth,
+                    CAST(NULL AS BIGINT) AS partition
                  FROM deliveries d JOIN messages m ON m.seq = d.message_seq
                  WHERE d.id = $1 AND d.status = 'dead'";
             let row: Option<bus::DueRow> = sqlx::query_as(ONE)
@@ -473,6 +484,7 @@ pub(super) struct DueRow {
     headers: String,
     payload: Vec<u8>,
     depth: i64,
+    partition: Option<i64>,
 }
 
 impl TryFrom<DueRow> for DueDelivery {
@@ -497,6 +509,8 @@ impl TryFrom<DueRow> for DueDelivery {
                 .context("message headers are not valid JSON")?,
             payload: row.payload,
             depth: u32::try_from(row.depth).unwrap_or(u32::MAX),
+            partition: row.partition,
+            lease: None,
         })
     }
 }

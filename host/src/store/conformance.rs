@@ -1,7 +1,7 @@
 //! The store's conformance suite: every test runs on SQLite and on PostgreSQL (a fresh
 //! database each), so the two backends keep the same semantics.
 
-use super::test_support::{event, idempotency_record, on_every_backend};
+use super::test_support::{event, every_partition, idempotency_record, on_every_backend};
 use super::*;
 use crate::error::{ErrorClass, HandlerFailure};
 
@@ -165,7 +165,7 @@ async fn an_idempotency_key_is_taken_once_until_it_expires(store: &Store) {
 async fn a_delivery_commits_its_effects_once(store: &Store) {
     emit(store, vec![event("e", "k1", &["s"])]).await;
     let due = store
-        .due_deliveries(&["s".into()], &[], &[], 10)
+        .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 10)
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
@@ -173,6 +173,7 @@ async fn a_delivery_commits_its_effects_once(store: &Store) {
     let delivered = || Write::Delivered {
         delivery_id: due[0].delivery_id,
         attempt: 1,
+        lease: None,
         handled_by: "s@1".into(),
         changes: StateChanges {
             plugin: "s".into(),
@@ -190,7 +191,7 @@ async fn a_delivery_commits_its_effects_once(store: &Store) {
     assert_eq!(store.read_state("s", "count").await.unwrap().1, 1);
     assert!(
         store
-            .due_deliveries(&["s".into()], &[], &[], 10)
+            .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 10)
             .await
             .unwrap()
             .is_empty()
@@ -208,7 +209,7 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
     )
     .await;
     let due = store
-        .due_deliveries(&["s".into()], &[], &[], 10)
+        .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 10)
         .await
         .unwrap();
     let keys: Vec<_> = due
@@ -225,13 +226,14 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
     let dead = Write::DeliveryFailed {
         delivery_id: first,
         attempt: 1,
+        lease: None,
         handled_by: "s@1".into(),
         failure,
         fate: DeliveryFate::Dead,
     };
     store.apply_batch(&[dead]).await.unwrap();
     let due = store
-        .due_deliveries(&["s".into()], &[], &[], 10)
+        .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 10)
         .await
         .unwrap();
     assert_eq!(
@@ -246,7 +248,7 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
         "only a dead delivery can be replayed"
     );
     let due = store
-        .due_deliveries(&["s".into()], &[], &[], 10)
+        .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 10)
         .await
         .unwrap();
     assert_eq!(due[0].delivery_id, first);
@@ -254,7 +256,7 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
     // Unloaded subscribers' deliveries are not handed out.
     assert!(
         store
-            .due_deliveries(&["other".into()], &[], &[], 10)
+            .due_deliveries(&["other".into()], &[], &[], Some(&every_partition()), 10)
             .await
             .unwrap()
             .is_empty()
@@ -271,7 +273,7 @@ async fn an_event_keeps_its_depth_and_its_cause_is_readable(store: &Store) {
     let second_id = second.id.clone();
     emit(store, vec![first.clone(), second]).await;
     let due = store
-        .due_deliveries(&["s".into()], &[], &[], 10)
+        .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 10)
         .await
         .unwrap();
     let depths: Vec<(String, u32)> = due.iter().map(|d| (d.kind.clone(), d.depth)).collect();
@@ -306,6 +308,7 @@ async fn fail(store: &Store, id: i64, attempt: u32, class: ErrorClass, fate: Del
     let write = Write::DeliveryFailed {
         delivery_id: id,
         attempt,
+        lease: None,
         handled_by: "s@1".into(),
         failure: HandlerFailure::new(class, "s", "boom"),
         fate,
@@ -318,7 +321,7 @@ async fn fail(store: &Store, id: i64, attempt: u32, class: ErrorClass, fate: Del
 
 async fn due_keys(store: &Store, skip: &[String]) -> Vec<(i64, String)> {
     store
-        .due_deliveries(&["s".into()], skip, &[], 100)
+        .due_deliveries(&["s".into()], skip, &[], Some(&every_partition()), 100)
         .await
         .unwrap()
         .into_iter()
@@ -502,7 +505,7 @@ async fn a_large_mixed_batch_commits_in_order(store: &Store) {
     );
     // Two subscribers, 250 messages; `k0`'s messages are due one at a time, oldest first.
     let due = store
-        .due_deliveries(&["s".into()], &[], &[], 1000)
+        .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 1000)
         .await
         .unwrap();
     assert_eq!(due.len(), 7, "one per key");
@@ -519,7 +522,7 @@ async fn a_large_mixed_batch_commits_in_order(store: &Store) {
     assert_eq!(first.tenant_id.as_deref(), Some("tenant"));
     // A running delivery is left out of the scan and still holds back its key.
     let without_first = store
-        .due_deliveries(&["s".into()], &[], &[first.delivery_id], 1000)
+        .due_deliveries(&["s".into()], &[], &[first.delivery_id], Some(&every_partition()), 1000)
         .await
         .unwrap();
     assert_eq!(without_first.len(), 6);

@@ -13,6 +13,7 @@
 mod batch;
 mod bus;
 mod health;
+mod leases;
 mod postgres;
 mod sqlite;
 
@@ -25,6 +26,10 @@ pub use bus::{
     MessageCause,
 };
 pub use health::{DatabaseHealth, DatabaseStatus};
+pub use leases::{
+    Beat, Cluster, ClusterView, HostIdentity, HostRow, Lease, PartitionRow, Partitions, Taken,
+    fair_share,
+};
 
 use anyhow::bail;
 use std::sync::Arc;
@@ -93,6 +98,15 @@ impl Store {
         &self.health
     }
 
+    /// The partitions and their leases, through which several hosts share the database
+    /// (PostgreSQL); `None` for SQLite, which one host serves alone.
+    pub fn cluster(&self) -> Option<Cluster> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(pg) => Some(pg.cluster()),
+        }
+    }
+
     /// Wakes `wake` whenever another process commits (PostgreSQL `LISTEN`); returns at once
     /// for SQLite, where the dispatcher's poll picks up other processes' writes.
     pub fn notify_on_commit(&self, wake: Arc<Notify>) {
@@ -136,18 +150,31 @@ impl Store {
     /// strict ordering a pending retry or a dead letter holds back the later messages of its
     /// key until it is done, replayed or purged; for the subscribers in `skip` a delivery
     /// that failed is parked and the key moves on. Oldest first, leaving out the deliveries
-    /// in `running` (which still hold back the later messages of their keys).
+    /// in `running` (which still hold back the later messages of their keys). On PostgreSQL
+    /// only deliveries of the `partitions` held are due; SQLite has no partitions.
     ///
     /// # Errors
-    /// Fails when the database cannot be read.
+    /// Fails when the database cannot be read, or on PostgreSQL without `partitions`.
     pub async fn due_deliveries(
         &self,
         subscribers: &[String],
         skip: &[String],
         running: &[i64],
+        partitions: Option<&Partitions>,
         limit: u32,
     ) -> anyhow::Result<Vec<DueDelivery>> {
-        let due = on_backend!(self, b => b.due_deliveries(subscribers, skip, running, limit).await);
+        let due = match &self.backend {
+            Backend::Sqlite(b) => b.due_deliveries(subscribers, skip, running, limit).await,
+            Backend::Postgres(b) => match partitions {
+                Some(partitions) => {
+                    b.due_deliveries(subscribers, skip, running, partitions, limit)
+                        .await
+                }
+                None => Err(anyhow::anyhow!(
+                    "PostgreSQL deliveries are claimed by partition, and none was given"
+                )),
+            },
+        };
         self.health.record(health::Operation::Scan, &due);
         due
     }
@@ -325,7 +352,15 @@ impl Store {
 /// Fixtures shared by the store's and the maintenance task's unit tests.
 #[cfg(test)]
 pub(crate) mod test_support {
-    use super::{OutboxEvent, Store, now_ms};
+    use super::{OutboxEvent, Partitions, Store, now_ms};
+
+    /// All deliveries as one partition: what a lone host claims from on PostgreSQL.
+    pub fn every_partition() -> Partitions {
+        Partitions {
+            count: 1,
+            held: vec![0],
+        }
+    }
 
     /// The server the PostgreSQL tests create their databases on.
     pub fn postgres_server() -> String {

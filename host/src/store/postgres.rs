@@ -10,6 +10,7 @@
 //! `NOTIFY`, which wakes the dispatchers of every host at once.
 
 use super::batch::{self, Lookups, Plan, Snapshot};
+use super::leases::{Cluster, Partitions};
 use super::bus::{
     self, DeadChange, DueRow, IdempotencyRow, Trim, ViewRow, delivery_filter, due_query,
     like_pattern, view_columns,
@@ -70,6 +71,10 @@ impl PgStore {
         Ok(Self { pool })
     }
 
+    pub(super) fn cluster(&self) -> Cluster {
+        Cluster::new(self.pool.clone())
+    }
+
     pub(super) async fn close(&self) {
         self.pool.close().await;
     }
@@ -122,15 +127,24 @@ impl PgStore {
         subscribers: &[String],
         skip: &[String],
         running: &[i64],
+        partitions: &Partitions,
         limit: u32,
     ) -> anyhow::Result<Vec<DueDelivery>> {
-        const DUE: &str = due_query!("= ANY($2)", "= ANY($3)", "= ANY($5)");
+        const DUE: &str = due_query!(
+            "= ANY($2)",
+            "= ANY($3)",
+            "= ANY($5)",
+            "mod(d.partition_hash, $6)",
+            "AND mod(d.partition_hash, $6) = ANY($7)"
+        );
         let rows: Vec<DueRow> = sqlx::query_as(DUE)
             .bind(now_ms())
             .bind(subscribers)
             .bind(skip)
             .bind(i64::from(limit))
             .bind(running)
+            .bind(partitions.count)
+            .bind(&partitions.held)
             .fetch_all(&self.pool)
             .await
             .context("scanning due deliveries")?;
@@ -425,6 +439,20 @@ async fn lock_and_read(
         .context("reading the batch's idempotency keys")?;
         snapshot.live_idempotency_keys = live.into_iter().collect();
     }
+    if !lookups.lease_epochs.is_empty() {
+        // FOR SHARE: a takeover of one of these leases waits until this batch commits, so a
+        // delivery's outcome is recorded either before another host owns its partition or
+        // not at all.
+        let live: Vec<i64> = sqlx::query_scalar(
+            "SELECT epoch FROM partition_leases WHERE epoch = ANY($1)
+             ORDER BY partition FOR SHARE",
+        )
+        .bind(&lookups.lease_epochs)
+        .fetch_all(&mut *conn)
+        .await
+        .context("checking the partition leases of the deliveries the batch finishes")?;
+        snapshot.live_leases = live.into_iter().collect();
+    }
     if !lookups.delivery_ids.is_empty() {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
             "SELECT id, status, attempts FROM deliveries WHERE id = ANY($1)
@@ -512,10 +540,10 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> anyho
              SET status = t.status, attempts = t.attempts, next_attempt_at_ms = t.next_at,
                  last_error = t.last_error, error_class = t.error_class,
                  first_failed_at_ms = COALESCE(d.first_failed_at_ms, $8),
-                 last_failed_at_ms = $8, handled_by = t.handled_by
+                 last_failed_at_ms = $8, handled_by = t.handled_by, lease_epoch = t.lease
              FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
-                         $6::text[], $7::text[])
-                  AS t(id, status, attempts, next_at, last_error, error_class, handled_by)
+                         $6::text[], $7::text[], $9::bigint[])
+                  AS t(id, status, attempts, next_at, last_error, error_class, handled_by, lease)
              WHERE d.id = t.id",
         )
         .bind(failures.iter().map(|f| f.delivery_id).collect::<Vec<_>>())
@@ -551,6 +579,7 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> anyho
         )
         .bind(failures.iter().map(|f| f.handled_by).collect::<Vec<_>>())
         .bind(now)
+        .bind(failures.iter().map(|f| f.lease).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
         .context("recording failed deliveries")?;
@@ -560,8 +589,9 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> anyho
         sqlx::query(
             "UPDATE deliveries d
              SET status = 'done', attempts = t.attempts, handled_by = t.handled_by,
-                 completed_at_ms = $4
-             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS t(id, attempts, handled_by)
+                 completed_at_ms = $4, lease_epoch = t.lease
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $5::bigint[])
+                  AS t(id, attempts, handled_by, lease)
              WHERE d.id = t.id",
         )
         .bind(done.iter().map(|d| d.delivery_id).collect::<Vec<_>>())
@@ -572,6 +602,7 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> anyho
         )
         .bind(done.iter().map(|d| d.handled_by).collect::<Vec<_>>())
         .bind(now)
+        .bind(done.iter().map(|d| d.lease).collect::<Vec<_>>())
         .execute(&mut *conn)
         .await
         .context("marking deliveries done")?;
@@ -606,8 +637,10 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
                      schema_version, occurred_at_ms, headers, payload, emitted_by, depth, n)
            ORDER BY n
            RETURNING seq, id, partition_key)
-         INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms)
-         SELECT m.seq, s.subscriber, m.partition_key, 'pending', $15
+         INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms,
+                                 partition_hash)
+         SELECT m.seq, s.subscriber, m.partition_key, 'pending', $15,
+                partition_hash(s.subscriber, COALESCE(m.partition_key, m.id))
          FROM UNNEST($13::text[], $14::text[]) WITH ORDINALITY AS s(message_id, subscriber, n)
          JOIN m ON m.id = s.message_id
          ORDER BY s.n",

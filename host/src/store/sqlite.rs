@@ -155,7 +155,9 @@ impl SqliteStore {
         const DUE: &str = due_query!(
             "IN (SELECT value FROM json_each($2))",
             "IN (SELECT value FROM json_each($3))",
-            "IN (SELECT value FROM json_each($5))"
+            "IN (SELECT value FROM json_each($5))",
+            "NULL",
+            ""
         );
         let rows: Vec<DueRow> = sqlx::query_as(DUE)
             .bind(now_ms())
