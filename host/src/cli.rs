@@ -804,7 +804,9 @@ async fn bus(command: BusCommand) -> anyhow::Result<()> {
         BusCommand::Partitions { set, database } => {
             let store = Store::open(&database.database_url).await?;
             let Some(cluster) = store.cluster() else {
-                bail!("partitions exist only on PostgreSQL: a SQLite database is served by one host");
+                bail!(
+                    "partitions exist only on PostgreSQL: a SQLite database is served by one host"
+                );
             };
             if let Some(count) = set {
                 cluster.set_partitions(count).await?;
@@ -852,7 +854,14 @@ fn print_cluster(view: &ClusterView) {
     let mut hosts = comfy_table::Table::new();
     hosts
         .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
-        .set_header(["host", "name", "address", "up for", "heartbeat", "partitions"]);
+        .set_header([
+            "host",
+            "name",
+            "address",
+            "up for",
+            "heartbeat",
+            "partitions",
+        ]);
     for host in &view.hosts {
         let held = view
             .leases
@@ -887,7 +896,14 @@ fn print_cluster(view: &ClusterView) {
     let mut partitions = comfy_table::Table::new();
     partitions
         .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
-        .set_header(["partition", "owner", "lease", "pending", "oldest waiting", "dead"]);
+        .set_header([
+            "partition",
+            "owner",
+            "lease",
+            "pending",
+            "oldest waiting",
+            "dead",
+        ]);
     for lease in &view.leases {
         let (owner, state) = match &lease.owner {
             None => ("-".to_owned(), "free".to_owned()),

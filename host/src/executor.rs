@@ -23,6 +23,11 @@ use std::time::Duration;
 /// Times a handler is re-run because another unit of work changed a key it read. Contention
 /// on one key beyond this is reported as retryable rather than spinning.
 pub const MAX_CONFLICT_RERUNS: usize = 32;
+/// An idempotency key's claim lasts the handler's deadline plus this (for re-runs on conflict
+/// and the commit); a waiter gives up this long after the claim would have expired.
+const CLAIM_SLACK: Duration = Duration::from_secs(10);
+/// How often a host waiting for another host's outcome of a key looks for it.
+const CLAIM_POLL: Duration = Duration::from_millis(10);
 /// Schema version stamped on messages until plugins can declare their own.
 const SCHEMA_VERSION: u32 = 1;
 
@@ -155,6 +160,8 @@ pub struct Executor {
     /// One lock per idempotency key in use, so a concurrent duplicate waits for the first
     /// and then replays its outcome instead of running the handler again.
     key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Who this executor is when it claims an idempotency key in the database.
+    claimant: String,
 }
 
 impl Executor {
@@ -171,6 +178,7 @@ impl Executor {
             idempotency_ttl,
             idempotency_ttl_by_kind: HashMap::new(),
             key_locks: Mutex::default(),
+            claimant: uuid::Uuid::now_v7().to_string(),
         }
     }
 
@@ -240,9 +248,11 @@ impl Executor {
         key: &str,
     ) -> Result<Reply, ExecError> {
         let hash = request_hash(&request.kind, &request.payload);
-        // Two rounds: if another process commits the key between our lookup and our commit,
-        // the second lookup finds its record.
-        for _ in 0..2 {
+        // Another host may run this key now (PostgreSQL): until its claim ends or expires,
+        // wait for the outcome it stores rather than run the handler too.
+        let claim_ttl = plugin.limits().call_deadline + CLAIM_SLACK;
+        let give_up = tokio::time::Instant::now() + claim_ttl + CLAIM_SLACK;
+        loop {
             let stored = self
                 .store
                 .idempotency_record(key)
@@ -259,14 +269,34 @@ impl Executor {
                     body: record.body,
                 });
             }
-            match self.run_command(plugin, request, Some((key, &hash))).await {
+            if tokio::time::Instant::now() > give_up {
+                return Err(ExecError::Host(format!(
+                    "idempotency key `{key}` is contended; try again"
+                )));
+            }
+            let claimed = self
+                .store
+                .claim_idempotency_key(key, &self.claimant, claim_ttl)
+                .await
+                .map_err(|e| ExecError::Host(format!("{e:#}")))?;
+            if !claimed {
+                tokio::time::sleep(CLAIM_POLL).await;
+                continue;
+            }
+            let ran = self.run_command(plugin, request, Some((key, &hash))).await;
+            if let Err(error) = self
+                .store
+                .release_idempotency_claim(key, &self.claimant)
+                .await
+            {
+                tracing::debug!("idempotency claim left to expire: {error:#}");
+            }
+            match ran {
+                // Committed first by a process that did not claim it (`host send`): replay.
                 Err(CommandError::KeyTaken) => continue,
                 other => return other.map_err(into_exec),
             }
         }
-        Err(ExecError::Host(format!(
-            "idempotency key `{key}` is contended; try again"
-        )))
     }
 
     async fn run_command(

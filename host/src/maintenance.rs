@@ -5,8 +5,8 @@
 
 use crate::partitions::PartitionLeases;
 use crate::policy::RetentionConfig;
-use std::sync::Arc;
 use crate::store::{Store, now_ms};
+use std::sync::Arc;
 
 /// Rows removed by one maintenance pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,7 +90,9 @@ pub async fn run_once(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::test_support::{event, every_partition, idempotency_record, on_every_backend};
+    use crate::store::test_support::{
+        event, every_partition, idempotency_record, on_every_backend,
+    };
     use crate::store::{Applied, OutboxEvent, StateChanges, Write};
     use std::time::Duration;
 

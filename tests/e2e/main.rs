@@ -33,6 +33,8 @@
 //!   a retryable failure in each language is retried, dead-lettered and replayed alike.
 //! - `database_failure`: SQLite on a full disk, PostgreSQL stopped and started: 503 with the
 //!   cause, `/ready` says so, the log says it once, nothing acknowledged is lost, all resumes.
+//! - `scale_out`: three hosts on one PostgreSQL database under load: `kill -9` twice, a
+//!   replacement, a SIGTERM, a host paused past its leases; nothing lost, repeated or reordered.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -87,5 +89,6 @@ mod plugin_limits;
 mod policy_config;
 mod polyglot;
 mod redelivery;
+mod scale_out;
 mod shutdown;
 mod traps;

@@ -522,7 +522,13 @@ async fn a_large_mixed_batch_commits_in_order(store: &Store) {
     assert_eq!(first.tenant_id.as_deref(), Some("tenant"));
     // A running delivery is left out of the scan and still holds back its key.
     let without_first = store
-        .due_deliveries(&["s".into()], &[], &[first.delivery_id], Some(&every_partition()), 1000)
+        .due_deliveries(
+            &["s".into()],
+            &[],
+            &[first.delivery_id],
+            Some(&every_partition()),
+            1000,
+        )
         .await
         .unwrap();
     assert_eq!(without_first.len(), 6);

@@ -416,7 +416,10 @@ mod tests {
 
         let first = cluster.heartbeat(&a, LONG, &[], true).await.unwrap();
         assert_eq!((first.count, first.share, first.held.len()), (32, 32, 32));
-        assert!(first.taken.iter().all(|t| t.from.is_none()), "all were free");
+        assert!(
+            first.taken.iter().all(|t| t.from.is_none()),
+            "all were free"
+        );
 
         // b joins: its share is half, but nothing is free until a gives back its surplus.
         let joined = cluster.heartbeat(&b, LONG, &[], true).await.unwrap();
@@ -446,7 +449,9 @@ mod tests {
             .due_deliveries(&["s".into()], &[], &[], Some(&everything), 10)
             .await
             .unwrap();
-        let partition = due[0].partition.expect("PostgreSQL scans name the partition");
+        let partition = due[0]
+            .partition
+            .expect("PostgreSQL scans name the partition");
         let owner = |beat: &Beat| {
             beat.held
                 .iter()
@@ -455,7 +460,11 @@ mod tests {
         };
         let (a_epoch, b_epoch) = (owner(&a_beat), owner(&b_beat));
         let old_epoch = a_epoch.or(b_epoch).unwrap();
-        let (holder, other) = if a_epoch.is_some() { (&a, &b) } else { (&b, &a) };
+        let (holder, other) = if a_epoch.is_some() {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
         let mine = Partitions {
             count: 32,
             held: vec![partition],
@@ -475,7 +484,11 @@ mod tests {
             }
         };
         assert_eq!(scan(mine).await, 1);
-        assert_eq!(scan(not_mine).await, 0, "another partition's scan leaves it");
+        assert_eq!(
+            scan(not_mine).await,
+            0,
+            "another partition's scan leaves it"
+        );
 
         // The holder stops beating (paused): once its lease expires the other takes it over.
         cluster.heartbeat(holder, 1, &[], false).await.unwrap();
@@ -511,7 +524,10 @@ mod tests {
         );
         assert_eq!(db.store.read_state("s", "seen").await.unwrap(), (None, 0));
         assert_eq!(
-            db.store.apply_batch(&done(taken.lease.epoch)).await.unwrap(),
+            db.store
+                .apply_batch(&done(taken.lease.epoch))
+                .await
+                .unwrap(),
             [Applied::Committed]
         );
 
@@ -524,15 +540,24 @@ mod tests {
     async fn the_partition_count_changes_only_while_no_host_holds_a_lease() {
         let db = TestDb::postgres().await;
         let cluster = db.store.cluster().unwrap();
-        cluster.heartbeat(&host("a"), LONG, &[], true).await.unwrap();
+        cluster
+            .heartbeat(&host("a"), LONG, &[], true)
+            .await
+            .unwrap();
         let refused = cluster.set_partitions(8).await.unwrap_err().to_string();
-        assert!(refused.contains("hosts still hold partition leases (a)"), "{refused}");
+        assert!(
+            refused.contains("hosts still hold partition leases (a)"),
+            "{refused}"
+        );
         assert_eq!(cluster.leave("a").await.unwrap(), 32);
         cluster.set_partitions(8).await.unwrap();
         let view = cluster.view().await.unwrap();
         assert_eq!((view.partitions, view.leases.len()), (8, 8));
         assert!(view.hosts.is_empty(), "a left");
-        let beat = cluster.heartbeat(&host("b"), LONG, &[], true).await.unwrap();
+        let beat = cluster
+            .heartbeat(&host("b"), LONG, &[], true)
+            .await
+            .unwrap();
         assert_eq!(beat.held.len(), 8);
         assert!(cluster.set_partitions(0).await.is_err());
     }
@@ -543,7 +568,11 @@ mod tests {
         let shares: Vec<usize> = live.iter().map(|me| fair_share(me, &live, 32)).collect();
         assert_eq!(shares, [11, 11, 10]);
         assert_eq!(fair_share("a", &live[..1], 32), 32);
-        assert_eq!(fair_share("z", &live, 32), 0, "a host not live holds nothing");
+        assert_eq!(
+            fair_share("z", &live, 32),
+            0,
+            "a host not live holds nothing"
+        );
         assert_eq!(fair_share("c", &live, 2), 0, "more hosts than partitions");
     }
 }

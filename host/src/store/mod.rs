@@ -33,7 +33,7 @@ pub use leases::{
 
 use anyhow::bail;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Notify;
 
 /// Version of a state key: 0 when the key has never existed, incremented by every write.
@@ -133,6 +133,39 @@ impl Store {
     /// Fails when the database cannot be read.
     pub async fn idempotency_record(&self, key: &str) -> anyhow::Result<Option<IdempotencyRecord>> {
         on_backend!(self, b => b.idempotency_record(key).await)
+    }
+
+    /// Claims idempotency key `key` for `owner` (one executor) for `ttl`, unless another
+    /// process runs that key now: true when `owner` may run it. On PostgreSQL, where several
+    /// hosts may be sent one key at once, the others wait for the outcome instead of running
+    /// the handler too; SQLite has one host, whose executor serializes its keys itself.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be written.
+    pub async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<bool> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(true),
+            Backend::Postgres(pg) => {
+                let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+                pg.claim_idempotency_key(key, owner, ttl_ms).await
+            }
+        }
+    }
+
+    /// Ends `owner`'s claim of `key` (see [`Store::claim_idempotency_key`]).
+    ///
+    /// # Errors
+    /// Fails when the database cannot be written; the claim then expires on its own.
+    pub async fn release_idempotency_claim(&self, key: &str, owner: &str) -> anyhow::Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => Ok(()),
+            Backend::Postgres(pg) => pg.release_idempotency_claim(key, owner).await,
+        }
     }
 
     /// Applies `batch` in one transaction and returns one result per item, in order (see

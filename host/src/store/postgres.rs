@@ -10,11 +10,11 @@
 //! `NOTIFY`, which wakes the dispatchers of every host at once.
 
 use super::batch::{self, Lookups, Plan, Snapshot};
-use super::leases::{Cluster, Partitions};
 use super::bus::{
     self, DeadChange, DueRow, IdempotencyRow, Trim, ViewRow, delivery_filter, due_query,
     like_pattern, view_columns,
 };
+use super::leases::{Cluster, Partitions};
 use super::{
     Applied, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
     IdempotencyRecord, StateVersion, Write, now_ms,
@@ -168,6 +168,44 @@ impl PgStore {
             .await
             .context("listing deliveries")?;
         Ok(rows.into_iter().map(ViewRow::view).collect())
+    }
+
+    pub(super) async fn claim_idempotency_key(
+        &self,
+        key: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> anyhow::Result<bool> {
+        let claimed: Option<String> = sqlx::query_scalar(
+            "INSERT INTO idempotency_claims (key, owner, expires_at_ms)
+             VALUES ($1, $2, server_now_ms() + $3)
+             ON CONFLICT (key) DO UPDATE
+               SET owner = EXCLUDED.owner, expires_at_ms = EXCLUDED.expires_at_ms
+               WHERE idempotency_claims.expires_at_ms <= server_now_ms()
+                  OR idempotency_claims.owner = EXCLUDED.owner
+             RETURNING owner",
+        )
+        .bind(key)
+        .bind(owner)
+        .bind(ttl_ms)
+        .fetch_optional(&self.pool)
+        .await
+        .context("claiming an idempotency key")?;
+        Ok(claimed.is_some())
+    }
+
+    pub(super) async fn release_idempotency_claim(
+        &self,
+        key: &str,
+        owner: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM idempotency_claims WHERE key = $1 AND owner = $2")
+            .bind(key)
+            .bind(owner)
+            .execute(&self.pool)
+            .await
+            .context("releasing an idempotency key")?;
+        Ok(())
     }
 
     pub(super) async fn change_dead(
