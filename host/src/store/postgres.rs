@@ -42,6 +42,11 @@ const LISTEN_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Times a batch is run again when PostgreSQL aborts it to break a deadlock (with an
 /// operator's `bus replay --all`, say) or a serialization failure.
 const BATCH_RETRIES: usize = 3;
+/// The server ends a session of this host that sits in an open transaction this long: the
+/// host's transactions last milliseconds, so only a stuck or paused process gets there, and
+/// the row locks it holds (a lease being checked, keys being written) must not outlive it, or
+/// the partitions it lost could never be taken over.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "2s";
 
 #[derive(Clone)]
 pub(super) struct PgStore {
@@ -304,10 +309,14 @@ pub(super) async fn drop_database(url: &str) -> anyhow::Result<()> {
 }
 
 async fn connect(options: &PgConnectOptions) -> Result<PgPool, sqlx::Error> {
+    let options = options.clone().options([(
+        "idle_in_transaction_session_timeout",
+        IDLE_IN_TRANSACTION_TIMEOUT,
+    )]);
     PgPoolOptions::new()
         .max_connections(POOL_CONNECTIONS)
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .connect_with(options.clone())
+        .connect_with(options)
         .await
 }
 
@@ -703,4 +712,26 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
     .await
     .context("writing messages and deliveries")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::test_support::postgres_server;
+
+    #[tokio::test]
+    async fn a_session_stuck_in_a_transaction_is_ended_by_the_server() {
+        let options = PgConnectOptions::from_str(&format!("{}/postgres", postgres_server()))
+            .unwrap_or_else(|e| panic!("the PostgreSQL test server's URL: {e}"));
+        let pool = connect(&options).await.unwrap_or_else(|e| {
+            panic!("these tests need PostgreSQL at {}: {e}", postgres_server())
+        });
+        let timeout: String =
+            sqlx::query_scalar("SELECT current_setting('idle_in_transaction_session_timeout')")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(timeout, IDLE_IN_TRANSACTION_TIMEOUT);
+        pool.close().await;
+    }
 }
