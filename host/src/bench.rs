@@ -5,8 +5,10 @@
 //! connections (as pgbench would), **B2** the storage limit — the row writes of `bench.touch`
 //! units group-committed 64 to a transaction on one SQLite connection with prepared statements,
 //! no WASM, channels or async runtime — and **B1** raw wasmtime (instantiate + call of an empty
-//! component, same engine). **P1-pg** and **P4-pg** are P1 and P4-backlog on PostgreSQL. Project figures: **P1** durable commands/s in-process and over HTTP, **P1-kept** the
-//! same with the plugin's instances kept between calls, **P2** the same pipeline with a native
+//! component, same engine). **P1-pg** and **P4-pg** are P1 and P4-backlog on PostgreSQL, and
+//! **P1-pg-3** and **P4-pg-3** the same with three hosts sharing the database (three rigs in
+//! this process, each with its own pool, committer and partition leases). Project figures:
+//! **P1** durable commands/s in-process and over HTTP, **P1-kept** the same with the plugin's instances kept between calls, **P2** the same pipeline with a native
 //! handler (WASM/native ratio), **P3** fresh-store invocation cost,
 //! **P4** events/s to a subscriber with inbox dedup (backlog and steady stream), **P5** latency
 //! at half the measured peak. Every figure is the median of `--runs` runs, each on a fresh
@@ -238,7 +240,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     ));
     let backlog = if args.quick { 200 } else { 20_000 };
     let p4 = bench
-        .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Sqlite))
+        .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Sqlite, 1))
         .await?;
     figures.push(p4.figure(
         "P4-backlog",
@@ -291,7 +293,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             &bench.command_conditions(),
         ));
         let p4_pg = bench
-            .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres))
+            .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres, 1))
             .await?;
         figures.push(p4_pg.figure(
             "P4-pg",
@@ -299,9 +301,35 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "ev/s",
             &format!("{backlog} events, 1 subscriber, inbox mark per event"),
         ));
+        let p1_pg3 = bench
+            .repeat(|i| bench.commands_on_hosts(i, duration, Route::Postgres, 3))
+            .await?;
+        figures.push(p1_pg3.figure(
+            "P1-pg-3",
+            "durable commands/s, WASM handler, PostgreSQL, 3 hosts",
+            "cmd/s",
+            "as P1-pg, the callers spread over 3 hosts (executor, committer, pool each) in one process",
+        ));
+        let p4_pg3 = bench
+            .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres, 3))
+            .await?;
+        figures.push(p4_pg3.figure(
+            "P4-pg-3",
+            "events delivered/s from a pre-filled backlog, PostgreSQL, 3 hosts",
+            "ev/s",
+            "as P4-pg, 3 hosts in one process sharing the partitions by lease",
+        ));
         pg_ratios = vec![
             ("P1-pg / B0-pg".to_owned(), p1_pg.median() / b0_pg.median()),
             ("P4-pg / B0-pg".to_owned(), p4_pg.median() / b0_pg.median()),
+            (
+                "P1-pg-3 / P1-pg".to_owned(),
+                p1_pg3.median() / p1_pg.median(),
+            ),
+            (
+                "P4-pg-3 / P4-pg".to_owned(),
+                p4_pg3.median() / p4_pg.median(),
+            ),
         ];
     }
     let rate = p1.median() / 2.0;
@@ -644,7 +672,10 @@ impl Bench {
             }
         })?;
         if let StoreKind::Postgres = kind {
-            self.postgres_databases.lock().unwrap().push(url);
+            let mut created = self.postgres_databases.lock().unwrap();
+            if !created.contains(&url) {
+                created.push(url);
+            }
         }
         let wake = Arc::new(Notify::new());
         let committer = Committer::spawn(store.clone(), wake.clone());
@@ -898,6 +929,18 @@ impl Bench {
 
     /// P1/P2: closed loop, `concurrency` callers, each command on its own key.
     async fn commands(&self, run: usize, duration: Duration, route: Route) -> anyhow::Result<Run> {
+        self.commands_on_hosts(run, duration, route, 1).await
+    }
+
+    /// [`Bench::commands`] with the callers spread over `hosts` hosts (rigs) on one database,
+    /// in this process.
+    async fn commands_on_hosts(
+        &self,
+        run: usize,
+        duration: Duration,
+        route: Route,
+        hosts: usize,
+    ) -> anyhow::Result<Run> {
         let kind = match route {
             Route::Postgres => StoreKind::Postgres,
             Route::InProcess | Route::Kept | Route::Http | Route::Native => StoreKind::Sqlite,
@@ -906,9 +949,13 @@ impl Bench {
             Route::Kept => &self.kept,
             _ => &self.registry,
         };
-        let rig = self.rig_with(registry, kind, "commands", run).await?;
+        let mut rigs = Vec::new();
+        for _ in 0..hosts {
+            rigs.push(self.rig_with(registry, kind, "commands", run).await?);
+        }
+        let rig = &rigs[0];
         let http_base = match route {
-            Route::Http => Some(serve(&rig).await?),
+            Route::Http => Some(serve(rig).await?),
             Route::InProcess | Route::Kept | Route::Native | Route::Postgres => None,
         };
         let done = Arc::new(AtomicU64::new(0));
@@ -916,6 +963,7 @@ impl Bench {
         let start = Instant::now();
         let mut callers = Vec::new();
         for caller in 0..self.args.concurrency {
+            let rig = &rigs[caller % hosts];
             let (executor, store, done, http_base) = (
                 rig.executor.clone(),
                 rig.store.clone(),
@@ -970,14 +1018,20 @@ impl Bench {
         })
     }
 
-    /// P4 backlog: commands fill the outbox with the dispatcher off; then it drains.
+    /// P4 backlog: commands fill the outbox with the dispatcher off; then it drains, on
+    /// `hosts` hosts (rigs in this process) sharing the database's partitions.
     async fn event_backlog(
         &self,
         run: usize,
         events: usize,
         kind: StoreKind,
+        hosts: usize,
     ) -> anyhow::Result<Run> {
-        let rig = self.rig(kind, "backlog", run).await?;
+        let mut rigs = Vec::new();
+        for _ in 0..hosts {
+            rigs.push(self.rig(kind, "backlog", run).await?);
+        }
+        let rig = &rigs[0];
         let mut fill = tokio::task::JoinSet::new();
         for chunk in 0..self.args.concurrency {
             let executor = rig.executor.clone();
@@ -1002,13 +1056,18 @@ impl Bench {
         }
         let total = pending(&rig.store).await?;
         let start = Instant::now();
-        let task = rig.start_dispatcher().await;
-        rig.wake.notify_one();
+        let mut dispatchers = Vec::new();
+        for rig in &rigs {
+            dispatchers.push(rig.start_dispatcher().await);
+            rig.wake.notify_one();
+        }
         while pending(&rig.store).await? > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let elapsed = start.elapsed();
-        task.stop().await;
+        for dispatcher in dispatchers {
+            dispatcher.stop().await;
+        }
         Ok(Run {
             value: total as f64 / elapsed.as_secs_f64(),
             detail: vec![],

@@ -358,9 +358,10 @@ impl Cluster {
         let mut tx = self.pool.begin().await.context("BEGIN")?;
         // Takes every lease row's lock: no host can take or renew one until this commits.
         let holders: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT owner FROM (
+            "SELECT DISTINCT COALESCE(h.name || ' ' || h.address, l.owner) FROM (
                  SELECT owner, expires_at_ms FROM partition_leases ORDER BY partition FOR UPDATE
-             ) l WHERE owner IS NOT NULL AND expires_at_ms > server_now_ms()",
+             ) l LEFT JOIN hosts h ON h.id = l.owner
+             WHERE l.owner IS NOT NULL AND l.expires_at_ms > server_now_ms()",
         )
         .fetch_all(&mut *tx)
         .await
