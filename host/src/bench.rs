@@ -598,6 +598,14 @@ impl Rig {
     }
 }
 
+/// Closes the rigs' connections, so runs with several hosts do not pile up open sessions on
+/// the PostgreSQL server.
+async fn close(rigs: &[Rig]) {
+    for rig in rigs {
+        rig.store.close().await;
+    }
+}
+
 /// A rig's running dispatcher and the leases it dispatches under.
 struct RigDispatcher {
     dispatcher: dispatcher::Dispatcher,
@@ -1012,8 +1020,10 @@ impl Bench {
         for caller in callers {
             caller.await??;
         }
+        let value = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        close(&rigs).await;
         Ok(Run {
-            value: done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64(),
+            value,
             detail: vec![],
         })
     }
@@ -1068,6 +1078,7 @@ impl Bench {
         for dispatcher in dispatchers {
             dispatcher.stop().await;
         }
+        close(&rigs).await;
         Ok(Run {
             value: total as f64 / elapsed.as_secs_f64(),
             detail: vec![],
