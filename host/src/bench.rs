@@ -1299,6 +1299,7 @@ async fn serve(rig: &Rig) -> anyhow::Result<String> {
     let address = listener.local_addr()?;
     let app = http::router(AppState {
         executor: rig.executor.clone(),
+        leases: None,
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(format!("http://{address}"))

@@ -499,7 +499,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         body_read_timeout: Duration::from_millis(args.body_read_timeout_ms.max(1)),
         admin_token: args.admin_token.as_deref().map(Arc::from),
     };
-    let app = http::router_with(AppState { executor }, ingress);
+    let app = http::router_with(
+        AppState {
+            executor,
+            leases: leases.clone(),
+        },
+        ingress,
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await

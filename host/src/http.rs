@@ -8,7 +8,8 @@
 //!   permanent, 503 retryable or host failure. A replayed idempotent answer carries
 //!   `Idempotent-Replayed: true`.
 //! - `POST /queries/{kind}` — the same, read-only.
-//! - `GET /health` — the loaded plugins, the plugins that failed to load, the database.
+//! - `GET /health` — the loaded plugins, the plugins that failed to load, the database, and
+//!   (PostgreSQL) the partitions this host leases.
 //! - `GET /ready` — 200 while the database works, 503 with the cause while it fails.
 //!
 //! Every answer, errors included, is a JSON document. The body is read completely, within
@@ -68,6 +69,8 @@ impl Default for Ingress {
 #[derive(Clone)]
 pub struct AppState {
     pub executor: Arc<Executor>,
+    /// This host's partition leases (PostgreSQL), shown by `GET /health`.
+    pub leases: Option<Arc<crate::partitions::PartitionLeases>>,
 }
 
 #[derive(Clone)]
@@ -352,8 +355,10 @@ async fn health(State(routed): State<Routed>) -> Response {
         .map(|e| serde_json::json!({ "file": e.file.display().to_string(), "cause": e.cause }))
         .collect();
     let database = routed.app.executor.store().health().status();
+    let partitions = routed.app.leases.as_ref().map(|leases| leases.status());
     let body = serde_json::json!({
         "status": "ok", "database": database, "plugins": plugins, "load_errors": load_errors,
+        "partitions": partitions,
     });
     json_response(StatusCode::OK, body.to_string().into_bytes())
 }

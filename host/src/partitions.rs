@@ -40,6 +40,19 @@ pub struct PartitionLeases {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+/// This host's partitions, as `GET /health` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LeaseStatus {
+    /// This host's id in `host bus health`.
+    pub host_id: String,
+    /// How many partitions the deliveries are split into.
+    pub partitions: i64,
+    /// The partitions this host dispatches now (none while its leases ran out unrenewed).
+    pub held: Vec<i64>,
+    /// Partitions over this host's share, given back once their running deliveries finish.
+    pub draining: Vec<i64>,
+}
+
 #[derive(Default)]
 struct State {
     count: i64,
@@ -138,6 +151,26 @@ impl PartitionLeases {
             if held.draining && held.in_flight == 0 {
                 self.changed.notify_one();
             }
+        }
+    }
+
+    /// What `GET /health` says of this host's partitions.
+    pub fn status(&self) -> LeaseStatus {
+        let state = self.lock();
+        let valid = state.is_valid();
+        let held_where = |draining: bool| -> Vec<i64> {
+            state
+                .held
+                .iter()
+                .filter(|(_, held)| valid && held.draining == draining)
+                .map(|(partition, _)| *partition)
+                .collect()
+        };
+        LeaseStatus {
+            host_id: self.me.id.clone(),
+            partitions: state.count,
+            held: held_where(false),
+            draining: held_where(true),
         }
     }
 

@@ -19,6 +19,8 @@ const FIGURES: &[&str] = &[
     "B0-pg",
     "P1-pg",
     "P4-pg",
+    "P1-pg-3",
+    "P4-pg-3",
     "P5",
     "R1",
     "L-rust",

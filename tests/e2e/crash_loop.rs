@@ -11,12 +11,8 @@
 //!
 //! `CRASH_LOOP_KILLS` sets the number of kills (default 30).
 
-use crate::harness::EVENTUALLY;
-use crate::ledger::{ledger, start_with_config};
+use crate::ledger::{Load, set_targets, start_with_config, targets};
 use rand::Rng;
-use serde_json::json;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 const DEFAULT_KILLS: usize = 30;
@@ -33,49 +29,6 @@ ordering = "strict"
 retry = { initial_delay = "25ms", multiplier = 2.0, max_delay = "100ms", jitter = 0.5, max_attempts = 1000 }
 "#;
 
-/// One client thread: sends `flaky.bump` for its keys, round robin, each `n` retried with the
-/// same idempotency key until answered 2xx; counts the answered commands per key.
-fn client(
-    url: Arc<RwLock<String>>,
-    keys: Vec<String>,
-    stop: Arc<AtomicBool>,
-    sent: Arc<Vec<AtomicU64>>,
-    first_key: usize,
-) {
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
-    'outer: while !stop.load(Ordering::Relaxed) {
-        for (i, key) in keys.iter().enumerate() {
-            let counter = &sent[first_key + i];
-            let n = counter.load(Ordering::Relaxed) + 1;
-            let body = json!({ "key": key, "n": n, "fail_percent": FAIL_PERCENT }).to_string();
-            loop {
-                let base = url.read().expect("url lock").clone();
-                let answered = http
-                    .post(format!("{base}/commands/flaky.bump"))
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", format!("{key}-{n}"))
-                    .body(body.clone())
-                    .send()
-                    .is_ok_and(|r| r.status().is_success());
-                if answered {
-                    counter.store(n, Ordering::Relaxed);
-                    break;
-                }
-                if stop.load(Ordering::Relaxed) {
-                    // Unanswered: it may or may not have committed; it is not counted, and
-                    // the check accepts at most this one extra `n`.
-                    break 'outer;
-                }
-                // The host is down or restarting: try again shortly (a client's retry).
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
 on_every_backend! {
     fn kill_9_at_random_instants_loses_nothing_and_keeps_order() {
         let kills: usize = std::env::var("CRASH_LOOP_KILLS")
@@ -84,18 +37,8 @@ on_every_backend! {
             .unwrap_or(DEFAULT_KILLS);
         let started = Instant::now();
         let mut host = start_with_config(&[], CONFIG);
-        let url = Arc::new(RwLock::new(host.base_url().to_owned()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
-        let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
-        let per_client = KEYS / CLIENTS;
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|c| {
-                let (url, stop, sent) = (url.clone(), stop.clone(), sent.clone());
-                let mine = keys[c * per_client..(c + 1) * per_client].to_vec();
-                std::thread::spawn(move || client(url, mine, stop, sent, c * per_client))
-            })
-            .collect();
+        let targets = targets(&[&host]);
+        let load = Load::start(&targets, KEYS, CLIENTS, FAIL_PERCENT);
 
         let mut rng = rand::rng();
         for _ in 0..kills {
@@ -103,45 +46,12 @@ on_every_backend! {
             std::thread::sleep(Duration::from_millis(rng.random_range(RUN_MS)));
             host.kill9();
             host.restart();
-            *url.write().expect("url lock") = host.base_url().to_owned();
-        }
-        stop.store(true, Ordering::Relaxed);
-        for client in clients {
-            client.join().expect("a client thread panicked");
+            set_targets(&targets, &[&host]);
         }
 
+        let outcome = load.finish(&host);
+        let mut violations = outcome.violations;
         let db = host.db();
-        db.wait_all_done(EVENTUALLY * 3);
-        let mut violations = Vec::new();
-        let mut commands = 0;
-        for (k, key) in keys.iter().enumerate() {
-            let answered = sent[k].load(Ordering::Relaxed);
-            commands += answered;
-            let (command_list, event_list) = ledger(&host, key);
-            let expected: Vec<u64> = (1..=answered).collect();
-            // A command sent when the clients stopped may have committed without an answer.
-            let with_unanswered: Vec<u64> = (1..=answered + 1).collect();
-            if command_list != expected && command_list != with_unanswered {
-                violations.push(format!(
-                    "{key}: commands {command_list:?}, answered 1..={answered}"
-                ));
-            }
-            if event_list != command_list {
-                violations.push(format!(
-                    "{key}: events {event_list:?} differ from commands {command_list:?}"
-                ));
-            }
-        }
-        let messages = db.scalar("SELECT COUNT(*) FROM messages", &[]);
-        let events_done = db.scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'done' AND subscriber = 'flaky'",
-            &[],
-        );
-        if messages != events_done {
-            violations.push(format!(
-                "{messages} messages but {events_done} done deliveries"
-            ));
-        }
         if crate::harness::backend() == crate::harness::Backend::Sqlite {
             let integrity = db.strings("PRAGMA integrity_check", &[]);
             if integrity != ["ok"] {
@@ -149,7 +59,8 @@ on_every_backend! {
             }
         }
         println!(
-            "kills={kills} commands={commands} events={events_done} violations={} ({:.1}s)",
+            "kills={kills} {} violations={} ({:.1}s)",
+            outcome.counts,
             violations.len(),
             started.elapsed().as_secs_f64()
         );
@@ -159,7 +70,7 @@ on_every_backend! {
             host.log_text().len()
         );
         assert!(
-            commands as usize >= kills,
+            outcome.commands as usize >= kills,
             "the load must keep going across the kills"
         );
     }

@@ -8,11 +8,10 @@
 //! counts.
 
 use crate::harness::{EVENTUALLY, FLAKY, Host, host_dir, wait_until, with_backend};
-use crate::ledger::ledger;
+use crate::ledger::{Load, set_targets, targets};
 use serde_json::json;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const KEYS: usize = 48;
@@ -30,9 +29,6 @@ ordering = "strict"
 retry = { initial_delay = "25ms", multiplier = 2.0, max_delay = "100ms", jitter = 0.5, max_attempts = 1000 }
 "#;
 
-/// The URLs of the hosts that are up; the clients pick among them.
-type Targets = Arc<RwLock<Vec<String>>>;
-
 /// Starts the first host of a cluster on a fresh PostgreSQL database.
 fn first_host() -> Host {
     let dir = host_dir(&[FLAKY]);
@@ -48,132 +44,6 @@ fn host_args() -> Vec<&'static str> {
 /// Another host on `first`'s folder and database.
 fn another_host(first: &Host) -> Host {
     first.start_beside(&host_args(), &[])
-}
-
-/// One client thread: sends `flaky.bump` for its keys, round robin, each `n` retried with the
-/// same idempotency key (on any host) until answered 2xx; counts the answered commands per key.
-fn client(
-    targets: Targets,
-    keys: Vec<String>,
-    stop: Arc<AtomicBool>,
-    sent: Arc<Vec<AtomicU64>>,
-    first_key: usize,
-) {
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("client");
-    let mut attempt = 0usize;
-    'outer: while !stop.load(Ordering::Relaxed) {
-        for (i, key) in keys.iter().enumerate() {
-            let counter = &sent[first_key + i];
-            let n = counter.load(Ordering::Relaxed) + 1;
-            let body = json!({ "key": key, "n": n, "fail_percent": FAIL_PERCENT }).to_string();
-            loop {
-                attempt += 1;
-                let base = {
-                    let targets = targets.read().expect("targets lock");
-                    targets[attempt % targets.len()].clone()
-                };
-                let answered = http
-                    .post(format!("{base}/commands/flaky.bump"))
-                    .header("content-type", "application/json")
-                    .header("idempotency-key", format!("{key}-{n}"))
-                    .body(body.clone())
-                    .send()
-                    .is_ok_and(|r| r.status().is_success());
-                if answered {
-                    counter.store(n, Ordering::Relaxed);
-                    break;
-                }
-                if stop.load(Ordering::Relaxed) {
-                    // Unanswered: it may have committed; the check allows this one extra `n`.
-                    break 'outer;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-}
-
-/// The clients and what they were answered.
-struct Load {
-    keys: Vec<String>,
-    sent: Arc<Vec<AtomicU64>>,
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(targets: &Targets) -> Self {
-        let keys: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
-        let sent: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
-        let stop = Arc::new(AtomicBool::new(false));
-        let per_client = KEYS / CLIENTS;
-        let threads = (0..CLIENTS)
-            .map(|c| {
-                let (targets, stop, sent) = (targets.clone(), stop.clone(), sent.clone());
-                let mine = keys[c * per_client..(c + 1) * per_client].to_vec();
-                std::thread::spawn(move || client(targets, mine, stop, sent, c * per_client))
-            })
-            .collect();
-        Self {
-            keys,
-            sent,
-            stop,
-            threads,
-        }
-    }
-
-    /// Stops the clients and checks every key on `host` once all is delivered; returns the
-    /// counts line and the violations.
-    fn finish(self, host: &Host) -> (String, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for thread in self.threads {
-            thread.join().expect("a client thread panicked");
-        }
-        let db = host.db();
-        db.wait_all_done(EVENTUALLY * 3);
-        let (mut commands, mut lost, mut duplicates, mut out_of_order) = (0, 0, 0, 0);
-        let mut violations = Vec::new();
-        for (k, key) in self.keys.iter().enumerate() {
-            let answered = self.sent[k].load(Ordering::Relaxed);
-            commands += answered;
-            let (command_list, event_list) = ledger(host, key);
-            let expected: Vec<u64> = (1..=answered).collect();
-            let with_unanswered: Vec<u64> = (1..=answered + 1).collect();
-            if command_list != expected && command_list != with_unanswered {
-                violations.push(format!(
-                    "{key}: commands {command_list:?}, answered 1..={answered}"
-                ));
-            }
-            let missing = (1..=answered).filter(|n| !event_list.contains(n)).count();
-            let mut seen = std::collections::HashSet::new();
-            let repeated = event_list.iter().filter(|n| !seen.insert(**n)).count();
-            lost += missing;
-            duplicates += repeated;
-            if missing == 0 && repeated == 0 && event_list != command_list {
-                out_of_order += 1;
-            }
-            if event_list != command_list {
-                violations.push(format!(
-                    "{key}: events {event_list:?} differ from commands {command_list:?}"
-                ));
-            }
-        }
-        let messages = db.scalar("SELECT COUNT(*) FROM messages", &[]);
-        let done = db.scalar(
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'done' AND subscriber = 'flaky'",
-            &[],
-        );
-        if messages != done {
-            violations.push(format!("{messages} messages but {done} done deliveries"));
-        }
-        let counts = format!(
-            "commands={commands} events={done} lost={lost} duplicates={duplicates} out_of_order_keys={out_of_order}"
-        );
-        (counts, violations)
-    }
 }
 
 /// How many partitions hosts that are live hold under leases that have not expired, and how
@@ -214,11 +84,6 @@ fn signal(host: &Host, name: &str) {
     assert!(status.success(), "kill -{name} {}", host.pid());
 }
 
-fn set_targets(targets: &Targets, hosts: &[&Host]) {
-    *targets.write().expect("targets lock") =
-        hosts.iter().map(|h| h.base_url().to_owned()).collect();
-}
-
 #[test]
 fn three_hosts_survive_kills_a_replacement_and_a_clean_stop() {
     with_backend(crate::harness::Backend::Postgres, || {
@@ -228,9 +93,18 @@ fn three_hosts_survive_kills_a_replacement_and_a_clean_stop() {
         let mut c = another_host(&a);
         let db = a.db();
         wait_balanced(&db, &[&a, &b, &c], "three hosts to share the partitions");
-        let targets: Targets = Arc::new(RwLock::new(Vec::new()));
-        set_targets(&targets, &[&a, &b, &c]);
-        let load = Load::start(&targets);
+        // Each host's /health names the partitions it dispatches: together, each once.
+        let mut held: Vec<i64> = [&a, &b, &c]
+            .iter()
+            .flat_map(|h| {
+                serde_json::from_value::<Vec<i64>>(h.health()["partitions"]["held"].clone())
+                    .expect("/health lists the partitions held")
+            })
+            .collect();
+        held.sort_unstable();
+        assert_eq!(held, (0..PARTITIONS).collect::<Vec<_>>());
+        let targets = targets(&[&a, &b, &c]);
+        let load = Load::start(&targets, KEYS, CLIENTS, FAIL_PERCENT);
         let timeout = Duration::from_millis(LEASE_TIMEOUT_MS);
         let mut failovers = Vec::new();
 
@@ -261,7 +135,8 @@ fn three_hosts_survive_kills_a_replacement_and_a_clean_stop() {
         let handover = stopping.elapsed();
 
         std::thread::sleep(Duration::from_millis(500));
-        let (counts, violations) = load.finish(&d);
+        let outcome = load.finish(&d);
+        let (counts, violations) = (outcome.counts, outcome.violations);
         println!(
             "hosts=4 kills=2 sigterms=1 {counts} violations={} failover_ms={:?} join_ms={} sigterm_handover_ms={} ({:.1}s)",
             violations.len(),
@@ -302,9 +177,8 @@ fn a_paused_host_commits_nothing_in_the_partitions_it_lost() {
         let b = another_host(&a);
         let db = a.db();
         wait_balanced(&db, &[&a, &b], "two hosts to share the partitions");
-        let targets: Targets = Arc::new(RwLock::new(Vec::new()));
-        set_targets(&targets, &[&a, &b]);
-        let load = Load::start(&targets);
+        let targets = targets(&[&a, &b]);
+        let load = Load::start(&targets, KEYS, CLIENTS, FAIL_PERCENT);
         std::thread::sleep(Duration::from_millis(1500));
 
         set_targets(&targets, &[&b]);
@@ -326,7 +200,8 @@ fn a_paused_host_commits_nothing_in_the_partitions_it_lost() {
         wait_balanced(&db, &[&a, &b], "the resumed host to get its share back");
         std::thread::sleep(Duration::from_millis(1000));
 
-        let (counts, violations) = load.finish(&b);
+        let outcome = load.finish(&b);
+        let (counts, violations) = (outcome.counts, outcome.violations);
         // The resumed host's unfinished work from before the pause: any outcome it recorded
         // afterwards under a lease it had lost would carry one of its old epochs.
         let epochs = a_epochs.join(",");

@@ -90,7 +90,10 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = http::router(AppState { executor });
+    let app = http::router(AppState {
+        executor,
+        leases: None,
+    });
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = reqwest::Client::new();

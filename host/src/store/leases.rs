@@ -547,7 +547,7 @@ mod tests {
             .unwrap();
         let refused = cluster.set_partitions(8).await.unwrap_err().to_string();
         assert!(
-            refused.contains("hosts still hold partition leases (a)"),
+            refused.contains("hosts still hold partition leases (test:a 127.0.0.1:0)"),
             "{refused}"
         );
         assert_eq!(cluster.leave("a").await.unwrap(), 32);
