@@ -160,8 +160,6 @@ pub struct Executor {
     /// One lock per idempotency key in use, so a concurrent duplicate waits for the first
     /// and then replays its outcome instead of running the handler again.
     key_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Who this executor is when it claims an idempotency key in the database.
-    claimant: String,
 }
 
 impl Executor {
@@ -178,7 +176,6 @@ impl Executor {
             idempotency_ttl,
             idempotency_ttl_by_kind: HashMap::new(),
             key_locks: Mutex::default(),
-            claimant: uuid::Uuid::now_v7().to_string(),
         }
     }
 
@@ -276,7 +273,7 @@ impl Executor {
             }
             let claimed = self
                 .store
-                .claim_idempotency_key(key, &self.claimant, claim_ttl)
+                .claim_idempotency_key(key, claim_ttl)
                 .await
                 .map_err(|e| ExecError::Host(format!("{e:#}")))?;
             if !claimed {
@@ -284,11 +281,7 @@ impl Executor {
                 continue;
             }
             let ran = self.run_command(plugin, request, Some((key, &hash))).await;
-            if let Err(error) = self
-                .store
-                .release_idempotency_claim(key, &self.claimant)
-                .await
-            {
+            if let Err(error) = self.store.release_idempotency_claim(key).await {
                 tracing::debug!("idempotency claim left to expire: {error:#}");
             }
             match ran {

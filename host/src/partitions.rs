@@ -61,6 +61,8 @@ struct State {
     valid_until: Option<Instant>,
     /// Whether the last beat failed (logged once until one works).
     failing: bool,
+    /// Whether this host's fair share is nothing (logged once until it is not).
+    idle: bool,
 }
 
 struct Held {
@@ -315,6 +317,15 @@ impl PartitionLeases {
                 }
             }
         }
+        let idle = beat.share == 0;
+        if idle && !state.idle {
+            tracing::warn!(
+                partitions = beat.count,
+                live_hosts = beat.live_hosts.len(),
+                "more hosts than partitions: this host dispatches nothing and only accepts commands and queries (`host bus partitions --set N` raises the count while no host runs)"
+            );
+        }
+        state.idle = idle;
         state.count = beat.count;
         state.valid_until = Some(sent + self.timeout);
         drop(state);

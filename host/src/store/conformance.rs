@@ -62,6 +62,29 @@ mod two_hosts {
         }
         other.close().await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idempotency_claim_holds_until_released_or_its_owner_is_gone() {
+        let db = TestDb::postgres().await;
+        let url = format!("{}/{}", postgres_server(), db.name());
+        let other = Store::open(&url).await.unwrap();
+        let minute = std::time::Duration::from_secs(60);
+        assert!(db.store.claim_idempotency_key("k", minute).await.unwrap());
+        assert!(!other.claim_idempotency_key("k", minute).await.unwrap());
+        assert!(
+            db.store.claim_idempotency_key("k", minute).await.unwrap(),
+            "its own"
+        );
+        db.store.release_idempotency_claim("k").await.unwrap();
+        assert!(other.claim_idempotency_key("k", minute).await.unwrap());
+
+        // The owner's process goes away (its session ends) long before the claim expires.
+        let third = Store::open(&url).await.unwrap();
+        assert!(!third.claim_idempotency_key("k", minute).await.unwrap());
+        other.close().await;
+        assert!(third.claim_idempotency_key("k", minute).await.unwrap());
+        third.close().await;
+    }
 }
 
 fn put(plugin: &str, key: &str, value: &str, reads: Vec<(String, StateVersion)>) -> Write {

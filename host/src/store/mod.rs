@@ -135,36 +135,32 @@ impl Store {
         on_backend!(self, b => b.idempotency_record(key).await)
     }
 
-    /// Claims idempotency key `key` for `owner` (one executor) for `ttl`, unless another
-    /// process runs that key now: true when `owner` may run it. On PostgreSQL, where several
-    /// hosts may be sent one key at once, the others wait for the outcome instead of running
-    /// the handler too; SQLite has one host, whose executor serializes its keys itself.
+    /// Claims idempotency key `key` for this store for `ttl`, unless another process runs
+    /// that key now: true when this store may run it. On PostgreSQL, where several hosts may
+    /// be sent one key at once, the others wait for the outcome instead of running the handler
+    /// too; a claim ends early when its owner's process dies. SQLite has one host, whose
+    /// executor serializes its keys itself.
     ///
     /// # Errors
     /// Fails when the database cannot be written.
-    pub async fn claim_idempotency_key(
-        &self,
-        key: &str,
-        owner: &str,
-        ttl: Duration,
-    ) -> anyhow::Result<bool> {
+    pub async fn claim_idempotency_key(&self, key: &str, ttl: Duration) -> anyhow::Result<bool> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(true),
             Backend::Postgres(pg) => {
                 let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-                pg.claim_idempotency_key(key, owner, ttl_ms).await
+                pg.claim_idempotency_key(key, ttl_ms).await
             }
         }
     }
 
-    /// Ends `owner`'s claim of `key` (see [`Store::claim_idempotency_key`]).
+    /// Ends this store's claim of `key` (see [`Store::claim_idempotency_key`]).
     ///
     /// # Errors
     /// Fails when the database cannot be written; the claim then expires on its own.
-    pub async fn release_idempotency_claim(&self, key: &str, owner: &str) -> anyhow::Result<()> {
+    pub async fn release_idempotency_claim(&self, key: &str) -> anyhow::Result<()> {
         match &self.backend {
             Backend::Sqlite(_) => Ok(()),
-            Backend::Postgres(pg) => pg.release_idempotency_claim(key, owner).await,
+            Backend::Postgres(pg) => pg.release_idempotency_claim(key).await,
         }
     }
 

@@ -51,6 +51,34 @@ const IDLE_IN_TRANSACTION_TIMEOUT: &str = "2s";
 #[derive(Clone)]
 pub(super) struct PgStore {
     pool: PgPool,
+    session: Arc<Session>,
+}
+
+/// This store's presence on the server: a connection of its own that holds a session advisory
+/// lock for as long as the store is open. Another host that finds an idempotency claim of this
+/// store's and no such lock knows this store's process has gone, and need not wait for the
+/// claim to expire.
+struct Session {
+    id: String,
+    lock: i64,
+    conn: tokio::sync::Mutex<Option<PgConnection>>,
+}
+
+impl Session {
+    async fn open(options: &PgConnectOptions) -> anyhow::Result<Self> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let lock = lock_id("session", &[&id]);
+        let mut conn = options.connect().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(lock)
+            .execute(&mut conn)
+            .await?;
+        Ok(Self {
+            id,
+            lock,
+            conn: tokio::sync::Mutex::new(Some(conn)),
+        })
+    }
 }
 
 impl PgStore {
@@ -73,7 +101,13 @@ impl PgStore {
             .run(&pool)
             .await
             .with_context(|| format!("cannot migrate database `{}`", redact(url)))?;
-        Ok(Self { pool })
+        let session = Session::open(&options)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot connect to `{}`: {error}", redact(url)))?;
+        Ok(Self {
+            pool,
+            session: Arc::new(session),
+        })
     }
 
     pub(super) fn cluster(&self) -> Cluster {
@@ -81,6 +115,9 @@ impl PgStore {
     }
 
     pub(super) async fn close(&self) {
+        if let Some(conn) = self.session.conn.lock().await.take() {
+            let _ = conn.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -178,20 +215,29 @@ impl PgStore {
     pub(super) async fn claim_idempotency_key(
         &self,
         key: &str,
-        owner: &str,
         ttl_ms: i64,
     ) -> anyhow::Result<bool> {
+        // A claim is taken over when it expired, is this store's own, or its owner's session
+        // lock is gone (its process died). A session advisory lock on bigint k shows in
+        // pg_locks as classid = the high 32 bits, objid = the low 32 bits, objsubid = 1.
         let claimed: Option<String> = sqlx::query_scalar(
-            "INSERT INTO idempotency_claims (key, owner, expires_at_ms)
-             VALUES ($1, $2, server_now_ms() + $3)
+            "INSERT INTO idempotency_claims (key, owner, owner_lock, expires_at_ms)
+             VALUES ($1, $2, $3, server_now_ms() + $4)
              ON CONFLICT (key) DO UPDATE
-               SET owner = EXCLUDED.owner, expires_at_ms = EXCLUDED.expires_at_ms
+               SET owner = EXCLUDED.owner, owner_lock = EXCLUDED.owner_lock,
+                   expires_at_ms = EXCLUDED.expires_at_ms
                WHERE idempotency_claims.expires_at_ms <= server_now_ms()
                   OR idempotency_claims.owner = EXCLUDED.owner
+                  OR NOT EXISTS (
+                      SELECT 1 FROM pg_locks l
+                      WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+                        AND l.classid::text::bigint = (idempotency_claims.owner_lock >> 32) & 4294967295
+                        AND l.objid::text::bigint = idempotency_claims.owner_lock & 4294967295)
              RETURNING owner",
         )
         .bind(key)
-        .bind(owner)
+        .bind(&self.session.id)
+        .bind(self.session.lock)
         .bind(ttl_ms)
         .fetch_optional(&self.pool)
         .await
@@ -199,14 +245,10 @@ impl PgStore {
         Ok(claimed.is_some())
     }
 
-    pub(super) async fn release_idempotency_claim(
-        &self,
-        key: &str,
-        owner: &str,
-    ) -> anyhow::Result<()> {
+    pub(super) async fn release_idempotency_claim(&self, key: &str) -> anyhow::Result<()> {
         sqlx::query("DELETE FROM idempotency_claims WHERE key = $1 AND owner = $2")
             .bind(key)
-            .bind(owner)
+            .bind(&self.session.id)
             .execute(&self.pool)
             .await
             .context("releasing an idempotency key")?;
