@@ -135,18 +135,15 @@ async fn run(
             .collect();
         let free = slots.available_permits().min(SCAN_LIMIT as usize) as u32;
         let limit = if backoff.is_some() { free.min(1) } else { free };
+        // On PostgreSQL, only the partitions held now (none: nothing to scan).
         let partitions = leases.as_ref().map(|leases| leases.claimable());
         let scanned = match &partitions {
+            Some(None) => Ok(Vec::new()),
             _ if limit == 0 => Ok(Vec::new()),
-            Some(None) => Ok(Vec::new()), // no partition held now
-            Some(Some(held)) => {
+            _ => {
+                let held = partitions.as_ref().and_then(Option::as_ref);
                 store
-                    .due_deliveries(&subscribers, &skip, &running, Some(held), limit)
-                    .await
-            }
-            None => {
-                store
-                    .due_deliveries(&subscribers, &skip, &running, None, limit)
+                    .due_deliveries(&subscribers, &skip, &running, held, limit)
                     .await
             }
         };

@@ -204,6 +204,29 @@ pub fn wait_for<T>(deadline: Duration, what: &str, mut probe: impl FnMut() -> Op
 }
 
 /// Polls `condition` until it holds; panics naming `what` when `deadline` passes first.
+/// Runs `call(i)` for i in 0..n on n threads released at the same instant; their results in
+/// order of i.
+pub fn all_at_once<T: Send + 'static>(
+    n: usize,
+    call: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let start = Arc::new(std::sync::Barrier::new(n));
+    let call = Arc::new(call);
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (start, call) = (start.clone(), call.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                call(i)
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().expect("a caller thread panicked"))
+        .collect()
+}
+
 pub fn wait_until(deadline: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     wait_for(deadline, what, || condition().then_some(()));
 }

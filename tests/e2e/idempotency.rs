@@ -1,9 +1,9 @@
 //! `Idempotency-Key`: the first answer (success or rejection) is stored and replayed, the
 //! handler never runs twice for one key, and a key reused for another request is refused.
 
-use crate::harness::{DEMO, EVENTUALLY, Host, ORDERS};
+use crate::harness::{DEMO, EVENTUALLY, Host, ORDERS, all_at_once};
 use serde_json::json;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 
 /// `order.placed` messages in the outbox for `order_id`.
 const PLACED_COUNT: &str =
@@ -72,20 +72,10 @@ on_every_backend! {
         const CALLERS: usize = 100;
         let host = Arc::new(Host::start(&[ORDERS], &[]));
         let order = json!({ "order_id": "o-c", "sku": "widget", "qty": 1 });
-        let start = Arc::new(Barrier::new(CALLERS));
-        let callers: Vec<_> = (0..CALLERS)
-            .map(|_| {
-                let (host, order, start) = (host.clone(), order.clone(), start.clone());
-                std::thread::spawn(move || {
-                    start.wait();
-                    host.command_with_key("order.place", order, "key-c")
-                })
-            })
-            .collect();
-        let answers: Vec<_> = callers
-            .into_iter()
-            .map(|c| c.join().expect("caller thread"))
-            .collect();
+        let caller = host.clone();
+        let answers = all_at_once(CALLERS, move |_| {
+            caller.command_with_key("order.place", order.clone(), "key-c")
+        });
 
         for answer in &answers {
             assert_eq!(answer.status, 200, "{answer:?}");

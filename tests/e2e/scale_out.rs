@@ -7,7 +7,7 @@
 //! event list equals its command list); nothing is pending or dead. Each test prints its
 //! counts.
 
-use crate::harness::{EVENTUALLY, FLAKY, Host, host_dir, wait_until, with_backend};
+use crate::harness::{EVENTUALLY, FLAKY, Host, all_at_once, host_dir, wait_until, with_backend};
 use crate::ledger::{Load, set_targets, targets};
 use serde_json::json;
 use std::process::Command;
@@ -19,7 +19,7 @@ const CLIENTS: usize = 6;
 /// The partitions a fresh database is split into.
 const PARTITIONS: i64 = 32;
 /// Short leases, so a dead host's partitions move within seconds.
-const LEASE_TIMEOUT_MS: u64 = 2000;
+const LEASE_TIMEOUT_MS: &str = "2000";
 /// Share of delivery attempts the subscriber fails with `retryable`, so retries run while
 /// partitions move.
 const FAIL_PERCENT: u64 = 10;
@@ -36,9 +36,13 @@ fn first_host() -> Host {
     Host::start_in(dir, &host_args(), &[])
 }
 
-fn host_args() -> Vec<&'static str> {
-    let timeout: &'static str = Box::leak(LEASE_TIMEOUT_MS.to_string().into_boxed_str());
-    vec!["--config", "host.toml", "--lease-timeout-ms", timeout]
+fn host_args() -> [&'static str; 4] {
+    [
+        "--config",
+        "host.toml",
+        "--lease-timeout-ms",
+        LEASE_TIMEOUT_MS,
+    ]
 }
 
 /// Another host on `first`'s folder and database.
@@ -105,7 +109,7 @@ fn three_hosts_survive_kills_a_replacement_and_a_clean_stop() {
         assert_eq!(held, (0..PARTITIONS).collect::<Vec<_>>());
         let targets = targets(&[&a, &b, &c]);
         let load = Load::start(&targets, KEYS, CLIENTS, FAIL_PERCENT);
-        let timeout = Duration::from_millis(LEASE_TIMEOUT_MS);
+        let timeout = Duration::from_millis(LEASE_TIMEOUT_MS.parse().expect("milliseconds"));
         let mut failovers = Vec::new();
 
         std::thread::sleep(Duration::from_millis(1500));
@@ -241,21 +245,10 @@ fn one_idempotency_key_sent_to_two_hosts_at_once_runs_the_handler_once() {
         let b = Arc::new(a.start_beside(&[], &[]));
         let a = Arc::new(a);
         let order = json!({ "order_id": "o-twice", "sku": "widget", "qty": 1 });
-        let start = Arc::new(std::sync::Barrier::new(CALLERS));
-        let callers: Vec<_> = (0..CALLERS)
-            .map(|i| {
-                let host = if i % 2 == 0 { a.clone() } else { b.clone() };
-                let (order, start) = (order.clone(), start.clone());
-                std::thread::spawn(move || {
-                    start.wait();
-                    host.command_with_key("order.place", order, "key-twice")
-                })
-            })
-            .collect();
-        let answers: Vec<_> = callers
-            .into_iter()
-            .map(|c| c.join().expect("caller thread"))
-            .collect();
+        let hosts = [a.clone(), b.clone()];
+        let answers = all_at_once(CALLERS, move |i| {
+            hosts[i % 2].command_with_key("order.place", order.clone(), "key-twice")
+        });
         for answer in &answers {
             assert_eq!(answer.status, 200, "{answer:?}");
         }

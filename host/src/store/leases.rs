@@ -110,6 +110,16 @@ pub struct ClusterView {
     pub leases: Vec<PartitionRow>,
 }
 
+/// Notifies [`LEASE_CHANNEL`] when `tx` commits, so the other hosts beat at once.
+async fn wake_other_hosts(tx: &mut sqlx::PgConnection) -> anyhow::Result<()> {
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(LEASE_CHANNEL)
+        .execute(tx)
+        .await
+        .context("NOTIFY")?;
+    Ok(())
+}
+
 /// How many of `count` partitions the host `me` should hold among `live` (sorted ids): an
 /// even split, the remainder going to the hosts that sort first.
 pub fn fair_share(me: &str, live: &[String], count: i64) -> usize {
@@ -220,11 +230,7 @@ impl Cluster {
                 .collect();
         }
         if announce || !release.is_empty() {
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(LEASE_CHANNEL)
-                .execute(&mut *tx)
-                .await
-                .context("NOTIFY")?;
+            wake_other_hosts(&mut tx).await?;
         }
         sqlx::query("DELETE FROM hosts WHERE expires_at_ms < server_now_ms() - $1")
             .bind(GONE_HOSTS_KEPT_MS)
@@ -267,11 +273,7 @@ impl Cluster {
             .execute(&mut *tx)
             .await
             .context("removing this host")?;
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(LEASE_CHANNEL)
-            .execute(&mut *tx)
-            .await
-            .context("NOTIFY")?;
+        wake_other_hosts(&mut tx).await?;
         tx.commit().await.context("COMMIT")?;
         Ok(usize::try_from(released).unwrap_or(usize::MAX))
     }
