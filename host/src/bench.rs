@@ -125,6 +125,8 @@ struct Report {
 /// # Errors
 /// Fails when the benchmark plugin cannot be built or loaded, or a database cannot be opened.
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    // The pipeline figures include the cost of the metrics, as a serving host pays it.
+    crate::telemetry::install();
     if args.quick {
         args.runs = 1;
         args.seconds = 0.2;

@@ -449,6 +449,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         BuildPolicy::BuildStale
     };
+    crate::telemetry::install();
     // The address first: a port another process holds is found before any build runs.
     let listener = listen(&args.listen).await?;
     let address = listener.local_addr()?;

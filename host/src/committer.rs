@@ -81,6 +81,7 @@ async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Pending>, committ
         let started = std::time::Instant::now();
         match store.apply_batch(&writes).await {
             Ok(results) => {
+                crate::telemetry::batch_committed(writes.len(), started.elapsed());
                 tracing::debug!(
                     units = writes.len(),
                     micros = started.elapsed().as_micros() as u64,

@@ -13,6 +13,7 @@ use crate::store::{
     Applied, DeliveryFate, DueDelivery, IdempotencyRecord, OutboxEvent, StateChanges, Store, Write,
     now_ms,
 };
+use crate::telemetry;
 use crate::unit_of_work::{Access, EmittedEvent, UnitOfWork};
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
@@ -103,9 +104,13 @@ impl ExecError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivered {
     Done,
-    /// Failed; retried at the given time.
-    WillRetry(i64),
-    Dead,
+    /// Failed with `class`; retried at `at` (ms since the epoch).
+    WillRetry {
+        at: i64,
+        class: ErrorClass,
+    },
+    /// Failed with this class, and dead-lettered.
+    Dead(ErrorClass),
     /// Already handled or no longer pending: nothing was run twice.
     Skipped,
     /// The database did not take the outcome; the delivery stays due.
@@ -223,18 +228,22 @@ impl Executor {
                 what: "command",
                 kind: request.kind.clone(),
             })?;
-        let Some(key) = &request.idempotency_key else {
-            return self
+        let result = match &request.idempotency_key {
+            None => self
                 .run_command(&plugin, request, None)
                 .await
-                .map_err(into_exec);
+                .map_err(into_exec),
+            Some(key) => {
+                let lock = self.key_lock(key);
+                let result = {
+                    let _held = lock.lock().await;
+                    self.idempotent_command(&plugin, request, key).await
+                };
+                self.release_key_lock(key, lock);
+                result
+            }
         };
-        let lock = self.key_lock(key);
-        let result = {
-            let _held = lock.lock().await;
-            self.idempotent_command(&plugin, request, key).await
-        };
-        self.release_key_lock(key, lock);
+        telemetry::command_answered(plugin.name(), &request.kind, &result);
         result
     }
 
@@ -390,16 +399,24 @@ impl Executor {
             })?;
         let envelope = request_envelope(request);
         let unit = UnitOfWork::new(plugin.name(), Access::ReadOnly, self.store.clone());
-        plugin
+        let result = plugin
             .handle_query(&envelope, unit)
             .await
             .outcome
-            .map_err(ExecError::Failure)
+            .map_err(ExecError::Failure);
+        telemetry::query_answered(plugin.name(), &request.kind, &result);
+        result
     }
 
     /// Runs one delivery: the subscriber's effects commit together with its inbox mark, or
     /// the failure is recorded with its retry time or as dead, by the subscriber's `policy`.
     pub async fn deliver(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
+        let delivered = self.run_delivery(due, policy).await;
+        telemetry::delivery_finished(due, &delivered);
+        delivered
+    }
+
+    async fn run_delivery(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
         let retry = &policy.retry;
         let Some(plugin) = self.registry.load().plugin(&due.subscriber).cloned() else {
             return Delivered::NotRecorded;
@@ -456,8 +473,11 @@ impl Executor {
                         next = %fate, "delivery failed: {}", failure.message
                     );
                     let delivered = match fate {
-                        DeliveryFate::Dead => Delivered::Dead,
-                        DeliveryFate::RetryAt(at) => Delivered::WillRetry(at),
+                        DeliveryFate::Dead => Delivered::Dead(failure.class),
+                        DeliveryFate::RetryAt(at) => Delivered::WillRetry {
+                            at,
+                            class: failure.class,
+                        },
                     };
                     (
                         Write::DeliveryFailed {
@@ -522,7 +542,10 @@ impl Executor {
             })
             .await
         {
-            Ok(_) => Delivered::WillRetry(at),
+            Ok(_) => Delivered::WillRetry {
+                at,
+                class: ErrorClass::Retryable,
+            },
             Err(_) => Delivered::NotRecorded,
         }
     }

@@ -11,6 +11,7 @@
 //! - `GET /health` — the loaded plugins, the plugins that failed to load, the database, and
 //!   (PostgreSQL) the partitions this host leases.
 //! - `GET /ready` — 200 while the database works, 503 with the cause while it fails.
+//! - `GET /metrics` — Prometheus text exposition (see [`crate::telemetry`]).
 //!
 //! Every answer, errors included, is a JSON document. The body is read completely, within
 //! [`Ingress::body_read_timeout`] and the plugin's payload limit, before any handler runs, so
@@ -91,6 +92,7 @@ pub fn router_with(state: AppState, ingress: Ingress) -> Router {
         .route("/queries/{kind}", post(query))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(Routed {
@@ -322,7 +324,7 @@ async fn not_found() -> Response {
         error_body(
             "not_found",
             None,
-            "no such endpoint: use POST /commands/{kind}, POST /queries/{kind}, GET /health or GET /ready",
+            "no such endpoint: use POST /commands/{kind}, POST /queries/{kind}, GET /health, GET /ready or GET /metrics",
         ),
     )
 }
@@ -376,6 +378,26 @@ async fn ready(State(routed): State<Routed>) -> Response {
         "database": database,
     });
     json_response(status, body.to_string().into_bytes())
+}
+
+/// The metrics in Prometheus' text format, the backlog gauges read from the database now.
+async fn metrics(State(routed): State<Routed>) -> Response {
+    let executor = &routed.app.executor;
+    let text = crate::telemetry::render(
+        &executor.registry(),
+        executor.store(),
+        routed.app.leases.as_deref(),
+    )
+    .await;
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The request, or why it is a bad request.

@@ -32,6 +32,8 @@
 //! - [`maintenance`]: the background task that deletes expired keys and old delivered rows.
 //! - [`fault`]: test-only crash points (`HOST_FAULT`), inert unless set.
 //! - [`http`]: the HTTP ingress and the JSON error format.
+//! - [`telemetry`]: Prometheus metrics, counted as the work happens and sampled from the
+//!   database when scraped.
 //! - [`config`]: every tunable, with its default written once.
 //! - [`error`]: the failure classes that decide what happens to a message.
 //! - [`cli`]: the `host` command line.
@@ -59,4 +61,5 @@ pub mod retry;
 pub mod sandbox;
 pub mod scaffold;
 pub mod store;
+pub mod telemetry;
 pub mod unit_of_work;

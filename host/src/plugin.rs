@@ -9,6 +9,7 @@ use crate::cache::{Compiled, content_digest};
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::sandbox::{self, GuestState, Sandbox};
+use crate::telemetry::{self, Handler};
 use crate::unit_of_work::UnitOfWork;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -200,6 +201,7 @@ impl Plugin {
         unit_of_work: UnitOfWork,
     ) -> CallResult<Vec<u8>> {
         let _turn = self.turn().await;
+        let _timed = TimedCall::start(Handler::Command, self.name(), &command.kind);
         let mut instance = match self.instance(command, unit_of_work).await {
             Ok(instance) => instance,
             Err(failure) => return failed(failure),
@@ -214,6 +216,7 @@ impl Plugin {
     /// Runs `handle-event`.
     pub async fn handle_event(&self, event: &Envelope, unit_of_work: UnitOfWork) -> CallResult<()> {
         let _turn = self.turn().await;
+        let _timed = TimedCall::start(Handler::Event, self.name(), &event.kind);
         let mut instance = match self.instance(event, unit_of_work).await {
             Ok(instance) => instance,
             Err(failure) => return failed(failure),
@@ -232,6 +235,7 @@ impl Plugin {
         unit_of_work: UnitOfWork,
     ) -> CallResult<Vec<u8>> {
         let _turn = self.turn().await;
+        let _timed = TimedCall::start(Handler::Query, self.name(), &query.kind);
         let mut instance = match self.instance(query, unit_of_work).await {
             Ok(instance) => instance,
             Err(failure) => return failed(failure),
@@ -418,6 +422,31 @@ fn validate_info(info: &PluginInfo) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Records a handler call's time in the metrics when the call ends, however it ends.
+struct TimedCall<'a> {
+    handler: Handler,
+    plugin: &'a str,
+    kind: &'a str,
+    started: Instant,
+}
+
+impl<'a> TimedCall<'a> {
+    fn start(handler: Handler, plugin: &'a str, kind: &'a str) -> Self {
+        Self {
+            handler,
+            plugin,
+            kind,
+            started: Instant::now(),
+        }
+    }
+}
+
+impl Drop for TimedCall<'_> {
+    fn drop(&mut self) {
+        telemetry::handler_called(self.handler, self.plugin, self.kind, self.started.elapsed());
+    }
 }
 
 #[cfg(test)]

@@ -5,23 +5,13 @@
 use crate::harness::{DEMO, EVENTUALLY, FLAKY, Host, wait_until};
 use serde_json::{Value, json};
 
-const MAX_ATTEMPTS: i64 = 5;
+const MAX_ATTEMPTS: u32 = 5;
 
 on_every_backend! {
     fn failing_subscriber_is_dead_lettered_alone_and_replay_delivers_it() {
         let mut plugins = DEMO.to_vec();
         plugins.push(FLAKY);
-        let host = Host::start(
-            &plugins,
-            &[
-                "--max-attempts",
-                &MAX_ATTEMPTS.to_string(),
-                "--retry-initial-ms",
-                "20",
-                "--retry-max-ms",
-                "100",
-            ],
-        );
+        let host = Host::start_with_fast_retries(&plugins, MAX_ATTEMPTS);
         host.command_ok("stock.add", json!({ "sku": "widget", "qty": 10 }));
         host.command_ok("flaky.set", json!({ "failing": true }));
         host.command_ok(

@@ -386,6 +386,22 @@ impl Host {
         Self::start_in(host_dir(plugins), extra_args, &[])
     }
 
+    /// [`Host::start`] with retries 20 to 100 ms apart and a delivery dead after
+    /// `max_attempts`: a failing subscriber reaches the dead-letter queue in well under a
+    /// second.
+    pub fn start_with_fast_retries(plugins: &[&str], max_attempts: u32) -> Self {
+        let max_attempts = max_attempts.to_string();
+        let retries = [
+            "--max-attempts",
+            &max_attempts,
+            "--retry-initial-ms",
+            "20",
+            "--retry-max-ms",
+            "100",
+        ];
+        Self::start(plugins, &retries)
+    }
+
     /// Starts a host on `dir`, whose `plugins/` folder the caller has filled, with the
     /// database `dir/host.db` and the environment variables `envs` (e.g. `HOST_LOG`).
     pub fn start_in(dir: tempfile::TempDir, extra_args: &[&str], envs: &[(&str, &str)]) -> Self {

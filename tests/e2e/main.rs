@@ -35,6 +35,8 @@
 //!   cause, `/ready` says so, the log says it once, nothing acknowledged is lost, all resumes.
 //! - `scale_out`: three hosts on one PostgreSQL database under load: `kill -9` twice, a
 //!   replacement, a SIGTERM, a host paused past its leases; nothing lost, repeated or reordered.
+//! - `metrics`: `GET /metrics` passes `promtool check metrics`; commands, retries and dead
+//!   letters are counted with their outcome and class; the backlog gauges follow a replay.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -84,6 +86,7 @@ mod idempotency;
 mod lifetimes;
 mod loading;
 mod loop_guard;
+mod metrics;
 mod ordering;
 mod plugin_limits;
 mod policy_config;

@@ -11,17 +11,7 @@ const MAX_ATTEMPTS: u32 = 3;
 
 #[test]
 fn rust_python_and_javascript_plugins_cooperate_and_fail_alike() {
-    let host = Host::start(
-        &[ORDERS, FRAUD_CHECK, NOTIFIER, FLAKY],
-        &[
-            "--max-attempts",
-            &MAX_ATTEMPTS.to_string(),
-            "--retry-initial-ms",
-            "20",
-            "--retry-max-ms",
-            "100",
-        ],
-    );
+    let host = Host::start_with_fast_retries(&[ORDERS, FRAUD_CHECK, NOTIFIER, FLAKY], MAX_ATTEMPTS);
     let plugins: Vec<String> = host.health()["plugins"]
         .as_array()
         .unwrap()

@@ -143,6 +143,70 @@ impl BusStats {
     }
 }
 
+/// One subscriber's unfinished deliveries, for `GET /metrics` and `host bus health --detailed`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SubscriberBacklog {
+    pub subscriber: String,
+    /// Deliveries waiting to run, due now or later.
+    pub pending: i64,
+    /// Of those, the ones waiting for a retry time still to come.
+    pub scheduled: i64,
+    /// When the message of the oldest pending delivery occurred (ms since the epoch).
+    pub oldest_pending_ms: Option<i64>,
+    /// Dead letters by the class of their last error.
+    pub dead_by_class: std::collections::BTreeMap<String, i64>,
+}
+
+impl SubscriberBacklog {
+    /// How long the oldest pending delivery has waited at `now_ms`.
+    pub fn oldest_pending_age_ms(&self, now_ms: i64) -> Option<i64> {
+        self.oldest_pending_ms.map(|at| (now_ms - at).max(0))
+    }
+
+    /// Every dead letter, whatever its class.
+    pub fn dead(&self) -> i64 {
+        self.dead_by_class.values().sum()
+    }
+
+    /// Builds the backlogs, by subscriber name, from [`BACKLOG`]'s rows.
+    pub(super) fn from_rows(rows: Vec<BacklogRow>) -> Vec<Self> {
+        let mut by_subscriber = std::collections::BTreeMap::<String, Self>::new();
+        for (subscriber, status, class, n, oldest_ms, scheduled) in rows {
+            let backlog = by_subscriber
+                .entry(subscriber.clone())
+                .or_insert_with(|| Self {
+                    subscriber,
+                    ..Self::default()
+                });
+            if status == "pending" {
+                backlog.pending += n;
+                backlog.scheduled += scheduled;
+                backlog.oldest_pending_ms = match (backlog.oldest_pending_ms, oldest_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+            } else {
+                *backlog
+                    .dead_by_class
+                    .entry(class.unwrap_or_else(|| "unknown".into()))
+                    .or_default() += n;
+            }
+        }
+        by_subscriber.into_values().collect()
+    }
+}
+
+/// (subscriber, status, error class, count, oldest occurrence, scheduled) from [`BACKLOG`].
+pub(super) type BacklogRow = (String, String, Option<String>, i64, Option<i64>, i64);
+
+/// Unfinished deliveries grouped by subscriber, status and error class; binds $1 now.
+pub(super) const BACKLOG: &str = "SELECT d.subscriber, d.status, d.error_class, COUNT(*) AS n,
+            MIN(m.occurred_at_ms) AS oldest_ms,
+            COALESCE(SUM(CASE WHEN d.next_attempt_at_ms > $1 THEN 1 ELSE 0 END), 0) AS scheduled
+     FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+     WHERE d.status <> 'done'
+     GROUP BY d.subscriber, d.status, d.error_class";
+
 /// What `host bus replay --all` and `host bus purge` do to the dead letters they select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DeadChange {
@@ -420,6 +484,13 @@ macro_rules! shared_queries {
                 .await
                 .context("counting failed deliveries")?;
             Ok((by_status, by_class))
+        }
+        pub(super) async fn backlog_rows(&self, now_ms: i64) -> anyhow::Result<Vec<bus::BacklogRow>> {
+            sqlx::query_as(bus::BACKLOG)
+                .bind(now_ms)
+                .fetch_all(&self.$read)
+                .await
+                .context("counting unfinished deliveries")
         }
         pub(super) async fn delete_batch(
             &self,

@@ -17,6 +17,7 @@ on_every_backend!(
     an_empty_value_is_not_a_tombstone,
     a_large_mixed_batch_commits_in_order,
     an_event_keeps_its_depth_and_its_cause_is_readable,
+    the_backlog_counts_each_subscribers_unfinished_deliveries,
 );
 
 /// Two stores on one database stand for two hosts committing at once.
@@ -453,6 +454,48 @@ async fn replay_all_and_stats_follow_the_filters(store: &Store) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].kind, "b.x");
     assert!(store.delivery(12345).await.unwrap().is_none());
+}
+
+async fn the_backlog_counts_each_subscribers_unfinished_deliveries(store: &Store) {
+    assert!(store.backlog().await.unwrap().is_empty());
+    let before = now_ms();
+    emit(
+        store,
+        vec![
+            event("e", "1", &["s", "t"]),
+            event("e", "2", &["s"]),
+            event("e", "3", &["s"]),
+        ],
+    )
+    .await;
+    let due = due_keys(store, &[]).await;
+    assert_eq!(due.len(), 3);
+    fail(
+        store,
+        due[0].0,
+        1,
+        ErrorClass::Permanent,
+        DeliveryFate::Dead,
+    )
+    .await;
+    fail(
+        store,
+        due[1].0,
+        1,
+        ErrorClass::Retryable,
+        DeliveryFate::RetryAt(now_ms() + 60_000),
+    )
+    .await;
+    let backlog = store.backlog().await.unwrap();
+    let names: Vec<&str> = backlog.iter().map(|b| b.subscriber.as_str()).collect();
+    assert_eq!(names, ["s", "t"]);
+    let (s, t) = (&backlog[0], &backlog[1]);
+    assert_eq!((s.pending, s.scheduled, s.dead()), (2, 1, 1));
+    assert_eq!(s.dead_by_class["permanent"], 1);
+    assert_eq!((t.pending, t.scheduled, t.dead()), (1, 0, 0));
+    let oldest = s.oldest_pending_ms.expect("s has pending deliveries");
+    assert!(oldest >= before && oldest <= now_ms(), "{oldest}");
+    assert!(s.oldest_pending_age_ms(oldest + 1500) == Some(1500));
 }
 
 async fn an_empty_value_is_not_a_tombstone(store: &Store) {

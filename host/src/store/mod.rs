@@ -23,7 +23,7 @@ mod conformance;
 pub use batch::{Applied, DeliveryFate, IdempotencyRecord, OutboxEvent, StateChanges, Write};
 pub use bus::{
     BusStats, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
-    MessageCause,
+    MessageCause, SubscriberBacklog,
 };
 pub use health::{DatabaseHealth, DatabaseStatus};
 pub use leases::{
@@ -317,6 +317,16 @@ impl Store {
     pub async fn stats(&self) -> anyhow::Result<BusStats> {
         let (by_status, by_class) = on_backend!(self, b => b.stats_rows().await)?;
         Ok(BusStats::from_rows(by_status, by_class))
+    }
+
+    /// Each subscriber's unfinished deliveries (pending, scheduled, oldest, dead by class),
+    /// by subscriber name; subscribers with none are absent.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn backlog(&self) -> anyhow::Result<Vec<SubscriberBacklog>> {
+        let rows = on_backend!(self, b => b.backlog_rows(now_ms()).await)?;
+        Ok(SubscriberBacklog::from_rows(rows))
     }
 
     /// Deletes up to `batch` idempotency records that expired at or before `now_ms`.
