@@ -1,4 +1,4 @@
-//! The `host` command line: `run`, `build`, `send`, `bench` and `bus`.
+//! The `host` command line: `run`, `build`, `send`, `bench`, `trace` and `bus`.
 
 use crate::cache::ComponentCache;
 use crate::committer::Committer;
@@ -51,6 +51,10 @@ pub enum Command {
     Send(SendArgs),
     /// Measure throughput and latency against raw SQLite and raw wasmtime baselines.
     Bench(crate::bench::BenchArgs),
+    /// Show one request's causal tree from the database: the command, the events it emitted,
+    /// each subscriber's delivery with attempts, outcome, error and timing, and the events
+    /// those emitted in turn.
+    Trace(TraceArgs),
     /// Inspect and repair the delivery queue and the dead-letter queue.
     Bus {
         #[command(subcommand)]
@@ -255,6 +259,17 @@ pub struct SendArgs {
     pub cache: CacheArg,
 }
 
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// The request's correlation id (the `Correlation-Id` header of the command's answer), or
+    /// the id of any message of the request.
+    pub id: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub database: DatabaseArg,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum BusCommand {
     /// List deliveries.
@@ -416,8 +431,39 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Build { plugins } => build(plugins).await,
         Command::Send(args) => send(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Trace(args) => trace(args).await,
         Command::Bus { command } => bus(command).await,
     }
+}
+
+async fn trace(args: TraceArgs) -> anyhow::Result<()> {
+    use crate::trace::{MAX_MESSAGES, Trace};
+    let store = Store::open(&args.database.database_url).await?;
+    let mut correlation_id = args.id.clone();
+    let mut messages = store.trace(&correlation_id, MAX_MESSAGES + 1).await?;
+    if messages.is_empty()
+        && let Some(of_message) = store.correlation_of(&args.id).await?
+    {
+        correlation_id = of_message;
+        messages = store.trace(&correlation_id, MAX_MESSAGES + 1).await?;
+    }
+    store.close().await;
+    if messages.is_empty() {
+        bail!(
+            "no message has the correlation id `{}`, and no message has it as its id: a command \
+             that emitted no events leaves nothing to trace, and retention deletes the messages \
+             of finished requests",
+            args.id
+        );
+    }
+    let truncated = messages.len() > MAX_MESSAGES as usize;
+    messages.truncate(MAX_MESSAGES as usize);
+    let trace = Trace::build(&correlation_id, messages, truncated);
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&trace)?),
+        Format::Table => print!("{}", trace.render()),
+    }
+    Ok(())
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

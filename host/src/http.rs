@@ -6,7 +6,8 @@
 //!   404 unknown kind or route, 405 wrong method, 408 body not received in time, 413 body over
 //!   the owning plugin's `payload_in_bytes`, 422 rejected or idempotency mismatch, 500 trap or
 //!   permanent, 503 retryable or host failure. A replayed idempotent answer carries
-//!   `Idempotent-Replayed: true`.
+//!   `Idempotent-Replayed: true`. Every answer carries the request's `Correlation-Id`: the
+//!   caller's, or one the host assigned (`host trace` takes it).
 //! - `POST /queries/{kind}` — the same, read-only.
 //! - `GET /health` — the loaded plugins, the plugins that failed to load, the database, and
 //!   (PostgreSQL) the partitions this host leases.
@@ -37,6 +38,8 @@ use std::time::Duration;
 pub const MAX_HEADER_ID_BYTES: usize = 255;
 /// Longest kind echoed back in a 404: the caller's own input, but not an amplifier.
 pub const MAX_ECHOED_KIND_BYTES: usize = 256;
+/// The header carrying a request's correlation id, in and out.
+pub const CORRELATION_ID: &str = "correlation-id";
 /// The header carrying the admin token.
 pub const ADMIN_TOKEN_HEADER: &str = "x-admin-token";
 
@@ -177,8 +180,9 @@ async fn command(
     // Run to the end even if the client goes away: a command cancelled halfway would leave
     // its idempotency key's lock behind.
     let kind = request.kind.clone();
+    let correlation_id = request.correlation_id.clone();
     let run = tokio::spawn(async move { executor.command(&request).await });
-    match run.await {
+    let response = match run.await {
         Ok(Ok(Reply::Success(body))) => json_response(StatusCode::OK, body),
         Ok(Ok(Reply::Replayed { status, body })) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
@@ -190,7 +194,16 @@ async fn command(
         }
         Ok(Err(error)) => error_response(&routed, &kind, error),
         Err(panicked) => host_error(&kind, &panicked),
+    };
+    with_correlation_id(response, correlation_id.as_deref())
+}
+
+/// `response` with the request's correlation id in the [`CORRELATION_ID`] header.
+fn with_correlation_id(mut response: Response, correlation_id: Option<&str>) -> Response {
+    if let Some(value) = correlation_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+        response.headers_mut().insert(CORRELATION_ID, value);
     }
+    response
 }
 
 async fn query(
@@ -205,12 +218,14 @@ async fn query(
     };
     let executor = routed.app.executor.clone();
     let kind = request.kind.clone();
+    let correlation_id = request.correlation_id.clone();
     let run = tokio::spawn(async move { executor.query(&request).await });
-    match run.await {
+    let response = match run.await {
         Ok(Ok(body)) => json_response(StatusCode::OK, body),
         Ok(Err(error)) => error_response(&routed, &kind, error),
         Err(panicked) => host_error(&kind, &panicked),
-    }
+    };
+    with_correlation_id(response, correlation_id.as_deref())
 }
 
 #[derive(Clone, Copy)]
@@ -408,7 +423,10 @@ fn parse_request(kind: String, headers: &HeaderMap, body: Bytes) -> Result<Reque
     Ok(Request {
         idempotency_key: id_header(headers, "idempotency-key")?,
         partition_key: id_header(headers, "partition-key")?,
-        correlation_id: id_header(headers, "correlation-id")?,
+        // Every request gets a correlation id, answered in the same header, for `host trace`.
+        correlation_id: Some(
+            id_header(headers, CORRELATION_ID)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        ),
         tenant_id: id_header(headers, "tenant-id")?,
         actor: id_header(headers, "actor")?,
         kind,

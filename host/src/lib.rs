@@ -36,6 +36,7 @@
 //!   database when scraped.
 //! - [`config`]: every tunable, with its default written once.
 //! - [`error`]: the failure classes that decide what happens to a message.
+//! - [`trace`]: `host trace`, one request's causal tree from the database.
 //! - [`cli`]: the `host` command line.
 //! - [`bench`]: `host bench`, the project measured against its baselines.
 
@@ -62,4 +63,5 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod store;
 pub mod telemetry;
+pub mod trace;
 pub mod unit_of_work;

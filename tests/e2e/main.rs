@@ -37,6 +37,8 @@
 //!   replacement, a SIGTERM, a host paused past its leases; nothing lost, repeated or reordered.
 //! - `metrics`: `GET /metrics` passes `promtool check metrics`; commands, retries and dead
 //!   letters are counted with their outcome and class; the backlog gauges follow a replay.
+//! - `trace`: `host trace` shows one order's causal tree, found by the answered correlation id
+//!   or any message id, a dead letter with its class and error.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -94,4 +96,5 @@ mod polyglot;
 mod redelivery;
 mod scale_out;
 mod shutdown;
+mod trace;
 mod traps;

@@ -485,6 +485,25 @@ macro_rules! shared_queries {
                 .context("counting failed deliveries")?;
             Ok((by_status, by_class))
         }
+        pub(super) async fn trace_rows(
+            &self,
+            correlation_id: &str,
+            limit: u32,
+        ) -> anyhow::Result<Vec<crate::store::trace::TraceRow>> {
+            sqlx::query_as(crate::store::trace::TRACE)
+                .bind(correlation_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.$read)
+                .await
+                .context("reading the messages of a correlation id")
+        }
+        pub(super) async fn correlation_of(&self, message_id: &str) -> anyhow::Result<Option<String>> {
+            sqlx::query_scalar(crate::store::trace::CORRELATION_OF)
+                .bind(message_id)
+                .fetch_optional(&self.$read)
+                .await
+                .context("reading a message's correlation id")
+        }
         pub(super) async fn backlog_rows(&self, now_ms: i64) -> anyhow::Result<Vec<bus::BacklogRow>> {
             sqlx::query_as(bus::BACKLOG)
                 .bind(now_ms)

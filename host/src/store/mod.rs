@@ -16,6 +16,7 @@ mod health;
 mod leases;
 mod postgres;
 mod sqlite;
+mod trace;
 
 #[cfg(test)]
 mod conformance;
@@ -30,6 +31,7 @@ pub use leases::{
     Beat, Cluster, ClusterView, HostIdentity, HostRow, Lease, PartitionRow, Partitions, Taken,
     fair_share,
 };
+pub use trace::{TracedDelivery, TracedMessage};
 
 use anyhow::bail;
 use std::sync::Arc;
@@ -317,6 +319,28 @@ impl Store {
     pub async fn stats(&self) -> anyhow::Result<BusStats> {
         let (by_status, by_class) = on_backend!(self, b => b.stats_rows().await)?;
         Ok(BusStats::from_rows(by_status, by_class))
+    }
+
+    /// The messages of `correlation_id` in commit order (at most `limit`), each with its
+    /// deliveries: one request's causal tree, flat.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn trace(
+        &self,
+        correlation_id: &str,
+        limit: u32,
+    ) -> anyhow::Result<Vec<TracedMessage>> {
+        let rows = on_backend!(self, b => b.trace_rows(correlation_id, limit).await)?;
+        Ok(trace::messages(rows))
+    }
+
+    /// The correlation id of the message `message_id`, if it is stored.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn correlation_of(&self, message_id: &str) -> anyhow::Result<Option<String>> {
+        on_backend!(self, b => b.correlation_of(message_id).await)
     }
 
     /// Each subscriber's unfinished deliveries (pending, scheduled, oldest, dead by class),
