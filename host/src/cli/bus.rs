@@ -1,0 +1,487 @@
+//! `host bus`: the delivery queue, the dead-letter queue and the cluster, as operators see
+//! and repair them.
+
+use super::{CacheArg, DatabaseArg, Format, PluginsArg, Tuning, one_shot_executor};
+use crate::error::{ErrorClass, HandlerFailure};
+use crate::executor::Rehearsal;
+use crate::store::{ClusterView, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery, Store};
+use anyhow::bail;
+use clap::{Args, Subcommand, ValueEnum};
+
+#[derive(Debug, Subcommand)]
+pub enum BusCommand {
+    /// List deliveries.
+    List {
+        /// Which deliveries: waiting to run, dead-lettered, completed, or all.
+        #[arg(long = "type", value_enum, default_value_t = ListType::Pending)]
+        which: ListType,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        filter: BusFilter,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Show one delivery: its whole envelope, attempts, first and last failure, last error and
+    /// the plugin version that handled it (JSON).
+    Show {
+        /// The delivery id (the `id` column of `bus list`).
+        id: i64,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Put dead-lettered deliveries back in the queue with their attempts reset: one by id,
+    /// or `--all` that match the filters. Replaying the letter that holds back a strict key
+    /// releases the key.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "all"])))]
+    Replay {
+        /// The delivery id (the `id` column of `bus list`).
+        id: Option<i64>,
+        /// Every dead letter matching the filters.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        filter: BusFilter,
+        /// Change nothing. With an id: run the letter on its subscriber's current build in a
+        /// unit of work that is thrown away, and print what it would write (each key's value
+        /// now and after) and emit, or the error it would fail with. With `--all`: list the
+        /// letters that would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        database: DatabaseArg,
+        #[command(flatten)]
+        plugins: PluginsArg,
+        #[command(flatten)]
+        cache: CacheArg,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Delete the dead letters matching the filters. Refuses without `--force`, saying how
+    /// many would go. A purged letter no longer holds back its key.
+    Purge {
+        #[command(flatten)]
+        filter: BusFilter,
+        /// Really delete them.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// The hosts sharing a PostgreSQL database, each partition's owner and lease, and its
+    /// backlog: pending deliveries, how long the oldest has waited, dead letters.
+    Health {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Show the partition count of a PostgreSQL database, or change it with `--set N` while no
+    /// host runs (a host holding a lease makes it refuse).
+    Partitions {
+        /// The new partition count (1 to 4096).
+        #[arg(long)]
+        set: Option<i64>,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// Counts of deliveries by status, and of failed ones by error class.
+    Stats {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+}
+
+/// Which deliveries a bus command applies to.
+#[derive(Debug, Clone, Default, Args)]
+pub struct BusFilter {
+    /// Only this subscriber's (plugin's) deliveries.
+    #[arg(long, visible_alias = "plugin")]
+    pub subscriber: Option<String>,
+    /// Only messages of this kind; `*` matches any run of characters (`order.*`).
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// Only deliveries whose last error has this class (`retryable`, `permanent`, `deadline`,
+    /// `memory_limit`, `stack_overflow`, `panic`, `trap`, `host`, `rejected`, `loop`).
+    #[arg(long)]
+    pub error_class: Option<String>,
+}
+
+impl BusFilter {
+    /// Whether no filter was given.
+    fn is_empty(&self) -> bool {
+        self.subscriber.is_none() && self.kind.is_none() && self.error_class.is_none()
+    }
+
+    fn to_filter(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: Option<u32>,
+    ) -> anyhow::Result<DeliveryFilter> {
+        if let Some(class) = &self.error_class
+            && ErrorClass::parse(class).is_none()
+        {
+            bail!("--error-class `{class}` is not an error class (see `host bus list --help`)");
+        }
+        Ok(DeliveryFilter {
+            status,
+            subscriber: self.subscriber.clone(),
+            kind: self.kind.clone(),
+            error_class: self.error_class.clone(),
+            limit,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ListType {
+    Pending,
+    Dlq,
+    Done,
+    All,
+}
+
+/// What `bus replay ID --dry-run` prints: the letter, and what running it now would do.
+fn rehearsal_report(
+    letter: &DueDelivery,
+    rehearsal: Result<Rehearsal, HandlerFailure>,
+) -> serde_json::Value {
+    // A value as JSON when it is JSON, else as text.
+    let shown = |bytes: &Option<Vec<u8>>| match bytes {
+        None => serde_json::Value::Null,
+        Some(bytes) => serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned().into()),
+    };
+    let mut report = serde_json::json!({
+        "delivery": letter.delivery_id,
+        "subscriber": letter.subscriber,
+        "kind": letter.kind,
+        "message_id": letter.message_id,
+        "changed": "nothing: this was a dry run",
+    });
+    match rehearsal {
+        Ok(rehearsal) => {
+            report["would"] = "succeed".into();
+            report["handled_by"] = rehearsal.handled_by.into();
+            report["writes"] = rehearsal
+                .writes
+                .iter()
+                .map(|w| {
+                    serde_json::json!({
+                        "key": w.key,
+                        "before": shown(&w.before),
+                        "after": shown(&w.after),
+                    })
+                })
+                .collect();
+            report["emits"] = rehearsal
+                .emitted
+                .into_iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "kind": e.kind,
+                        "partition_key": e.partition_key,
+                        "payload": shown(&Some(e.payload)),
+                    })
+                })
+                .collect();
+        }
+        Err(failure) => {
+            report["would"] = "fail".into();
+            report["error_class"] = failure.class.as_str().into();
+            report["error"] = failure.message.into();
+        }
+    }
+    report
+}
+pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
+    match command {
+        BusCommand::List {
+            which,
+            format,
+            filter,
+            limit,
+            database,
+        } => {
+            let store = Store::open(&database.database_url).await?;
+            let status = match which {
+                ListType::Pending => Some(DeliveryStatus::Pending),
+                ListType::Dlq => Some(DeliveryStatus::Dead),
+                ListType::Done => Some(DeliveryStatus::Done),
+                ListType::All => None,
+            };
+            let rows = store
+                .list_deliveries(&filter.to_filter(status, limit)?)
+                .await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Format::Table if rows.is_empty() => {
+                    let what = match which {
+                        ListType::Pending => "no deliveries waiting to run",
+                        ListType::Dlq => "no dead-lettered deliveries",
+                        ListType::Done => "no completed deliveries kept",
+                        ListType::All => "no deliveries",
+                    };
+                    println!(
+                        "{what}{} (`--type pending|dlq|done|all` chooses which)",
+                        if filter.is_empty() {
+                            ""
+                        } else {
+                            " match the filters"
+                        }
+                    );
+                }
+                Format::Table => println!("{}", table(&rows)),
+            }
+            Ok(())
+        }
+        BusCommand::Show { id, database } => {
+            let store = Store::open(&database.database_url).await?;
+            let Some(delivery) = store.delivery(id).await? else {
+                bail!("no delivery with id {id} (see `host bus list --type all`)");
+            };
+            println!("{}", serde_json::to_string_pretty(&delivery)?);
+            Ok(())
+        }
+        BusCommand::Replay {
+            id,
+            all,
+            filter,
+            dry_run,
+            database,
+            plugins,
+            cache,
+            tuning,
+        } => {
+            let store = Store::open(&database.database_url).await?;
+            if !all {
+                let id = id.expect("clap requires an id without --all");
+                if dry_run {
+                    let Some(letter) = store.dead_letter(id).await? else {
+                        bail!(
+                            "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
+                        );
+                    };
+                    let executor = one_shot_executor(store, &tuning, &cache, &plugins).await?;
+                    let rehearsal = executor.rehearse(&letter).await;
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&rehearsal_report(&letter, rehearsal))?
+                    );
+                    return Ok(());
+                }
+                if !store.replay(id).await? {
+                    bail!(
+                        "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
+                    );
+                }
+                println!(
+                    "delivery {id} is queued again; a running host delivers it within its poll interval"
+                );
+                return Ok(());
+            }
+            let ids = store
+                .replay_matching(&filter.to_filter(None, None)?, dry_run)
+                .await?;
+            let verb = if dry_run { "would replay" } else { "replayed" };
+            println!("{verb} {} dead-lettered deliveries: {ids:?}", ids.len());
+            Ok(())
+        }
+        BusCommand::Purge {
+            filter,
+            force,
+            database,
+        } => {
+            let store = Store::open(&database.database_url).await?;
+            let filter = filter.to_filter(None, None)?;
+            if !force {
+                let ids = store.purge_matching(&filter, true).await?;
+                if ids.is_empty() {
+                    println!("no dead-lettered deliveries match: nothing to purge");
+                    return Ok(());
+                }
+                bail!(
+                    "refusing to purge without --force: {} dead-lettered deliveries would be deleted: {ids:?}",
+                    ids.len()
+                );
+            }
+            let ids = store.purge_matching(&filter, false).await?;
+            println!("purged {} dead-lettered deliveries: {ids:?}", ids.len());
+            Ok(())
+        }
+        BusCommand::Health { format, database } => {
+            let store = Store::open(&database.database_url).await?;
+            let Some(cluster) = store.cluster() else {
+                println!(
+                    "one host on SQLite: there are no partitions or leases (`host bus stats` counts the deliveries)"
+                );
+                return Ok(());
+            };
+            let view = cluster.view().await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
+                Format::Table => print_cluster(&view),
+            }
+            Ok(())
+        }
+        BusCommand::Partitions { set, database } => {
+            let store = Store::open(&database.database_url).await?;
+            let Some(cluster) = store.cluster() else {
+                bail!(
+                    "partitions exist only on PostgreSQL: a SQLite database is served by one host"
+                );
+            };
+            if let Some(count) = set {
+                cluster.set_partitions(count).await?;
+                println!("the deliveries are split into {count} partitions from now on");
+            } else {
+                let view = cluster.view().await?;
+                println!(
+                    "{} partitions (`host bus health` shows their owners and backlog)",
+                    view.partitions
+                );
+            }
+            Ok(())
+        }
+        BusCommand::Stats { format, database } => {
+            let store = Store::open(&database.database_url).await?;
+            let stats = store.stats().await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
+                Format::Table => {
+                    let mut t = comfy_table::Table::new();
+                    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+                        .set_header(["status", "count"]);
+                    for (status, n) in &stats.by_status {
+                        t.add_row([status.clone(), n.to_string()]);
+                    }
+                    println!("{t}");
+                    let mut t = comfy_table::Table::new();
+                    t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+                        .set_header(["error class", "dead", "retrying"]);
+                    for (class, counts) in &stats.by_error_class {
+                        let n = |s: &str| counts.get(s).copied().unwrap_or(0).to_string();
+                        t.add_row([class.clone(), n("dead"), n("pending")]);
+                    }
+                    println!("{t}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `host bus health` as tables: the hosts, then the partitions.
+fn print_cluster(view: &ClusterView) {
+    let now = crate::store::now_ms();
+    let mut hosts = comfy_table::Table::new();
+    hosts
+        .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header([
+            "host",
+            "name",
+            "address",
+            "up for",
+            "heartbeat",
+            "partitions",
+        ]);
+    for host in &view.hosts {
+        let held = view
+            .leases
+            .iter()
+            .filter(|l| l.owner.as_deref() == Some(host.id.as_str()) && l.expires_in_ms > 0)
+            .count();
+        let heartbeat = if host.expires_in_ms > 0 {
+            format!("live (lease {} ms left)", host.expires_in_ms)
+        } else {
+            format!("gone {} ms ago", -host.expires_in_ms)
+        };
+        hosts.add_row([
+            host.id.clone(),
+            host.name.clone(),
+            host.address.clone(),
+            format!("{} s", (now - host.started_at_ms).max(0) / 1000),
+            heartbeat,
+            held.to_string(),
+        ]);
+    }
+    if view.hosts.is_empty() {
+        println!("no host is running on this database");
+    } else {
+        println!("{hosts}");
+    }
+    let name_of = |id: &str| {
+        view.hosts
+            .iter()
+            .find(|h| h.id == id)
+            .map_or_else(|| id.to_owned(), |h| h.name.clone())
+    };
+    let mut partitions = comfy_table::Table::new();
+    partitions
+        .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header([
+            "partition",
+            "owner",
+            "lease",
+            "pending",
+            "oldest waiting",
+            "dead",
+        ]);
+    for lease in &view.leases {
+        let (owner, state) = match &lease.owner {
+            None => ("-".to_owned(), "free".to_owned()),
+            Some(id) if lease.expires_in_ms > 0 => (
+                name_of(id),
+                format!("epoch {}, {} ms left", lease.epoch, lease.expires_in_ms),
+            ),
+            Some(id) => (
+                name_of(id),
+                format!("expired {} ms ago", -lease.expires_in_ms),
+            ),
+        };
+        partitions.add_row([
+            lease.partition.to_string(),
+            owner,
+            state,
+            lease.pending.to_string(),
+            lease
+                .oldest_pending_ms
+                .map_or_else(String::new, |ms| format!("{ms} ms")),
+            lease.dead.to_string(),
+        ]);
+    }
+    println!("{partitions}");
+}
+
+fn table(rows: &[DeliveryView]) -> comfy_table::Table {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header([
+            "id",
+            "status",
+            "subscriber",
+            "kind",
+            "partition key",
+            "attempts",
+            "error class",
+            "last error",
+        ]);
+    for row in rows {
+        table.add_row([
+            row.id.to_string(),
+            format!("{:?}", row.status).to_lowercase(),
+            row.subscriber.clone(),
+            row.kind.clone(),
+            row.partition_key.clone().unwrap_or_default(),
+            row.attempts.to_string(),
+            row.error_class.clone().unwrap_or_default(),
+            row.last_error.clone().unwrap_or_default(),
+        ]);
+    }
+    table
+}
