@@ -141,6 +141,11 @@ pub struct RunArgs {
           default_value_t = DEFAULT_LEASE_TIMEOUT.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(500..=3_600_000))]
     pub lease_timeout_ms: u64,
+    /// Deliver nothing in the background: commands are answered and their events wait until
+    /// `host bus flush` runs them (or a host without this switch). On PostgreSQL such a host
+    /// leases no partitions. For tests that flush by hand.
+    #[arg(long, env = "HOST_NO_DISPATCH")]
+    pub no_dispatch: bool,
 }
 
 /// The host config file and the command-line overrides of its `[defaults]`. Built-in
@@ -252,13 +257,34 @@ pub struct SendArgs {
     #[arg(long)]
     pub partition_key: Option<String>,
     #[command(flatten)]
-    pub plugins: PluginsArg,
-    #[command(flatten)]
     pub database: DatabaseArg,
+    #[command(flatten)]
+    pub load: PluginLoad,
+}
+
+/// What a command that runs handlers outside a host (`send`, `bus flush`, a dry-run replay)
+/// needs to load the plugins as the host does: give it the host's folder, config and flags.
+#[derive(Debug, Args)]
+pub struct PluginLoad {
+    #[command(flatten)]
+    pub plugins: PluginsArg,
     #[command(flatten)]
     pub tuning: Tuning,
     #[command(flatten)]
     pub cache: CacheArg,
+}
+
+impl PluginLoad {
+    /// An executor for one piece of work from the command line: the plugins loaded (and
+    /// built when stale) on `store`, no dispatcher.
+    async fn executor(&self, store: Store) -> anyhow::Result<Executor> {
+        let config = self.tuning.host_config()?;
+        let sandbox = sandbox_for(&config, &self.cache)?;
+        let (_, registry) =
+            PluginDir::load(&sandbox, &self.plugins.plugins, BuildPolicy::BuildStale).await?;
+        let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
+        Ok(executor_for(&config, registry, store, committer))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -345,6 +371,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         effective["admin_token"] = serde_json::json!(args.admin_token.as_ref().map(|_| "(set)"));
         effective["body_read_timeout_ms"] = serde_json::json!(args.body_read_timeout_ms);
         effective["lease_timeout_ms"] = serde_json::json!(args.lease_timeout_ms);
+        effective["background_dispatch"] = serde_json::json!(!args.no_dispatch);
         effective["dispatch"] = serde_json::to_value(dispatch)?;
         println!("{}", serde_json::to_string_pretty(&effective)?);
         return Ok(());
@@ -387,21 +414,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Deliveries committed before a crash or by another process are found by the first scan.
     wake.notify_one();
     // On PostgreSQL, this host's share of the partitions, taken once its plugins are loaded.
-    let leases = PartitionLeases::join(
-        &store,
-        &address.to_string(),
-        Duration::from_millis(args.lease_timeout_ms),
-        wake.clone(),
-    )
-    .await;
-    let dispatcher = dispatcher::spawn(
-        executor.clone(),
-        store.clone(),
-        dispatch,
-        config.clone(),
-        leases.clone(),
-        wake,
-    );
+    let (leases, dispatcher) = if args.no_dispatch {
+        tracing::info!("background dispatch is off: `host bus flush` delivers what is due");
+        (None, None)
+    } else {
+        let leases = PartitionLeases::join(
+            &store,
+            &address.to_string(),
+            Duration::from_millis(args.lease_timeout_ms),
+            wake.clone(),
+        )
+        .await;
+        let dispatcher = dispatcher::spawn(
+            executor.clone(),
+            store.clone(),
+            dispatch,
+            config.clone(),
+            leases.clone(),
+            wake,
+        );
+        (leases, Some(dispatcher))
+    };
     let maintenance = maintenance::spawn(store.clone(), config.retention, leases.clone());
 
     tracing::info!(%address, plugins = executor.registry().names().len(), "serving");
@@ -426,7 +459,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // other hosts take them over at once, then close the database (on SQLite this folds the
     // WAL back into the file and removes it).
     maintenance.abort();
-    let unfinished = dispatcher.drain(SHUTDOWN_GRACE).await;
+    let unfinished = match dispatcher {
+        Some(dispatcher) => dispatcher.drain(SHUTDOWN_GRACE).await,
+        None => 0,
+    };
     if unfinished > 0 {
         tracing::warn!(
             unfinished,
@@ -491,25 +527,9 @@ async fn build(plugins: PluginsArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An executor for one piece of work from the command line (`send`, a dry-run replay): the
-/// plugins of `plugins` loaded (and built when stale) on `store`, no dispatcher.
-async fn one_shot_executor(
-    store: Store,
-    tuning: &Tuning,
-    cache: &CacheArg,
-    plugins: &PluginsArg,
-) -> anyhow::Result<Executor> {
-    let config = tuning.host_config()?;
-    let sandbox = sandbox_for(&config, cache)?;
-    let (_, registry) =
-        PluginDir::load(&sandbox, &plugins.plugins, BuildPolicy::BuildStale).await?;
-    let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
-    Ok(executor_for(&config, registry, store, committer))
-}
-
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.database.database_url).await?;
-    let executor = one_shot_executor(store, &args.tuning, &args.cache, &args.plugins).await?;
+    let executor = args.load.executor(store).await?;
     let request = Request {
         kind: args.kind,
         payload: args.payload.into_bytes(),

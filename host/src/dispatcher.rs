@@ -14,7 +14,7 @@ use crate::config::DispatchConfig;
 use crate::executor::{Delivered, Executor};
 use crate::partitions::PartitionLeases;
 use crate::policy::{HostConfig, Ordering};
-use crate::store::{Store, now_ms};
+use crate::store::{DueDelivery, Partitions, Store, now_ms};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -119,11 +119,7 @@ async fn run(
             return;
         }
         let subscribers = executor.registry().names();
-        let skip: Vec<String> = subscribers
-            .iter()
-            .filter(|name| policies.policy(name).ordering == Ordering::Skip)
-            .cloned()
-            .collect();
+        let skip = skipping(&subscribers, &policies);
         // Claim only what the free slots can run, leaving out what already runs; while the
         // database fails, one delivery at a time probes whether it is back.
         let running: Vec<i64> = in_flight
@@ -223,6 +219,64 @@ async fn run(
             _ = stopped.wait_for(|stop| *stop) => return,
         }
     }
+}
+
+/// The subscribers whose failing message is parked so that its key moves on.
+fn skipping(subscribers: &[String], policies: &HostConfig) -> Vec<String> {
+    subscribers
+        .iter()
+        .filter(|name| policies.policy(name).ordering == Ordering::Skip)
+        .cloned()
+        .collect()
+}
+
+/// Runs what is due now, one delivery after another, until nothing is due or `limit`
+/// deliveries ran; `each` sees every delivery and its outcome (`host bus flush`). Every
+/// partition is flushed, leases or not: beside a running host, a delivery may run in both,
+/// and its effects commit once.
+///
+/// # Errors
+/// The database could not be read.
+pub async fn flush(
+    executor: &Executor,
+    policies: &HostConfig,
+    limit: usize,
+    mut each: impl FnMut(&DueDelivery, &Delivered),
+) -> anyhow::Result<usize> {
+    let mut ran = 0;
+    while ran < limit {
+        let due = due_now(executor, policies, (limit - ran).min(SCAN_LIMIT as usize)).await?;
+        if due.is_empty() {
+            break;
+        }
+        for delivery in due {
+            let outcome = executor
+                .deliver(&delivery, policies.policy(&delivery.subscriber))
+                .await;
+            each(&delivery, &outcome);
+            ran += 1;
+        }
+    }
+    Ok(ran)
+}
+
+/// Up to `limit` deliveries due now in every partition, the first of each key (what
+/// [`flush`] runs next).
+///
+/// # Errors
+/// The database could not be read.
+pub async fn due_now(
+    executor: &Executor,
+    policies: &HostConfig,
+    limit: usize,
+) -> anyhow::Result<Vec<DueDelivery>> {
+    let subscribers = executor.registry().names();
+    let skip = skipping(&subscribers, policies);
+    let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+    executor
+        .store()
+        .due_deliveries(&subscribers, &skip, &[], Some(&Partitions::all()), limit)
+        .await
 }
 
 /// Waits until a scan would pay: something was committed or finished, and either nothing is

@@ -117,6 +117,19 @@ pub enum Delivered {
     NotRecorded,
 }
 
+impl Delivered {
+    /// The snake_case name used in metrics and `host bus flush`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::WillRetry { .. } => "retry",
+            Self::Dead(_) => "dead",
+            Self::Skipped => "skipped",
+            Self::NotRecorded => "not_recorded",
+        }
+    }
+}
+
 /// What a delivery would do if it ran now ([`Executor::rehearse`]); nothing of it is committed.
 #[derive(Debug)]
 pub struct Rehearsal {

@@ -214,16 +214,9 @@ fn error_outcome(error: &ExecError) -> &'static str {
 /// The delivery `due` ended as `delivered`.
 pub fn delivery_finished(due: &DueDelivery, delivered: &Delivered) {
     let (subscriber, kind) = (due.subscriber.clone(), due.kind.clone());
-    let outcome = match delivered {
-        Delivered::Done => "done",
-        Delivered::WillRetry { .. } => "retry",
-        Delivered::Dead(_) => "dead",
-        Delivered::Skipped => "skipped",
-        Delivered::NotRecorded => "not_recorded",
-    };
     counter!(
         "handler_host_deliveries_total",
-        "subscriber" => subscriber.clone(), "kind" => kind.clone(), "outcome" => outcome
+        "subscriber" => subscriber.clone(), "kind" => kind.clone(), "outcome" => delivered.as_str()
     )
     .increment(1);
     match delivered {

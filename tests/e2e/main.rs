@@ -39,6 +39,8 @@
 //!   letters are counted with their outcome and class; the backlog gauges follow a replay.
 //! - `trace`: `host trace` shows one order's causal tree, found by the answered correlation id
 //!   or any message id, a dead letter with its class and error.
+//! - `flush`: with `--no-dispatch`, `host bus flush` (dry and real) runs what is due in order;
+//!   `host bus health --detailed`; `host bus replay ID --force` runs a done delivery again.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -81,6 +83,7 @@ mod demo;
 mod dev_loop;
 mod dlq;
 mod faults;
+mod flush;
 mod group_commit;
 mod hostile;
 mod hot_reload;

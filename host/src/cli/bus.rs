@@ -1,10 +1,13 @@
 //! `host bus`: the delivery queue, the dead-letter queue and the cluster, as operators see
 //! and repair them.
 
-use super::{CacheArg, DatabaseArg, Format, PluginsArg, Tuning, one_shot_executor};
+use super::{DatabaseArg, Format, PluginLoad};
 use crate::error::{ErrorClass, HandlerFailure};
-use crate::executor::Rehearsal;
-use crate::store::{ClusterView, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery, Store};
+use crate::executor::{Delivered, Rehearsal};
+use crate::store::{
+    ClusterView, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery, Store,
+    SubscriberBacklog,
+};
 use anyhow::bail;
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -50,14 +53,14 @@ pub enum BusCommand {
         /// letters that would be replayed.
         #[arg(long)]
         dry_run: bool,
+        /// Replay the delivery whatever its status: a done one runs again and its effects
+        /// apply again, a pending one runs now with its attempts reset.
+        #[arg(long, requires = "id", conflicts_with_all = ["all", "dry_run"])]
+        force: bool,
         #[command(flatten)]
         database: DatabaseArg,
         #[command(flatten)]
-        plugins: PluginsArg,
-        #[command(flatten)]
-        cache: CacheArg,
-        #[command(flatten)]
-        tuning: Tuning,
+        load: PluginLoad,
     },
     /// Delete the dead letters matching the filters. Refuses without `--force`, saying how
     /// many would go. A purged letter no longer holds back its key.
@@ -70,13 +73,34 @@ pub enum BusCommand {
         #[command(flatten)]
         database: DatabaseArg,
     },
-    /// The hosts sharing a PostgreSQL database, each partition's owner and lease, and its
-    /// backlog: pending deliveries, how long the oldest has waited, dead letters.
+    /// Each subscriber's backlog (pending, waiting for a retry, how long the oldest has
+    /// waited, dead letters) and, on PostgreSQL, the hosts sharing the database.
     Health {
+        /// Also the dead letters by error class, and (PostgreSQL) each partition's owner,
+        /// lease and backlog.
+        #[arg(long)]
+        detailed: bool,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         #[command(flatten)]
         database: DatabaseArg,
+    },
+    /// Run the deliveries that are due now in this process, in order per key, and print each
+    /// outcome: for hosts started with `--no-dispatch`, or to drain by hand. Beside a running
+    /// host a delivery may run in both; its effects commit once.
+    Flush {
+        /// Most deliveries to run.
+        #[arg(long, default_value_t = 10_000)]
+        limit: usize,
+        /// Run nothing: list the deliveries that are due now.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        database: DatabaseArg,
+        #[command(flatten)]
+        load: PluginLoad,
     },
     /// Show the partition count of a PostgreSQL database, or change it with `--set N` while no
     /// host runs (a host holding a lease makes it refuse).
@@ -252,12 +276,25 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             all,
             filter,
             dry_run,
+            force,
             database,
-            plugins,
-            cache,
-            tuning,
+            load,
         } => {
             let store = Store::open(&database.database_url).await?;
+            if force {
+                let id = id.expect("clap requires an id with --force");
+                let Some(delivery) = store.delivery(id).await? else {
+                    bail!("no delivery with id {id} (see `host bus list --type all`)");
+                };
+                store.replay_forced(id).await?;
+                let was = match delivery.view.status {
+                    DeliveryStatus::Done => "done: its handler runs again",
+                    DeliveryStatus::Pending => "pending: it runs now",
+                    DeliveryStatus::Dead => "dead",
+                };
+                println!("delivery {id} is queued again, attempts reset; it was {was}");
+                return Ok(());
+            }
             if !all {
                 let id = id.expect("clap requires an id without --all");
                 if dry_run {
@@ -266,7 +303,7 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
                             "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
                         );
                     };
-                    let executor = one_shot_executor(store, &tuning, &cache, &plugins).await?;
+                    let executor = load.executor(store).await?;
                     let rehearsal = executor.rehearse(&letter).await;
                     println!(
                         "{}",
@@ -275,9 +312,16 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
                     return Ok(());
                 }
                 if !store.replay(id).await? {
-                    bail!(
-                        "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
-                    );
+                    match store.delivery(id).await? {
+                        Some(delivery) => bail!(
+                            "delivery {id} is {}, not dead: `--force` replays it anyway (a done \
+                             one's handler runs again)",
+                            delivery.view.status.as_str()
+                        ),
+                        None => bail!(
+                            "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
+                        ),
+                    }
                 }
                 println!(
                     "delivery {id} is queued again; a running host delivers it within its poll interval"
@@ -313,18 +357,59 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             println!("purged {} dead-lettered deliveries: {ids:?}", ids.len());
             Ok(())
         }
-        BusCommand::Health { format, database } => {
+        BusCommand::Health {
+            detailed,
+            format,
+            database,
+        } => {
             let store = Store::open(&database.database_url).await?;
-            let Some(cluster) = store.cluster() else {
-                println!(
-                    "one host on SQLite: there are no partitions or leases (`host bus stats` counts the deliveries)"
-                );
-                return Ok(());
+            let backlog = store.backlog().await?;
+            let cluster = match store.cluster() {
+                Some(cluster) => Some(cluster.view().await?),
+                None => None,
             };
-            let view = cluster.view().await?;
             match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&view)?),
-                Format::Table => print_cluster(&view),
+                Format::Json => {
+                    let report = serde_json::json!({ "subscribers": backlog, "cluster": cluster });
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                }
+                Format::Table => {
+                    print_backlog(&backlog, detailed);
+                    match &cluster {
+                        Some(view) => print_cluster(view, detailed),
+                        None => println!("one host on SQLite: no partitions or leases"),
+                    }
+                }
+            }
+            Ok(())
+        }
+        BusCommand::Flush {
+            limit,
+            dry_run,
+            format,
+            database,
+            load,
+        } => {
+            let store = Store::open(&database.database_url).await?;
+            let policies = load.tuning.host_config()?;
+            let executor = load.executor(store.clone()).await?;
+            let mut flushed = Vec::new();
+            if dry_run {
+                let due = crate::dispatcher::due_now(&executor, &policies, limit).await?;
+                flushed.extend(due.iter().map(|d| Flushed::of(d, None)));
+            } else {
+                crate::dispatcher::flush(&executor, &policies, limit, |due, outcome| {
+                    flushed.push(Flushed::of(due, Some(outcome)));
+                })
+                .await?;
+            }
+            store.close().await;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&flushed)?),
+                Format::Table if flushed.is_empty() => {
+                    println!("no delivery is due now (`host bus list` shows the pending ones)");
+                }
+                Format::Table => print_flushed(&flushed, dry_run),
             }
             Ok(())
         }
@@ -375,8 +460,8 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
     }
 }
 
-/// `host bus health` as tables: the hosts, then the partitions.
-fn print_cluster(view: &ClusterView) {
+/// `host bus health` on PostgreSQL: the hosts, then (detailed) the partitions.
+fn print_cluster(view: &ClusterView, detailed: bool) {
     let now = crate::store::now_ms();
     let mut hosts = comfy_table::Table::new();
     hosts
@@ -413,6 +498,14 @@ fn print_cluster(view: &ClusterView) {
         println!("no host is running on this database");
     } else {
         println!("{hosts}");
+    }
+    if !detailed {
+        let held = view.leases.iter().filter(|l| l.expires_in_ms > 0).count();
+        println!(
+            "{} partitions, {held} leased (`--detailed` shows each one)",
+            view.partitions
+        );
+        return;
     }
     let name_of = |id: &str| {
         view.hosts
@@ -455,6 +548,123 @@ fn print_cluster(view: &ClusterView) {
         ]);
     }
     println!("{partitions}");
+}
+
+/// `host bus health`: one row per subscriber with unfinished deliveries.
+fn print_backlog(backlog: &[SubscriberBacklog], detailed: bool) {
+    if backlog.is_empty() {
+        println!("no delivery is waiting and no letter is dead");
+        return;
+    }
+    let now = crate::store::now_ms();
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+    let mut header = vec![
+        "subscriber",
+        "pending",
+        "waiting for a retry",
+        "oldest waiting",
+        "dead",
+    ];
+    if detailed {
+        header.push("dead by class");
+    }
+    table.set_header(header);
+    for b in backlog {
+        let mut row = vec![
+            b.subscriber.clone(),
+            b.pending.to_string(),
+            b.scheduled.to_string(),
+            b.oldest_pending_age_ms(now)
+                .map_or_else(String::new, |ms| format!("{ms} ms")),
+            b.dead().to_string(),
+        ];
+        if detailed {
+            let classes: Vec<String> = b
+                .dead_by_class
+                .iter()
+                .map(|(class, n)| format!("{class} {n}"))
+                .collect();
+            row.push(classes.join(", "));
+        }
+        table.add_row(row);
+    }
+    println!("{table}");
+}
+
+/// One delivery `host bus flush` ran (or, dry, found due).
+#[derive(Debug, serde::Serialize)]
+struct Flushed {
+    id: i64,
+    subscriber: String,
+    kind: String,
+    partition_key: Option<String>,
+    attempt: u32,
+    /// `done`, `retry`, `dead`, `skipped`, `not_recorded`; absent in a dry run.
+    outcome: Option<&'static str>,
+    /// The failure's class, when it failed.
+    class: Option<&'static str>,
+    /// When a failed delivery runs again (ms since the epoch).
+    retry_at_ms: Option<i64>,
+}
+
+impl Flushed {
+    fn of(due: &DueDelivery, outcome: Option<&Delivered>) -> Self {
+        let (class, retry_at_ms) = match outcome {
+            Some(Delivered::WillRetry { at, class }) => (Some(class.as_str()), Some(*at)),
+            Some(Delivered::Dead(class)) => (Some(class.as_str()), None),
+            _ => (None, None),
+        };
+        Self {
+            id: due.delivery_id,
+            subscriber: due.subscriber.clone(),
+            kind: due.kind.clone(),
+            partition_key: due.partition_key.clone(),
+            attempt: due.attempts + 1,
+            outcome: outcome.map(Delivered::as_str),
+            class,
+            retry_at_ms,
+        }
+    }
+}
+
+fn print_flushed(flushed: &[Flushed], dry_run: bool) {
+    let now = crate::store::now_ms();
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header(["id", "subscriber", "kind", "key", "attempt", "outcome"]);
+    for f in flushed {
+        let outcome = match (f.outcome, f.class, f.retry_at_ms) {
+            (None, ..) => "due".to_owned(),
+            (Some(outcome), Some(class), Some(at)) => {
+                format!("{outcome} ({class}) in {} ms", (at - now).max(0))
+            }
+            (Some(outcome), Some(class), None) => format!("{outcome} ({class})"),
+            (Some(outcome), None, _) => outcome.to_owned(),
+        };
+        table.add_row([
+            f.id.to_string(),
+            f.subscriber.clone(),
+            f.kind.clone(),
+            f.partition_key.clone().unwrap_or_default(),
+            f.attempt.to_string(),
+            outcome,
+        ]);
+    }
+    println!("{table}");
+    if dry_run {
+        println!("{} deliveries due now; nothing was run", flushed.len());
+    } else {
+        let count = |o: &str| flushed.iter().filter(|f| f.outcome == Some(o)).count();
+        println!(
+            "ran {} deliveries: {} done, {} to retry, {} dead",
+            flushed.len(),
+            count("done"),
+            count("retry"),
+            count("dead")
+        );
+    }
 }
 
 fn table(rows: &[DeliveryView]) -> comfy_table::Table {

@@ -42,7 +42,7 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    pub(super) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Done => "done",
@@ -292,6 +292,12 @@ pub(super) const REPLAY_ONE: &str =
     "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1
      WHERE id = $2 AND status = 'dead'";
 
+/// [`REPLAY_ONE`] whatever the delivery's status: a done one runs again.
+pub(super) const REPLAY_FORCED: &str =
+    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1,
+         completed_at_ms = NULL
+     WHERE id = $2";
+
 pub(super) const STATS_BY_STATUS: &str =
     "SELECT status, COUNT(*) AS n FROM deliveries GROUP BY status";
 
@@ -462,8 +468,8 @@ macro_rules! shared_queries {
                 .with_context(|| format!("reading delivery {id}"))?;
             row.map(ViewRow::detail).transpose()
         }
-        pub(super) async fn replay(&self, delivery_id: i64) -> anyhow::Result<bool> {
-            let updated = sqlx::query(bus::REPLAY_ONE)
+        pub(super) async fn replay(&self, delivery_id: i64, sql: &str) -> anyhow::Result<bool> {
+            let updated = sqlx::query(sql)
                 .bind(now_ms())
                 .bind(delivery_id)
                 .execute(&self.$write)

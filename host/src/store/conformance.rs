@@ -454,6 +454,38 @@ async fn replay_all_and_stats_follow_the_filters(store: &Store) {
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].kind, "b.x");
     assert!(store.delivery(12345).await.unwrap().is_none());
+
+    // A done delivery is replayed only when forced, and then runs again from its first attempt.
+    let done = Write::Delivered {
+        delivery_id: due[0].0,
+        attempt: 1,
+        lease: None,
+        handled_by: "s@1".into(),
+        changes: StateChanges::default(),
+        outbox: Vec::new(),
+    };
+    assert_eq!(
+        store.apply_batch(&[done]).await.unwrap(),
+        [Applied::Committed]
+    );
+    assert!(!store.replay(due[0].0).await.unwrap(), "not dead");
+    assert!(store.replay_forced(due[0].0).await.unwrap());
+    let forced = store.delivery(due[0].0).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            forced.view.status,
+            forced.view.attempts,
+            forced.completed_at_ms
+        ),
+        (DeliveryStatus::Pending, 0, None)
+    );
+    assert!(
+        due_keys(store, &[])
+            .await
+            .iter()
+            .any(|(id, _)| *id == due[0].0)
+    );
+    assert!(!store.replay_forced(12345).await.unwrap());
 }
 
 async fn the_backlog_counts_each_subscribers_unfinished_deliveries(store: &Store) {

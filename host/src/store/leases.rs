@@ -35,6 +35,17 @@ pub struct Partitions {
     pub held: Vec<i64>,
 }
 
+impl Partitions {
+    /// Every delivery, whatever its partition (one partition of all hashes): for work done
+    /// outside the leases, such as `host bus flush`.
+    pub fn all() -> Self {
+        Self {
+            count: 1,
+            held: vec![0],
+        }
+    }
+}
+
 /// Who a host is, as the other hosts and operators see it.
 #[derive(Debug, Clone)]
 pub struct HostIdentity {

@@ -281,7 +281,17 @@ impl Store {
     /// # Errors
     /// Fails when the database cannot be written.
     pub async fn replay(&self, delivery_id: i64) -> anyhow::Result<bool> {
-        on_backend!(self, b => b.replay(delivery_id).await)
+        on_backend!(self, b => b.replay(delivery_id, bus::REPLAY_ONE).await)
+    }
+
+    /// Puts a delivery back in the queue whatever its status, attempts reset, due now: a done
+    /// one runs again (its handler's effects apply again), a pending one runs now. Returns
+    /// false when there is no delivery with this id (retention deletes done ones).
+    ///
+    /// # Errors
+    /// Fails when the database cannot be written.
+    pub async fn replay_forced(&self, delivery_id: i64) -> anyhow::Result<bool> {
+        on_backend!(self, b => b.replay(delivery_id, bus::REPLAY_FORCED).await)
     }
 
     /// Replays every dead delivery matching `filter` (its status is ignored: only dead ones
@@ -419,10 +429,7 @@ pub(crate) mod test_support {
 
     /// All deliveries as one partition: what a lone host claims from on PostgreSQL.
     pub fn every_partition() -> Partitions {
-        Partitions {
-            count: 1,
-            held: vec![0],
-        }
+        Partitions::all()
     }
 
     /// The server the PostgreSQL tests create their databases on.
