@@ -1299,9 +1299,11 @@ fn raw_group_commit(path: &std::path::Path, duration: Duration) -> anyhow::Resul
 async fn serve(rig: &Rig) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
+    // P1-HTTP measures commands; the rig's dispatcher, if any, is not the server's concern.
     let app = http::router(AppState {
         executor: rig.executor.clone(),
         leases: None,
+        dispatcher: None,
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(format!("http://{address}"))

@@ -448,6 +448,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         AppState {
             executor,
             leases: leases.clone(),
+            dispatcher: dispatcher.as_ref().map(dispatcher::Dispatcher::liveness),
         },
         ingress,
     );

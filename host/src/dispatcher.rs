@@ -16,6 +16,7 @@ use crate::partitions::PartitionLeases;
 use crate::policy::{HostConfig, Ordering};
 use crate::store::{DueDelivery, Partitions, Store, now_ms};
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
@@ -36,12 +37,38 @@ struct InFlight {
 pub struct Dispatcher {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    liveness: Liveness,
     /// One permit per delivery that may run: all of them free means none is running.
     slots: Arc<Semaphore>,
     concurrency: usize,
 }
 
+/// Whether the dispatcher's loop still runs, for `GET /ready`: false once it ended, whether
+/// stopped or failed.
+#[derive(Debug, Clone)]
+pub struct Liveness(Arc<AtomicBool>);
+
+impl Liveness {
+    pub fn is_running(&self) -> bool {
+        self.0.load(AtomicOrdering::Relaxed)
+    }
+}
+
+/// Marks the loop ended when dropped: on return, on abort and on a panic alike.
+struct Running(Liveness);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        (self.0).0.store(false, AtomicOrdering::Relaxed);
+    }
+}
+
 impl Dispatcher {
+    /// Whether the loop runs, for readiness checks.
+    pub fn liveness(&self) -> Liveness {
+        self.liveness.clone()
+    }
+
     /// Stops at once, leaving what runs unfinished (it is delivered again later).
     pub fn abort(&self) {
         self.task.abort();
@@ -72,6 +99,8 @@ pub fn spawn(
 ) -> Dispatcher {
     let (stop, stopped) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(config.concurrency));
+    let liveness = Liveness(Arc::new(AtomicBool::new(true)));
+    let running = Running(liveness.clone());
     let task = tokio::spawn(run(
         executor,
         store,
@@ -81,10 +110,12 @@ pub fn spawn(
         wake,
         slots.clone(),
         stopped,
+        running,
     ));
     Dispatcher {
         stop,
         task,
+        liveness,
         slots,
         concurrency: config.concurrency,
     }
@@ -100,6 +131,7 @@ async fn run(
     wake: Arc<Notify>,
     slots: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
+    _running: Running,
 ) {
     let in_flight = Arc::new(Mutex::new(InFlight::default()));
     loop {

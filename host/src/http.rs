@@ -9,9 +9,11 @@
 //!   `Idempotent-Replayed: true`. Every answer carries the request's `Correlation-Id`: the
 //!   caller's, or one the host assigned (`host trace` takes it).
 //! - `POST /queries/{kind}` — the same, read-only.
-//! - `GET /health` — the loaded plugins, the plugins that failed to load, the database, and
-//!   (PostgreSQL) the partitions this host leases.
-//! - `GET /ready` — 200 while the database works, 503 with the cause while it fails.
+//! - `GET /health` — alive: the loaded plugins, the plugins that failed to load, the database,
+//!   and (PostgreSQL) the partitions this host leases; file paths and load errors' causes
+//!   only with the admin token.
+//! - `GET /ready` — 200 while plugins are loaded, the database works and the dispatcher runs;
+//!   503 with the reasons otherwise.
 //! - `GET /metrics` — Prometheus text exposition (see [`crate::telemetry`]).
 //!
 //! Every answer, errors included, is a JSON document. The body is read completely, within
@@ -75,6 +77,8 @@ pub struct AppState {
     pub executor: Arc<Executor>,
     /// This host's partition leases (PostgreSQL), shown by `GET /health`.
     pub leases: Option<Arc<crate::partitions::PartitionLeases>>,
+    /// Whether the dispatcher runs, for `GET /ready`; `None` when background dispatch is off.
+    pub dispatcher: Option<crate::dispatcher::Liveness>,
 }
 
 #[derive(Clone)]
@@ -355,22 +359,35 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-async fn health(State(routed): State<Routed>) -> Response {
+/// The loaded plugins, load errors, database and partitions. The plugins' files and the load
+/// errors' details (paths, causes) are internals: shown only to a caller with the admin token
+/// (anyone on a loopback host without one), counted for the others.
+async fn health(State(routed): State<Routed>, headers: HeaderMap) -> Response {
+    let internals = admin_authorized(routed.ingress.admin_token.as_deref(), &headers);
     let registry = routed.app.executor.registry();
     let plugins: Vec<_> = registry
         .plugins()
         .map(|p| {
-            serde_json::json!({
-                "name": p.name(), "version": p.version(), "build": p.identity(), "file": p.source().display().to_string(),
+            let mut plugin = serde_json::json!({
+                "name": p.name(), "version": p.version(), "build": p.identity(),
                 "commands": p.info().commands, "events": p.info().events, "queries": p.info().queries,
-            })
+            });
+            if internals {
+                plugin["file"] = p.source().display().to_string().into();
+            }
+            plugin
         })
         .collect();
-    let load_errors: Vec<_> = registry
-        .load_errors()
-        .iter()
-        .map(|e| serde_json::json!({ "file": e.file.display().to_string(), "cause": e.cause }))
-        .collect();
+    let load_errors = if internals {
+        registry
+            .load_errors()
+            .iter()
+            .map(|e| serde_json::json!({ "file": e.file.display().to_string(), "cause": e.cause }))
+            .collect::<Vec<_>>()
+            .into()
+    } else {
+        serde_json::json!(registry.load_errors().len())
+    };
     let database = routed.app.executor.store().health().status();
     let partitions = routed.app.leases.as_ref().map(|leases| leases.status());
     let body = serde_json::json!({
@@ -380,17 +397,34 @@ async fn health(State(routed): State<Routed>) -> Response {
     json_response(StatusCode::OK, body.to_string().into_bytes())
 }
 
-/// 200 while the database works; 503 with the cause while it fails (commits or scans).
+/// 200 when the host can do its work: plugins loaded, the database working, the dispatcher
+/// running (unless background dispatch is off); else 503 with every reason.
 async fn ready(State(routed): State<Routed>) -> Response {
     let database = routed.app.executor.store().health().status();
-    let status = if database.ok {
+    let plugins = routed.app.executor.registry().plugins().count();
+    let dispatcher = match &routed.app.dispatcher {
+        None => "off",
+        Some(liveness) if liveness.is_running() => "running",
+        Some(_) => "stopped",
+    };
+    let mut reasons = Vec::new();
+    if !database.ok {
+        reasons.push("the database is failing".to_owned());
+    }
+    if plugins == 0 {
+        reasons.push("no plugin is loaded".to_owned());
+    }
+    if dispatcher == "stopped" {
+        reasons.push("the dispatcher has stopped".to_owned());
+    }
+    let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     let body = serde_json::json!({
-        "status": if database.ok { "ready" } else { "database failing" },
-        "database": database,
+        "status": if reasons.is_empty() { "ready".to_owned() } else { reasons.join("; ") },
+        "database": database, "plugins": plugins, "dispatcher": dispatcher,
     });
     json_response(status, body.to_string().into_bytes())
 }

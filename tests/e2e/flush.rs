@@ -16,6 +16,8 @@ on_every_backend! {
         host.command_ok("stock.add", json!({ "sku": "widget", "qty": 10 }));
         host.command_ok("flaky.set", json!({ "failing": true }));
         host.command_ok("order.place", json!({ "order_id": "o-f", "sku": "widget", "qty": 1 }));
+        let (status, ready) = host.ready();
+        assert_eq!((status, ready["dispatcher"].as_str()), (200, Some("off")), "{ready:#}");
         let db = host.db();
         let count = |status: &str| {
             db.scalar("SELECT COUNT(*) FROM deliveries WHERE status = ?", &[status])

@@ -86,3 +86,53 @@ fn bad_and_duplicate_components_are_reported_and_the_rest_load() {
         "a log written to a file carries terminal escape codes:\n{log}"
     );
 }
+
+#[test]
+fn health_shows_files_and_load_errors_only_with_the_admin_token() {
+    let dir = host_dir(&[INVENTORY]);
+    fs::write(dir.path().join("plugins/bad.wasm"), CORE_MODULE).unwrap();
+    let host = Host::start_in(dir, &["--admin-token", "s3cret"], &[]);
+    let health = |token: Option<&str>| -> Value {
+        let mut request =
+            reqwest::blocking::Client::new().get(format!("{}/health", host.base_url()));
+        if let Some(token) = token {
+            request = request.header("x-admin-token", token);
+        }
+        request.send().and_then(|r| r.json()).expect("GET /health")
+    };
+    for (token, internals) in [
+        (None, false),
+        (Some("wrong"), false),
+        (Some("s3cret"), true),
+    ] {
+        let health = health(token);
+        let inventory = &health["plugins"][0];
+        assert_eq!(inventory["name"], "inventory", "{health:#}");
+        assert!(inventory["build"].is_string(), "{health:#}");
+        assert_eq!(
+            inventory["file"].is_string(),
+            internals,
+            "token {token:?}: {health:#}"
+        );
+        if internals {
+            let errors = health["load_errors"]
+                .as_array()
+                .expect("listed with the token");
+            assert!(
+                errors[0]["file"].as_str().unwrap().ends_with("/bad.wasm"),
+                "{health:#}"
+            );
+        } else {
+            assert_eq!(
+                health["load_errors"], 1,
+                "counted without the token: {health:#}"
+            );
+        }
+    }
+    let (status, ready) = host.ready();
+    assert_eq!(status, 200, "{ready:#}");
+    assert_eq!(
+        (ready["plugins"].as_i64(), ready["dispatcher"].as_str()),
+        (Some(1), Some("running"))
+    );
+}

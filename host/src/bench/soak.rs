@@ -93,6 +93,7 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
     let app = http::router(AppState {
         executor,
         leases: None,
+        dispatcher: Some(dispatch.liveness()),
     });
     tokio::spawn(async move { axum::serve(listener, app).await });
 
