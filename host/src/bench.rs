@@ -1302,6 +1302,7 @@ async fn serve(rig: &Rig) -> anyhow::Result<String> {
     // P1-HTTP measures commands; the rig's dispatcher, if any, is not the server's concern.
     let app = http::router(AppState {
         executor: rig.executor.clone(),
+        policies: Arc::new(HostConfig::default()),
         leases: None,
         dispatcher: None,
     });

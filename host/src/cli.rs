@@ -328,28 +328,12 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    use crate::trace::{MAX_MESSAGES, Trace};
     let store = Store::open(&args.database.database_url).await?;
-    let mut correlation_id = args.id.clone();
-    let mut messages = store.trace(&correlation_id, MAX_MESSAGES + 1).await?;
-    if messages.is_empty()
-        && let Some(of_message) = store.correlation_of(&args.id).await?
-    {
-        correlation_id = of_message;
-        messages = store.trace(&correlation_id, MAX_MESSAGES + 1).await?;
-    }
+    let found = crate::trace::Trace::find(&store, &args.id).await;
     store.close().await;
-    if messages.is_empty() {
-        bail!(
-            "no message has the correlation id `{}`, and no message has it as its id: a command \
-             that emitted no events leaves nothing to trace, and retention deletes the messages \
-             of finished requests",
-            args.id
-        );
-    }
-    let truncated = messages.len() > MAX_MESSAGES as usize;
-    messages.truncate(MAX_MESSAGES as usize);
-    let trace = Trace::build(&correlation_id, messages, truncated);
+    let Some(trace) = found? else {
+        bail!("{}", crate::trace::not_found(&args.id));
+    };
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&trace)?),
         Format::Table => print!("{}", trace.render()),
@@ -447,6 +431,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let app = http::router_with(
         AppState {
             executor,
+            policies: config.clone(),
             leases: leases.clone(),
             dispatcher: dispatcher.as_ref().map(dispatcher::Dispatcher::liveness),
         },

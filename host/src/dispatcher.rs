@@ -262,6 +262,9 @@ fn skipping(subscribers: &[String], policies: &HostConfig) -> Vec<String> {
         .collect()
 }
 
+/// How many deliveries a flush runs at most unless told otherwise.
+pub const DEFAULT_FLUSH_LIMIT: usize = 10_000;
+
 /// Runs what is due now, one delivery after another, until nothing is due or `limit`
 /// deliveries ran; `each` sees every delivery and its outcome (`host bus flush`). Every
 /// partition is flushed, leases or not: beside a running host, a delivery may run in both,
@@ -309,6 +312,43 @@ pub async fn due_now(
         .store()
         .due_deliveries(&subscribers, &skip, &[], Some(&Partitions::all()), limit)
         .await
+}
+
+/// One delivery [`flush`] ran (or [`due_now`] found), as `host bus flush` and the admin API
+/// report it.
+#[derive(Debug, serde::Serialize)]
+pub struct FlushedDelivery {
+    pub id: i64,
+    pub subscriber: String,
+    pub kind: String,
+    pub partition_key: Option<String>,
+    pub attempt: u32,
+    /// `done`, `retry`, `dead`, `skipped`, `not_recorded`; absent in a dry run.
+    pub outcome: Option<&'static str>,
+    /// The failure's class, when it failed.
+    pub class: Option<&'static str>,
+    /// When a failed delivery runs again (ms since the epoch).
+    pub retry_at_ms: Option<i64>,
+}
+
+impl FlushedDelivery {
+    pub fn of(due: &DueDelivery, outcome: Option<&Delivered>) -> Self {
+        let (class, retry_at_ms) = match outcome {
+            Some(Delivered::WillRetry { at, class }) => (Some(class.as_str()), Some(*at)),
+            Some(Delivered::Dead(class)) => (Some(class.as_str()), None),
+            _ => (None, None),
+        };
+        Self {
+            id: due.delivery_id,
+            subscriber: due.subscriber.clone(),
+            kind: due.kind.clone(),
+            partition_key: due.partition_key.clone(),
+            attempt: due.attempts + 1,
+            outcome: outcome.map(Delivered::as_str),
+            class,
+            retry_at_ms,
+        }
+    }
 }
 
 /// Waits until a scan would pay: something was committed or finished, and either nothing is

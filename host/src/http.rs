@@ -15,6 +15,8 @@
 //! - `GET /ready` — 200 while plugins are loaded, the database works and the dispatcher runs;
 //!   503 with the reasons otherwise.
 //! - `GET /metrics` — Prometheus text exposition (see [`crate::telemetry`]).
+//! - `/admin/…` — the `host bus` operations and `host trace` (see [`crate::admin`]), behind
+//!   the admin token.
 //!
 //! Every answer, errors included, is a JSON document. The body is read completely, within
 //! [`Ingress::body_read_timeout`] and the plugin's payload limit, before any handler runs, so
@@ -75,6 +77,8 @@ impl Default for Ingress {
 #[derive(Clone)]
 pub struct AppState {
     pub executor: Arc<Executor>,
+    /// Each plugin's policy, for the deliveries the admin API's flush runs.
+    pub policies: Arc<crate::policy::HostConfig>,
     /// This host's partition leases (PostgreSQL), shown by `GET /health`.
     pub leases: Option<Arc<crate::partitions::PartitionLeases>>,
     /// Whether the dispatcher runs, for `GET /ready`; `None` when background dispatch is off.
@@ -94,6 +98,12 @@ pub fn router(state: AppState) -> Router {
 
 /// The ingress router.
 pub fn router_with(state: AppState, ingress: Ingress) -> Router {
+    let admin = crate::admin::routes()
+        .route_layer(axum::middleware::from_fn_with_state(
+            ingress.admin_token.clone(),
+            require_admin_token,
+        ))
+        .with_state(state.clone());
     Router::new()
         .route("/commands/{kind}", post(command))
         .route("/queries/{kind}", post(query))
@@ -106,6 +116,7 @@ pub fn router_with(state: AppState, ingress: Ingress) -> Router {
             app: state,
             ingress: Arc::new(ingress),
         })
+        .merge(admin)
 }
 
 /// Refuses to serve on an address other machines can reach without an admin token: the
@@ -343,7 +354,7 @@ async fn not_found() -> Response {
         error_body(
             "not_found",
             None,
-            "no such endpoint: use POST /commands/{kind}, POST /queries/{kind}, GET /health, GET /ready or GET /metrics",
+            "no such endpoint: use POST /commands/{kind}, POST /queries/{kind}, GET /health, GET /ready, GET /metrics or /admin/… (see docs/operations.md)",
         ),
     )
 }
@@ -511,6 +522,6 @@ fn error_response(routed: &Routed, kind: &str, error: ExecError) -> Response {
     json_response(status, error.body())
 }
 
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

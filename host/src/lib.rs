@@ -32,6 +32,7 @@
 //! - [`maintenance`]: the background task that deletes expired keys and old delivered rows.
 //! - [`fault`]: test-only crash points (`HOST_FAULT`), inert unless set.
 //! - [`http`]: the HTTP ingress and the JSON error format.
+//! - [`admin`]: the admin API, the `host bus` operations over HTTP behind the admin token.
 //! - [`telemetry`]: Prometheus metrics, counted as the work happens and sampled from the
 //!   database when scraped.
 //! - [`config`]: every tunable, with its default written once.
@@ -40,6 +41,7 @@
 //! - [`cli`]: the `host` command line.
 //! - [`bench`]: `host bench`, the project measured against its baselines.
 
+pub mod admin;
 pub mod bench;
 pub mod bindings;
 pub mod cache;

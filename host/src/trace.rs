@@ -6,7 +6,7 @@
 //! (its id and the plugin that handled it). A request whose command emitted nothing, or whose
 //! messages retention has deleted, leaves nothing to trace.
 
-use crate::store::{DeliveryStatus, TracedDelivery, TracedMessage};
+use crate::store::{DeliveryStatus, Store, TracedDelivery, TracedMessage};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -62,7 +62,38 @@ pub struct Branch {
     pub emitted: Vec<Node>,
 }
 
+/// Why there is nothing to trace for `id`.
+pub fn not_found(id: &str) -> String {
+    format!(
+        "no message has the correlation id `{id}`, and no message has it as its id: a command \
+         that emitted no events leaves nothing to trace, and retention deletes the messages of \
+         finished requests"
+    )
+}
+
 impl Trace {
+    /// The trace of the request whose correlation id is `id`, or else of the request of the
+    /// message whose id is `id`; `None` when neither is stored.
+    ///
+    /// # Errors
+    /// The database could not be read.
+    pub async fn find(store: &Store, id: &str) -> anyhow::Result<Option<Self>> {
+        let mut correlation_id = id.to_owned();
+        let mut messages = store.trace(id, MAX_MESSAGES + 1).await?;
+        if messages.is_empty()
+            && let Some(of_message) = store.correlation_of(id).await?
+        {
+            messages = store.trace(&of_message, MAX_MESSAGES + 1).await?;
+            correlation_id = of_message;
+        }
+        if messages.is_empty() {
+            return Ok(None);
+        }
+        let truncated = messages.len() > MAX_MESSAGES as usize;
+        messages.truncate(MAX_MESSAGES as usize);
+        Ok(Some(Self::build(&correlation_id, messages, truncated)))
+    }
+
     /// Builds the tree from `messages` (commit order) of `correlation_id`.
     pub fn build(correlation_id: &str, messages: Vec<TracedMessage>, truncated: bool) -> Self {
         let ids: std::collections::HashSet<String> =

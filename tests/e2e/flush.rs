@@ -1,8 +1,9 @@
 //! A host with background dispatch off (`--no-dispatch`) and the operator's hand on the queue:
-//! `host bus flush` (dry and real) runs what is due in order, `host bus health --detailed`
+//! `host bus flush` (dry and real, and over the admin API) runs what is due in order, `host bus health --detailed`
 //! shows each subscriber's backlog and dead letters by class, and `host bus replay ID --force`
 //! runs a done delivery again on purpose.
 
+use crate::admin_api::admin;
 use crate::harness::{DEMO, FLAKY, Host};
 use serde_json::{Value, json};
 
@@ -24,6 +25,9 @@ on_every_backend! {
         };
 
         let due = flush(&host, &["--dry-run"]);
+        let (status, over_http) = admin(&host, "POST", "/admin/flush?dry_run=true", None);
+        assert_eq!(status, 200, "{over_http:#}");
+        assert_eq!(over_http.as_array().unwrap(), &due, "the admin API finds the same due deliveries");
         let mut subscribers: Vec<&str> = due.iter().map(|d| d["subscriber"].as_str().unwrap()).collect();
         subscribers.sort_unstable();
         assert_eq!(subscribers, ["flaky", "inventory", "order-summary"], "{due:#?}");
@@ -81,7 +85,9 @@ on_every_backend! {
         assert!(stderr.contains("is done, not dead: `--force`"), "{stderr}");
         let forced = host.cli(&["bus", "replay", &inventory.to_string(), "--force"]);
         assert!(forced.contains("it was done: its handler runs again"), "{forced}");
-        let again = flush(&host, &[]);
+        let (status, again) = admin(&host, "POST", "/admin/flush", None);
+        assert_eq!(status, 200, "{again:#}");
+        let again = again.as_array().unwrap().clone();
         assert!(
             again.iter().any(|d| d["id"] == inventory && d["outcome"] == "done" && d["attempt"] == 1),
             "{again:#?}"

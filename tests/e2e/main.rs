@@ -41,6 +41,8 @@
 //!   or any message id, a dead letter with its class and error.
 //! - `flush`: with `--no-dispatch`, `host bus flush` (dry and real) runs what is due in order;
 //!   `host bus health --detailed`; `host bus replay ID --force` runs a done delivery again.
+//! - `admin_api`: the `host bus` operations and `host trace` over HTTP behind the admin token,
+//!   checked against the database.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -71,6 +73,7 @@ macro_rules! on_every_backend {
 mod harness;
 mod ledger;
 
+mod admin_api;
 mod bench_smoke;
 mod bus_lifecycle;
 mod cli;

@@ -92,6 +92,7 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
     let base = format!("http://{}", listener.local_addr()?);
     let app = http::router(AppState {
         executor,
+        policies: Arc::new(HostConfig::default()),
         leases: None,
         dispatcher: Some(dispatch.liveness()),
     });

@@ -2,8 +2,9 @@
 //! and repair them.
 
 use super::{DatabaseArg, Format, PluginLoad};
+use crate::dispatcher::FlushedDelivery;
 use crate::error::{ErrorClass, HandlerFailure};
-use crate::executor::{Delivered, Rehearsal};
+use crate::executor::Rehearsal;
 use crate::store::{
     ClusterView, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery, Store,
     SubscriberBacklog,
@@ -90,7 +91,7 @@ pub enum BusCommand {
     /// host a delivery may run in both; its effects commit once.
     Flush {
         /// Most deliveries to run.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = crate::dispatcher::DEFAULT_FLUSH_LIMIT)]
         limit: usize,
         /// Run nothing: list the deliveries that are due now.
         #[arg(long)]
@@ -121,7 +122,7 @@ pub enum BusCommand {
 }
 
 /// Which deliveries a bus command applies to.
-#[derive(Debug, Clone, Default, Args)]
+#[derive(Debug, Clone, Default, Args, serde::Deserialize)]
 pub struct BusFilter {
     /// Only this subscriber's (plugin's) deliveries.
     #[arg(long, visible_alias = "plugin")]
@@ -141,7 +142,7 @@ impl BusFilter {
         self.subscriber.is_none() && self.kind.is_none() && self.error_class.is_none()
     }
 
-    fn to_filter(
+    pub(crate) fn to_filter(
         &self,
         status: Option<DeliveryStatus>,
         limit: Option<u32>,
@@ -149,7 +150,10 @@ impl BusFilter {
         if let Some(class) = &self.error_class
             && ErrorClass::parse(class).is_none()
         {
-            bail!("--error-class `{class}` is not an error class (see `host bus list --help`)");
+            bail!(
+                "`{class}` is not an error class: one of {}",
+                ErrorClass::ALL.map(ErrorClass::as_str).join(", ")
+            );
         }
         Ok(DeliveryFilter {
             status,
@@ -161,12 +165,26 @@ impl BusFilter {
     }
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ListType {
+    #[default]
     Pending,
     Dlq,
     Done,
     All,
+}
+
+impl ListType {
+    /// The delivery status it selects (`None`: every status).
+    pub fn status(self) -> Option<DeliveryStatus> {
+        match self {
+            Self::Pending => Some(DeliveryStatus::Pending),
+            Self::Dlq => Some(DeliveryStatus::Dead),
+            Self::Done => Some(DeliveryStatus::Done),
+            Self::All => None,
+        }
+    }
 }
 
 /// What `bus replay ID --dry-run` prints: the letter, and what running it now would do.
@@ -232,14 +250,8 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             database,
         } => {
             let store = Store::open(&database.database_url).await?;
-            let status = match which {
-                ListType::Pending => Some(DeliveryStatus::Pending),
-                ListType::Dlq => Some(DeliveryStatus::Dead),
-                ListType::Done => Some(DeliveryStatus::Done),
-                ListType::All => None,
-            };
             let rows = store
-                .list_deliveries(&filter.to_filter(status, limit)?)
+                .list_deliveries(&filter.to_filter(which.status(), limit)?)
                 .await?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
@@ -396,10 +408,10 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             let mut flushed = Vec::new();
             if dry_run {
                 let due = crate::dispatcher::due_now(&executor, &policies, limit).await?;
-                flushed.extend(due.iter().map(|d| Flushed::of(d, None)));
+                flushed.extend(due.iter().map(|d| FlushedDelivery::of(d, None)));
             } else {
                 crate::dispatcher::flush(&executor, &policies, limit, |due, outcome| {
-                    flushed.push(Flushed::of(due, Some(outcome)));
+                    flushed.push(FlushedDelivery::of(due, Some(outcome)));
                 })
                 .await?;
             }
@@ -592,43 +604,7 @@ fn print_backlog(backlog: &[SubscriberBacklog], detailed: bool) {
     println!("{table}");
 }
 
-/// One delivery `host bus flush` ran (or, dry, found due).
-#[derive(Debug, serde::Serialize)]
-struct Flushed {
-    id: i64,
-    subscriber: String,
-    kind: String,
-    partition_key: Option<String>,
-    attempt: u32,
-    /// `done`, `retry`, `dead`, `skipped`, `not_recorded`; absent in a dry run.
-    outcome: Option<&'static str>,
-    /// The failure's class, when it failed.
-    class: Option<&'static str>,
-    /// When a failed delivery runs again (ms since the epoch).
-    retry_at_ms: Option<i64>,
-}
-
-impl Flushed {
-    fn of(due: &DueDelivery, outcome: Option<&Delivered>) -> Self {
-        let (class, retry_at_ms) = match outcome {
-            Some(Delivered::WillRetry { at, class }) => (Some(class.as_str()), Some(*at)),
-            Some(Delivered::Dead(class)) => (Some(class.as_str()), None),
-            _ => (None, None),
-        };
-        Self {
-            id: due.delivery_id,
-            subscriber: due.subscriber.clone(),
-            kind: due.kind.clone(),
-            partition_key: due.partition_key.clone(),
-            attempt: due.attempts + 1,
-            outcome: outcome.map(Delivered::as_str),
-            class,
-            retry_at_ms,
-        }
-    }
-}
-
-fn print_flushed(flushed: &[Flushed], dry_run: bool) {
+fn print_flushed(flushed: &[FlushedDelivery], dry_run: bool) {
     let now = crate::store::now_ms();
     let mut table = comfy_table::Table::new();
     table
