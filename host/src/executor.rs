@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Times a handler is re-run because another unit of work changed a key it read. Contention
 /// on one key beyond this is reported as retryable rather than spinning.
@@ -232,6 +233,17 @@ impl Executor {
     /// An [`ExecError`] for an unknown kind, a handler failure, an idempotency key reused
     /// with another request, or a database failure (nothing committed).
     pub async fn command(&self, request: &Request) -> Result<Reply, ExecError> {
+        // Every log line about this command carries these (message_id once it has one).
+        let span = tracing::info_span!(
+            "command",
+            kind = %request.kind,
+            message_id = tracing::field::Empty,
+            correlation_id = request.correlation_id.as_deref(),
+        );
+        self.answer_command(request).instrument(span).await
+    }
+
+    async fn answer_command(&self, request: &Request) -> Result<Reply, ExecError> {
         let plugin = self
             .registry
             .load()
@@ -322,6 +334,9 @@ impl Executor {
     ) -> Result<Reply, CommandError> {
         let plugin_name = plugin.name();
         let envelope = request_envelope(request);
+        let span = tracing::Span::current();
+        span.record("message_id", envelope.id.as_str());
+        span.record("correlation_id", envelope.correlation_id.as_str());
         for _ in 0..MAX_CONFLICT_RERUNS {
             let unit = UnitOfWork::new(plugin_name, Access::ReadWrite, self.store.clone());
             let call = plugin.handle_command(&envelope, unit).await;
@@ -412,8 +427,14 @@ impl Executor {
             })?;
         let envelope = request_envelope(request);
         let unit = UnitOfWork::new(plugin.name(), Access::ReadOnly, self.store.clone());
+        let span = tracing::info_span!(
+            "query",
+            kind = %request.kind,
+            correlation_id = %envelope.correlation_id,
+        );
         let result = plugin
             .handle_query(&envelope, unit)
+            .instrument(span)
             .await
             .outcome
             .map_err(ExecError::Failure);
@@ -424,7 +445,17 @@ impl Executor {
     /// Runs one delivery: the subscriber's effects commit together with its inbox mark, or
     /// the failure is recorded with its retry time or as dead, by the subscriber's `policy`.
     pub async fn deliver(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
-        let delivered = self.run_delivery(due, policy).await;
+        // Every log line about this delivery (the guest's own included) carries these.
+        let span = tracing::info_span!(
+            "delivery",
+            delivery = due.delivery_id,
+            subscriber = %due.subscriber,
+            kind = %due.kind,
+            message_id = %due.message_id,
+            correlation_id = %due.correlation_id,
+            causation_id = due.causation_id.as_deref(),
+        );
+        let delivered = self.run_delivery(due, policy).instrument(span).await;
         telemetry::delivery_finished(due, &delivered);
         delivered
     }
@@ -478,9 +509,9 @@ impl Executor {
                         let delay = retry.delay(attempt, &mut rand::rng());
                         DeliveryFate::RetryAt(now_ms() + delay.as_millis() as i64)
                     };
+                    // The delivery, message and correlation ids are the span's.
                     tracing::warn!(
-                        delivery = due.delivery_id, message = %due.message_id, kind = %due.kind,
-                        subscriber = %due.subscriber, version = plugin.identity(), attempt,
+                        version = plugin.identity(), attempt,
                         class = %failure.class,
                         fault = if failure.class.is_guest_fault() { "guest" } else { "host" },
                         next = %fate, "delivery failed: {}", failure.message

@@ -43,6 +43,8 @@
 //!   `host bus health --detailed`; `host bus replay ID --force` runs a done delivery again.
 //! - `admin_api`: the `host bus` operations and `host trace` over HTTP behind the admin token,
 //!   checked against the database.
+//! - `logs`: `--log-format json`: every line is JSON; lines about a message (the guest's own
+//!   included) carry its ids in `span`.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -93,6 +95,7 @@ mod hot_reload;
 mod idempotency;
 mod lifetimes;
 mod loading;
+mod logs;
 mod loop_guard;
 mod metrics;
 mod ordering;
