@@ -34,6 +34,10 @@ pub struct Cli {
     /// log collectors.
     #[arg(long, global = true, env = "HOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Export spans (commands, queries, deliveries, with their ids) over OTLP/HTTP to this
+    /// collector, e.g. `http://127.0.0.1:4318`. Off unless given.
+    #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -1,5 +1,6 @@
-//! Prometheus metrics: what the host counts and times as it works, and what it samples from
-//! the database when scraped (`GET /metrics`).
+//! What the host tells operators about its work: Prometheus metrics, counted as the work
+//! happens and sampled from the database when scraped (`GET /metrics`); and, when asked for,
+//! its spans exported over OTLP ([`otlp_layer`]).
 //!
 //! Counters and histograms are recorded where the work happens, through the `metrics`
 //! facade; [`install`] puts the Prometheus recorder behind it once per process (before it,
@@ -333,4 +334,45 @@ pub async fn render(
     *previous = sampled;
     drop(previous);
     handle.render()
+}
+
+/// A `tracing` layer that exports every span (commands, queries, deliveries, with their
+/// message, correlation and causation ids as attributes) over OTLP/HTTP to `endpoint` (a
+/// collector's base URL, such as `http://127.0.0.1:4318`), in batches from a thread of its
+/// own. Keep the provider and shut it down at exit, which sends what is still buffered.
+///
+/// # Errors
+/// The endpoint is not a URL the exporter accepts.
+pub fn otlp_layer<S>(
+    endpoint: &str,
+) -> anyhow::Result<(
+    impl tracing_subscriber::Layer<S>,
+    opentelemetry_sdk::trace::SdkTracerProvider,
+)>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_otlp::{Protocol, WithExportConfig};
+    let base = endpoint.trim_end_matches('/');
+    let traces = if base.ends_with("/v1/traces") {
+        base.to_owned()
+    } else {
+        format!("{base}/v1/traces")
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(traces)
+        .build()
+        .map_err(|e| anyhow::anyhow!("the OTLP endpoint `{endpoint}`: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name("handler-host")
+        .build();
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    let tracer = provider.tracer("handler-host");
+    Ok((tracing_opentelemetry::layer().with_tracer(tracer), provider))
 }

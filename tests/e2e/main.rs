@@ -45,6 +45,8 @@
 //!   checked against the database.
 //! - `logs`: `--log-format json`: every line is JSON; lines about a message (the guest's own
 //!   included) carry its ids in `span`.
+//! - `otlp`: `--otlp-endpoint`: command and delivery spans with their ids reach an OTLP/HTTP
+//!   receiver run by the test.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -99,6 +101,7 @@ mod logs;
 mod loop_guard;
 mod metrics;
 mod ordering;
+mod otlp;
 mod plugin_limits;
 mod policy_config;
 mod polyglot;
