@@ -39,7 +39,18 @@ export class Message {
   readonly id: string;
   readonly kind: string;
   readonly partitionKey: string | undefined;
+  readonly tenantId: string | undefined;
+  /** Shared by every message of one causal tree (the request's `Correlation-Id`). */
   readonly correlationId: string;
+  /** Id of the message whose handler emitted this one (undefined for a command). */
+  readonly causationId: string | undefined;
+  readonly actor: string | undefined;
+  readonly schemaVersion: number;
+  /** Milliseconds since the Unix epoch at which the message was accepted or emitted. */
+  readonly occurredAtMs: number;
+  readonly headers: Array<[string, string]>;
+  /** The first header called `name` (case-insensitive), if any. */
+  header(name: string): string | undefined;
   /** 1 on first delivery, incremented on each retry. */
   readonly attempt: number;
   readonly rawPayload: Uint8Array;

@@ -87,8 +87,35 @@ export class Message {
   get partitionKey() {
     return this.envelope.partitionKey;
   }
+  get tenantId() {
+    return this.envelope.tenantId;
+  }
+  /** Shared by every message of one causal tree (the request's `Correlation-Id`). */
   get correlationId() {
     return this.envelope.correlationId;
+  }
+  /** Id of the message whose handler emitted this one (undefined for a command). */
+  get causationId() {
+    return this.envelope.causationId;
+  }
+  get actor() {
+    return this.envelope.actor;
+  }
+  get schemaVersion() {
+    return this.envelope.schemaVersion;
+  }
+  /** Milliseconds since the Unix epoch at which the message was accepted or emitted. */
+  get occurredAtMs() {
+    return Number(this.envelope.occurredAtMs);
+  }
+  get headers() {
+    return this.envelope.headers;
+  }
+  /** The first header called `name` (case-insensitive), if any. */
+  header(name) {
+    const wanted = name.toLowerCase();
+    const found = this.envelope.headers.find(([key]) => key.toLowerCase() === wanted);
+    return found === undefined ? undefined : found[1];
   }
   /** 1 on first delivery, incremented on each retry. */
   get attempt() {

@@ -52,6 +52,10 @@ pub const SWAP_B: &str = "swap-b";
 /// The Python example plugin (`plugins/fraud-check`) and the JavaScript one (`plugins/notifier`).
 pub const FRAUD_CHECK: &str = "fraud_check";
 pub const NOTIFIER: &str = "notifier";
+/// The test-only plugins that record the envelope they are handed, in Python and JavaScript
+/// (`tests/plugins/probe-py`, `tests/plugins/probe-js`).
+pub const PROBE_PY: &str = "probe_py";
+pub const PROBE_JS: &str = "probe_js";
 /// The example plugins of the demo: orders, stock reservation and the order projection.
 pub const DEMO: &[&str] = &[ORDERS, INVENTORY, ORDER_SUMMARY];
 

@@ -47,6 +47,8 @@
 //!   included) carry its ids in `span`.
 //! - `otlp`: `--otlp-endpoint`: command and delivery spans with their ids reach an OTLP/HTTP
 //!   receiver run by the test.
+//! - `envelope`: tenant, actor and correlation id given at the ingress reach subscribers in
+//!   Python, JavaScript and Rust down a three-link chain, each seeing its cause.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 
@@ -89,6 +91,7 @@ mod database_failure;
 mod demo;
 mod dev_loop;
 mod dlq;
+mod envelope;
 mod faults;
 mod flush;
 mod group_commit;

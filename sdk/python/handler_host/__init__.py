@@ -30,7 +30,7 @@ it like a Rust panic. Nothing the handler wrote or emitted commits unless it ret
 import json
 import sys
 import traceback
-from typing import Any, Optional
+from typing import Any, List, Optional, Tuple
 
 from componentize_py_types import Err
 from wit_world import WitWorld as _WitWorld
@@ -86,8 +86,40 @@ class Message:
         return self.envelope.partition_key
 
     @property
+    def tenant_id(self) -> Optional[str]:
+        return self.envelope.tenant_id
+
+    @property
     def correlation_id(self) -> str:
+        """Shared by every message of one causal tree (the request's `Correlation-Id`)."""
         return self.envelope.correlation_id
+
+    @property
+    def causation_id(self) -> Optional[str]:
+        """Id of the message whose handler emitted this one (None for a command)."""
+        return self.envelope.causation_id
+
+    @property
+    def actor(self) -> Optional[str]:
+        return self.envelope.actor
+
+    @property
+    def schema_version(self) -> int:
+        return self.envelope.schema_version
+
+    @property
+    def occurred_at_ms(self) -> int:
+        """Milliseconds since the Unix epoch at which the message was accepted or emitted."""
+        return self.envelope.occurred_at_ms
+
+    @property
+    def headers(self) -> List[Tuple[str, str]]:
+        return list(self.envelope.headers)
+
+    def header(self, name: str) -> Optional[str]:
+        """The first header called `name` (case-insensitive), if any."""
+        wanted = name.lower()
+        return next((v for k, v in self.envelope.headers if k.lower() == wanted), None)
 
     @property
     def attempt(self) -> int:

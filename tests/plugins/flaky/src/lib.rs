@@ -24,6 +24,10 @@
 //!   `events/{key}`: the order in which this subscriber's effects committed.
 //! - command `flaky.cure` `{"key"}`: poison messages of `key` succeed from now on.
 //!
+//! The end of the envelope probe chain (Python `probe-py` → JavaScript `probe-js` → here):
+//! event `probe.js.saw` records `{kind, id, tenant_id, actor, correlation_id, causation_id}`
+//! as the Rust SDK hands them over; query `flaky.envelope` `{"kind"}` answers it.
+//!
 //! A loop across two plugins, for the loop guard: command `flaky.loop` `{}` emits `loop.ping`;
 //! the `hostile` test plugin answers each `loop.ping` with a `loop.pong`, and this plugin each
 //! `loop.pong` with another `loop.ping`, without end.
@@ -44,6 +48,12 @@ struct Switch {
 #[derive(Deserialize)]
 struct OrderPlaced {
     order_id: String,
+}
+
+/// Payload of `flaky.envelope`.
+#[derive(Deserialize)]
+struct KindOnly {
+    kind: String,
 }
 
 /// Payload of `flaky.seen`.
@@ -121,6 +131,18 @@ fn append(key: &str, n: u64) -> Result<(), HandlerError> {
     state::put(key, &list)
 }
 
+/// What the envelope probe chain records of a message, as the Rust SDK hands it over.
+fn envelope_of(msg: &Message) -> serde_json::Value {
+    serde_json::json!({
+        "kind": msg.kind(),
+        "id": msg.id(),
+        "tenant_id": msg.tenant_id(),
+        "actor": msg.actor(),
+        "correlation_id": msg.correlation_id(),
+        "causation_id": msg.causation_id(),
+    })
+}
+
 fn seen_key(order_id: &str) -> String {
     format!("seen/{order_id}")
 }
@@ -140,6 +162,8 @@ impl Plugin for Flaky {
             .query("flaky.ledger")
             .query("flaky.seen")
             .query("flaky.marker")
+            .event("probe.js.saw")
+            .query("flaky.envelope")
     }
 
     fn handle_command(msg: Message) -> Result<Reply, HandlerError> {
@@ -192,6 +216,9 @@ impl Plugin for Flaky {
     }
 
     fn handle_event(msg: Message) -> Result<(), HandlerError> {
+        if msg.kind() == "probe.js.saw" {
+            return state::put(&format!("envelope/{}", msg.kind()), &envelope_of(&msg));
+        }
         if msg.kind() == "loop.pong" {
             return events::emit("loop.ping", &serde_json::json!({}), None);
         }
@@ -234,6 +261,16 @@ impl Plugin for Flaky {
 
     fn handle_query(msg: Message) -> Result<Reply, HandlerError> {
         match msg.kind() {
+            "flaky.envelope" => {
+                let query: KindOnly = msg.payload()?;
+                match state::get::<serde_json::Value>(&format!("envelope/{}", query.kind))? {
+                    Some(envelope) => Reply::json(&envelope),
+                    None => Err(HandlerError::rejected(format!(
+                        "nothing of kind `{}` seen yet",
+                        query.kind
+                    ))),
+                }
+            }
             "flaky.seen" => {
                 let query: SeenQuery = msg.payload()?;
                 let count: u64 = state::get(&seen_key(&query.order_id))?.unwrap_or(0);
