@@ -29,6 +29,7 @@ use crate::policy::HostConfig;
 use crate::registry::Registry;
 use crate::sandbox::Sandbox;
 use crate::store::{StateChanges, Store, Write, now_ms};
+use crate::telemetry::percentile;
 use crate::unit_of_work::{Access, UnitOfWork};
 use anyhow::{Context, bail};
 use serde::Serialize;
@@ -1316,14 +1317,6 @@ async fn pending(store: &Store) -> anyhow::Result<i64> {
 
 async fn done_deliveries(store: &Store) -> anyhow::Result<i64> {
     Ok(store.stats().await?.by_status["done"])
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// `component` with a custom section appended: the same code under another digest.

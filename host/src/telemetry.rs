@@ -376,3 +376,12 @@ where
     let tracer = provider.tracer("handler-host");
     Ok((tracing_opentelemetry::layer().with_tracer(tracer), provider))
 }
+
+/// The `p`th percentile (0 to 100) of `sorted` by nearest rank; the default (zero) when empty.
+pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {
+    if sorted.is_empty() {
+        return T::default();
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}

@@ -1,7 +1,8 @@
 //! A host with background dispatch off (`--no-dispatch`) and the operator's hand on the queue:
 //! `host bus flush` (dry and real, and over the admin API) runs what is due in order, `host bus health --detailed`
-//! shows each subscriber's backlog and dead letters by class, and `host bus replay ID --force`
-//! runs a done delivery again on purpose.
+//! shows each subscriber's backlog and dead letters by class, `host bus metrics` how each
+//! subscriber's deliveries fared, and `host bus replay ID --force` runs a done delivery again
+//! on purpose.
 
 use crate::admin_api::admin;
 use crate::harness::{DEMO, FLAKY, Host};
@@ -62,6 +63,24 @@ on_every_backend! {
         assert_eq!(dead["class"], "retryable");
         assert_eq!((count("pending"), count("done"), count("dead")), (0, 3, 1));
         assert_eq!(host.query_ok("stock.get", json!({ "sku": "widget" }))["available"], 9);
+        // How they fared, per subscriber and kind.
+        let metrics: Value = serde_json::from_str(&host.cli(&["bus", "metrics", "--format", "json"])).unwrap();
+        let of = |subscriber: &str, kind: &str| -> Value {
+            metrics
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["subscriber"] == subscriber && m["kind"] == kind)
+                .unwrap_or_else(|| panic!("no metrics for {subscriber}/{kind}: {metrics:#}"))
+                .clone()
+        };
+        let flaky = of("flaky", "order.placed");
+        assert_eq!((flaky["dead"].as_i64(), flaky["failure_rate"].as_f64()), (Some(1), Some(1.0)), "{flaky:#}");
+        let inventory = of("inventory", "order.placed");
+        assert_eq!((inventory["done"].as_i64(), inventory["failure_rate"].as_f64()), (Some(1), Some(0.0)));
+        assert!(inventory["latency_p99_ms"].as_i64().is_some_and(|ms| ms >= 0), "{inventory:#}");
+        assert_eq!(of("order-summary", "stock.reserved")["done"], 1);
+        assert_eq!(metrics.as_array().unwrap().len(), 4, "the four deliveries flushed: {metrics:#}");
         let nothing = host.cli(&["bus", "flush", "--max-attempts", "1"]);
         assert!(nothing.contains("no delivery is due now"), "{nothing}");
 

@@ -6,7 +6,7 @@ use crate::dispatcher::FlushedDelivery;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::executor::Rehearsal;
 use crate::store::{
-    ClusterView, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery, Store,
+    ClusterView, DeliveryFilter, DeliveryMetrics, DeliveryStatus, DeliveryView, DueDelivery, Store,
     SubscriberBacklog,
 };
 use anyhow::bail;
@@ -81,6 +81,19 @@ pub enum BusCommand {
         /// lease and backlog.
         #[arg(long)]
         detailed: bool,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        #[command(flatten)]
+        database: DatabaseArg,
+    },
+    /// How the deliveries of the last `--minutes` fared, per subscriber and message kind:
+    /// done, pending and dead, the share whose first attempt failed, and the p50/p95/p99 time
+    /// from the message's occurrence to its delivery done. Read from the database, so every
+    /// host's work counts (`GET /metrics` has this host's own histograms).
+    Metrics {
+        /// How far back, by the messages' occurrence.
+        #[arg(long, default_value_t = 60)]
+        minutes: u64,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         #[command(flatten)]
@@ -395,6 +408,25 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BusCommand::Metrics {
+            minutes,
+            format,
+            database,
+        } => {
+            let store = Store::open(&database.database_url).await?;
+            let window = i64::try_from(minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
+            let since = crate::store::now_ms().saturating_sub(window);
+            let metrics = store.delivery_metrics(since).await?;
+            store.close().await;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&metrics)?),
+                Format::Table if metrics.is_empty() => {
+                    println!("no delivery of a message from the last {minutes} minutes is kept");
+                }
+                Format::Table => print_metrics(&metrics),
+            }
+            Ok(())
+        }
         BusCommand::Flush {
             limit,
             dry_run,
@@ -600,6 +632,38 @@ fn print_backlog(backlog: &[SubscriberBacklog], detailed: bool) {
             row.push(classes.join(", "));
         }
         table.add_row(row);
+    }
+    println!("{table}");
+}
+
+/// `host bus metrics` as a table.
+fn print_metrics(metrics: &[DeliveryMetrics]) {
+    let mut table = comfy_table::Table::new();
+    table
+        .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
+        .set_header([
+            "subscriber",
+            "kind",
+            "done",
+            "pending",
+            "dead",
+            "failed first",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+        ]);
+    for m in metrics {
+        table.add_row([
+            m.subscriber.clone(),
+            m.kind.clone(),
+            m.done.to_string(),
+            m.pending.to_string(),
+            m.dead.to_string(),
+            format!("{:.1} %", m.failure_rate * 100.0),
+            m.latency_p50_ms.to_string(),
+            m.latency_p95_ms.to_string(),
+            m.latency_p99_ms.to_string(),
+        ]);
     }
     println!("{table}");
 }

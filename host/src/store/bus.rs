@@ -207,6 +207,79 @@ pub(super) const BACKLOG: &str = "SELECT d.subscriber, d.status, d.error_class, 
      WHERE d.status <> 'done'
      GROUP BY d.subscriber, d.status, d.error_class";
 
+/// How the deliveries of one subscriber and message kind fared, for `host bus metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct DeliveryMetrics {
+    pub subscriber: String,
+    pub kind: String,
+    pub done: i64,
+    pub pending: i64,
+    pub dead: i64,
+    /// Finished deliveries (done or dead) whose first attempt failed, over all finished.
+    pub failure_rate: f64,
+    /// From the message's occurrence to the delivery done, over the done ones (ms).
+    pub latency_p50_ms: i64,
+    pub latency_p95_ms: i64,
+    pub latency_p99_ms: i64,
+}
+
+impl DeliveryMetrics {
+    /// Summarises [`DELIVERY_OUTCOMES`]' rows by subscriber and kind, in that order.
+    pub(super) fn from_rows(rows: Vec<OutcomeRow>) -> Vec<Self> {
+        let mut groups = std::collections::BTreeMap::<(String, String), Vec<OutcomeRow>>::new();
+        for row in rows {
+            groups
+                .entry((row.0.clone(), row.1.clone()))
+                .or_default()
+                .push(row);
+        }
+        groups
+            .into_iter()
+            .map(|((subscriber, kind), rows)| {
+                let count = |status: &str| rows.iter().filter(|r| r.2 == status).count() as i64;
+                let (done, pending, dead) = (count("done"), count("pending"), count("dead"));
+                let failed_first = rows
+                    .iter()
+                    .filter(|r| r.2 == "dead" || (r.2 == "done" && r.3 > 1))
+                    .count();
+                let finished = done + dead;
+                let mut latencies: Vec<i64> = rows
+                    .iter()
+                    .filter(|r| r.2 == "done")
+                    .filter_map(|r| r.4)
+                    .collect();
+                latencies.sort_unstable();
+                let at = |p| crate::telemetry::percentile(&latencies, p);
+                Self {
+                    subscriber,
+                    kind,
+                    done,
+                    pending,
+                    dead,
+                    failure_rate: if finished == 0 {
+                        0.0
+                    } else {
+                        failed_first as f64 / finished as f64
+                    },
+                    latency_p50_ms: at(50.0),
+                    latency_p95_ms: at(95.0),
+                    latency_p99_ms: at(99.0),
+                }
+            })
+            .collect()
+    }
+}
+
+/// (subscriber, kind, status, attempts, occurrence → completion in ms) from
+/// [`DELIVERY_OUTCOMES`].
+pub(super) type OutcomeRow = (String, String, String, i64, Option<i64>);
+
+/// Every delivery of a message that occurred at or after $1 (ms since the epoch).
+pub(super) const DELIVERY_OUTCOMES: &str =
+    "SELECT d.subscriber, m.kind, d.status, d.attempts, d.completed_at_ms - m.occurred_at_ms
+     FROM deliveries d JOIN messages m ON m.seq = d.message_seq
+     WHERE m.occurred_at_ms >= $1";
+
 /// What `host bus replay --all` and `host bus purge` do to the dead letters they select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DeadChange {
@@ -509,6 +582,13 @@ macro_rules! shared_queries {
                 .fetch_optional(&self.$read)
                 .await
                 .context("reading a message's correlation id")
+        }
+        pub(super) async fn outcome_rows(&self, since_ms: i64) -> anyhow::Result<Vec<bus::OutcomeRow>> {
+            sqlx::query_as(bus::DELIVERY_OUTCOMES)
+                .bind(since_ms)
+                .fetch_all(&self.$read)
+                .await
+                .context("reading delivery outcomes")
         }
         pub(super) async fn backlog_rows(&self, now_ms: i64) -> anyhow::Result<Vec<bus::BacklogRow>> {
             sqlx::query_as(bus::BACKLOG)

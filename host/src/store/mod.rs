@@ -23,8 +23,8 @@ mod conformance;
 
 pub use batch::{Applied, DeliveryFate, IdempotencyRecord, OutboxEvent, StateChanges, Write};
 pub use bus::{
-    BusStats, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
-    MessageCause, SubscriberBacklog,
+    BusStats, DeliveryDetail, DeliveryFilter, DeliveryMetrics, DeliveryStatus, DeliveryView,
+    DueDelivery, MessageCause, SubscriberBacklog,
 };
 pub use health::{DatabaseHealth, DatabaseStatus};
 pub use leases::{
@@ -351,6 +351,17 @@ impl Store {
     /// Fails when the database cannot be read.
     pub async fn correlation_of(&self, message_id: &str) -> anyhow::Result<Option<String>> {
         on_backend!(self, b => b.correlation_of(message_id).await)
+    }
+
+    /// How the deliveries of messages that occurred at or after `since_ms` fared, by
+    /// subscriber and kind: counts by status, the share whose first attempt failed, and the
+    /// latency percentiles of the done ones. Done deliveries older than the retention are gone.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn delivery_metrics(&self, since_ms: i64) -> anyhow::Result<Vec<DeliveryMetrics>> {
+        let rows = on_backend!(self, b => b.outcome_rows(since_ms).await)?;
+        Ok(DeliveryMetrics::from_rows(rows))
     }
 
     /// Each subscriber's unfinished deliveries (pending, scheduled, oldest, dead by class),
