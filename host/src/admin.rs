@@ -17,7 +17,7 @@
 //! nothing, 409 for a replay or purge that needs `force`, 503 when the database fails.
 
 use crate::cli::{BusFilter, ListType};
-use crate::dispatcher::{self, FlushedDelivery};
+use crate::dispatcher;
 use crate::error::error_body;
 use crate::http::{AppState, json_response};
 use crate::store::DeliveryStatus;
@@ -223,19 +223,9 @@ struct FlushQuery {
 
 async fn flush(State(app): State<AppState>, Query(query): Query<FlushQuery>) -> Answer {
     let limit = query.limit.unwrap_or(dispatcher::DEFAULT_FLUSH_LIMIT);
-    let mut flushed = Vec::new();
-    if query.dry_run {
-        let due = dispatcher::due_now(&app.executor, &app.policies, limit)
-            .await
-            .map_err(database)?;
-        flushed.extend(due.iter().map(|d| FlushedDelivery::of(d, None)));
-    } else {
-        dispatcher::flush(&app.executor, &app.policies, limit, |due, outcome| {
-            flushed.push(FlushedDelivery::of(due, Some(outcome)));
-        })
+    let flushed = dispatcher::flush(&app.executor, &app.policies, limit, query.dry_run)
         .await
         .map_err(database)?;
-    }
     ok(&flushed)
 }
 

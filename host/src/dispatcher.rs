@@ -266,9 +266,10 @@ fn skipping(subscribers: &[String], policies: &HostConfig) -> Vec<String> {
 pub const DEFAULT_FLUSH_LIMIT: usize = 10_000;
 
 /// Runs what is due now, one delivery after another, until nothing is due or `limit`
-/// deliveries ran; `each` sees every delivery and its outcome (`host bus flush`). Every
-/// partition is flushed, leases or not: beside a running host, a delivery may run in both,
-/// and its effects commit once.
+/// deliveries ran, and reports each with its outcome (`host bus flush`, `POST /admin/flush`);
+/// with `dry_run`, runs nothing and reports what is due now. Every partition is flushed,
+/// leases or not: beside a running host, a delivery may run in both, and its effects commit
+/// once.
 ///
 /// # Errors
 /// The database could not be read.
@@ -276,11 +277,20 @@ pub async fn flush(
     executor: &Executor,
     policies: &HostConfig,
     limit: usize,
-    mut each: impl FnMut(&DueDelivery, &Delivered),
-) -> anyhow::Result<usize> {
-    let mut ran = 0;
-    while ran < limit {
-        let due = due_now(executor, policies, (limit - ran).min(SCAN_LIMIT as usize)).await?;
+    dry_run: bool,
+) -> anyhow::Result<Vec<FlushedDelivery>> {
+    if dry_run {
+        let due = due_now(executor, policies, limit).await?;
+        return Ok(due.iter().map(|d| FlushedDelivery::of(d, None)).collect());
+    }
+    let mut ran = Vec::new();
+    while ran.len() < limit {
+        let due = due_now(
+            executor,
+            policies,
+            (limit - ran.len()).min(SCAN_LIMIT as usize),
+        )
+        .await?;
         if due.is_empty() {
             break;
         }
@@ -288,8 +298,7 @@ pub async fn flush(
             let outcome = executor
                 .deliver(&delivery, policies.policy(&delivery.subscriber))
                 .await;
-            each(&delivery, &outcome);
-            ran += 1;
+            ran.push(FlushedDelivery::of(&delivery, Some(&outcome)));
         }
     }
     Ok(ran)
@@ -300,7 +309,7 @@ pub async fn flush(
 ///
 /// # Errors
 /// The database could not be read.
-pub async fn due_now(
+async fn due_now(
     executor: &Executor,
     policies: &HostConfig,
     limit: usize,

@@ -437,17 +437,9 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             let store = Store::open(&database.database_url).await?;
             let policies = load.tuning.host_config()?;
             let executor = load.executor(store.clone()).await?;
-            let mut flushed = Vec::new();
-            if dry_run {
-                let due = crate::dispatcher::due_now(&executor, &policies, limit).await?;
-                flushed.extend(due.iter().map(|d| FlushedDelivery::of(d, None)));
-            } else {
-                crate::dispatcher::flush(&executor, &policies, limit, |due, outcome| {
-                    flushed.push(FlushedDelivery::of(due, Some(outcome)));
-                })
-                .await?;
-            }
+            let flushed = crate::dispatcher::flush(&executor, &policies, limit, dry_run).await;
             store.close().await;
+            let flushed = flushed?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&flushed)?),
                 Format::Table if flushed.is_empty() => {
