@@ -6,28 +6,37 @@
 //! | `GET /admin/deliveries?type=pending\|dlq\|done\|all&subscriber=&kind=&error_class=&limit=` | `bus list` |
 //! | `GET /admin/deliveries/{id}` | `bus show` |
 //! | `POST /admin/deliveries/{id}/replay[?force=true]` | `bus replay ID [--force]` |
+//! | `POST /admin/deliveries/{id}/rehearse` | `bus replay ID --dry-run`, on this host's build |
 //! | `POST /admin/dead-letters/replay?subscriber=&kind=&error_class=[&dry_run=true]` | `bus replay --all` |
 //! | `POST /admin/dead-letters/purge?…&force=true` (or `dry_run=true`) | `bus purge` |
 //! | `GET /admin/stats` | `bus stats` |
 //! | `GET /admin/health` | `bus health --format json` |
+//! | `GET /admin/metrics?minutes=N` | `bus metrics --format json` |
+//! | `POST /admin/metrics/reset` | `bus metrics --reset` |
 //! | `POST /admin/flush[?limit=N][&dry_run=true]` | `bus flush`, with this host's plugins and policies |
 //! | `GET /admin/trace/{id}` | `host trace ID --format json` |
+//! | `GET /admin/host` | this process's id (as registered in the database) and version |
 //!
-//! Errors are the host's JSON error body: 400 for a bad filter, 404 for an id that matches
-//! nothing, 409 for a replay or purge that needs `force`, 503 when the database fails.
+//! Errors are the host's JSON error body: 400 for a bad filter or parameter, 404 for an id
+//! that matches nothing, 409 for a replay or purge that needs `force`, 503 when the database
+//! fails.
 
 use crate::cli::{BusFilter, ListType};
 use crate::dispatcher;
-use crate::error::error_body;
+use crate::error::{HandlerFailure, error_body};
+use crate::executor::Rehearsal;
 use crate::http::{AppState, json_response};
-use crate::store::DeliveryStatus;
+use crate::store::{DeliveryStatus, DueDelivery};
 use crate::trace::Trace;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// The admin routes, to be wrapped in the admin-token check by the caller.
 pub fn routes() -> Router<AppState> {
@@ -35,12 +44,16 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/deliveries", get(list))
         .route("/admin/deliveries/{id}", get(show))
         .route("/admin/deliveries/{id}/replay", post(replay))
+        .route("/admin/deliveries/{id}/rehearse", post(rehearse))
         .route("/admin/dead-letters/replay", post(replay_dead))
         .route("/admin/dead-letters/purge", post(purge_dead))
         .route("/admin/stats", get(stats))
         .route("/admin/health", get(health))
+        .route("/admin/metrics", get(metrics))
+        .route("/admin/metrics/reset", post(reset_metrics))
         .route("/admin/flush", post(flush))
         .route("/admin/trace/{id}", get(trace))
+        .route("/admin/host", get(host))
 }
 
 type Answer = Result<Response, Refusal>;
@@ -85,6 +98,34 @@ fn bad_filter(error: anyhow::Error) -> Refusal {
     failed(StatusCode::BAD_REQUEST, &error)
 }
 
+/// The query string as `T`; a malformed one is refused with the host's JSON error body.
+struct Params<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Params<T> {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(params)| Self(params))
+            .map_err(|rejection| failed(StatusCode::BAD_REQUEST, &rejection.body_text()))
+    }
+}
+
+/// The delivery id in the path; one that is not a number is refused with a JSON body.
+struct DeliveryId(i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for DeliveryId {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Refusal> {
+        Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Self(id))
+            .map_err(|_| failed(StatusCode::BAD_REQUEST, &"a delivery id is a number"))
+    }
+}
+
 #[derive(Deserialize)]
 struct ListQuery {
     #[serde(default, rename = "type")]
@@ -94,7 +135,7 @@ struct ListQuery {
     filter: BusFilter,
 }
 
-async fn list(State(app): State<AppState>, Query(query): Query<ListQuery>) -> Answer {
+async fn list(State(app): State<AppState>, Params(query): Params<ListQuery>) -> Answer {
     let filter = query
         .filter
         .to_filter(query.which.status(), query.limit)
@@ -108,7 +149,7 @@ async fn list(State(app): State<AppState>, Query(query): Query<ListQuery>) -> An
     ok(&rows)
 }
 
-async fn show(State(app): State<AppState>, Path(id): Path<i64>) -> Answer {
+async fn show(State(app): State<AppState>, DeliveryId(id): DeliveryId) -> Answer {
     match app.executor.store().delivery(id).await.map_err(database)? {
         Some(delivery) => ok(&delivery),
         None => Err(no_delivery(id)),
@@ -127,8 +168,8 @@ struct ReplayQuery {
 
 async fn replay(
     State(app): State<AppState>,
-    Path(id): Path<i64>,
-    Query(query): Query<ReplayQuery>,
+    DeliveryId(id): DeliveryId,
+    Params(query): Params<ReplayQuery>,
 ) -> Answer {
     let store = app.executor.store();
     let delivery = store
@@ -166,7 +207,7 @@ struct DeadQuery {
     filter: BusFilter,
 }
 
-async fn replay_dead(State(app): State<AppState>, Query(query): Query<DeadQuery>) -> Answer {
+async fn replay_dead(State(app): State<AppState>, Params(query): Params<DeadQuery>) -> Answer {
     let filter = query.filter.to_filter(None, None).map_err(bad_filter)?;
     let ids = app
         .executor
@@ -177,7 +218,7 @@ async fn replay_dead(State(app): State<AppState>, Query(query): Query<DeadQuery>
     ok(&serde_json::json!({ "replayed": ids, "dry_run": query.dry_run }))
 }
 
-async fn purge_dead(State(app): State<AppState>, Query(query): Query<DeadQuery>) -> Answer {
+async fn purge_dead(State(app): State<AppState>, Params(query): Params<DeadQuery>) -> Answer {
     let filter = query.filter.to_filter(None, None).map_err(bad_filter)?;
     let store = app.executor.store();
     if !query.force && !query.dry_run {
@@ -205,13 +246,7 @@ async fn stats(State(app): State<AppState>) -> Answer {
 }
 
 async fn health(State(app): State<AppState>) -> Answer {
-    let store = app.executor.store();
-    let backlog = store.backlog().await.map_err(database)?;
-    let cluster = match store.cluster() {
-        Some(cluster) => Some(cluster.view().await.map_err(database)?),
-        None => None,
-    };
-    ok(&serde_json::json!({ "subscribers": backlog, "cluster": cluster }))
+    ok(&app.executor.store().bus_health().await.map_err(database)?)
 }
 
 #[derive(Deserialize)]
@@ -221,12 +256,71 @@ struct FlushQuery {
     dry_run: bool,
 }
 
-async fn flush(State(app): State<AppState>, Query(query): Query<FlushQuery>) -> Answer {
+async fn flush(State(app): State<AppState>, Params(query): Params<FlushQuery>) -> Answer {
     let limit = query.limit.unwrap_or(dispatcher::DEFAULT_FLUSH_LIMIT);
     let flushed = dispatcher::flush(&app.executor, &app.policies, limit, query.dry_run)
         .await
         .map_err(database)?;
     ok(&flushed)
+}
+
+/// `POST /admin/deliveries/{id}/rehearse`: the dead letter run on this host's current build
+/// in a unit of work that is thrown away.
+async fn rehearse(State(app): State<AppState>, DeliveryId(id): DeliveryId) -> Answer {
+    let letter = app
+        .executor
+        .store()
+        .dead_letter(id)
+        .await
+        .map_err(database)?
+        .ok_or_else(|| {
+            failed(
+                StatusCode::NOT_FOUND,
+                &format!("no dead-lettered delivery with id {id}"),
+            )
+        })?;
+    let rehearsal = app.executor.rehearse(&letter).await;
+    ok(&rehearsal_report(&letter, rehearsal))
+}
+
+#[derive(Deserialize)]
+struct MetricsQuery {
+    #[serde(default = "an_hour")]
+    minutes: u64,
+}
+
+fn an_hour() -> u64 {
+    60
+}
+
+async fn metrics(State(app): State<AppState>, Params(query): Params<MetricsQuery>) -> Answer {
+    let window = Duration::from_secs(query.minutes.saturating_mul(60));
+    let report = app
+        .executor
+        .store()
+        .recent_delivery_metrics(window)
+        .await
+        .map_err(database)?;
+    ok(&report)
+}
+
+async fn reset_metrics(State(app): State<AppState>) -> Answer {
+    let at = app
+        .executor
+        .store()
+        .reset_metrics()
+        .await
+        .map_err(database)?;
+    ok(&serde_json::json!({ "reset_at_ms": at }))
+}
+
+/// `GET /admin/host`: which process answers, so a client that found this address in the
+/// database knows it reached the host registered there.
+async fn host() -> Answer {
+    ok(&serde_json::json!({
+        "id": crate::http::instance_id(),
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
 }
 
 async fn trace(State(app): State<AppState>, Path(id): Path<String>) -> Answer {
@@ -237,4 +331,58 @@ async fn trace(State(app): State<AppState>, Path(id): Path<String>) -> Answer {
         Some(trace) => ok(&trace),
         None => Err(failed(StatusCode::NOT_FOUND, &crate::trace::not_found(&id))),
     }
+}
+
+/// What `bus replay ID --dry-run` and `POST /admin/deliveries/{id}/rehearse` answer: the letter, and what running it now would do.
+pub(crate) fn rehearsal_report(
+    letter: &DueDelivery,
+    rehearsal: Result<Rehearsal, HandlerFailure>,
+) -> serde_json::Value {
+    // A value as JSON when it is JSON, else as text.
+    let shown = |bytes: &Option<Vec<u8>>| match bytes {
+        None => serde_json::Value::Null,
+        Some(bytes) => serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned().into()),
+    };
+    let mut report = serde_json::json!({
+        "delivery": letter.delivery_id,
+        "subscriber": letter.subscriber,
+        "kind": letter.kind,
+        "message_id": letter.message_id,
+        "changed": "nothing: this was a dry run",
+    });
+    match rehearsal {
+        Ok(rehearsal) => {
+            report["would"] = "succeed".into();
+            report["handled_by"] = rehearsal.handled_by.into();
+            report["writes"] = rehearsal
+                .writes
+                .iter()
+                .map(|w| {
+                    serde_json::json!({
+                        "key": w.key,
+                        "before": shown(&w.before),
+                        "after": shown(&w.after),
+                    })
+                })
+                .collect();
+            report["emits"] = rehearsal
+                .emitted
+                .into_iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "kind": e.kind,
+                        "partition_key": e.partition_key,
+                        "payload": shown(&Some(e.payload)),
+                    })
+                })
+                .collect();
+        }
+        Err(failure) => {
+            report["would"] = "fail".into();
+            report["error_class"] = failure.class.as_str().into();
+            report["error"] = failure.message.into();
+        }
+    }
+    report
 }

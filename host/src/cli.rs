@@ -14,10 +14,12 @@ use crate::registry::Registry;
 use crate::sandbox::Sandbox;
 use crate::store::Store;
 mod bus;
+mod remote;
 
 use anyhow::{Context, bail};
 pub use bus::{BusCommand, BusFilter, ListType};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use remote::Reach;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -310,7 +312,7 @@ pub struct TraceArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
     #[command(flatten)]
-    pub database: DatabaseArg,
+    pub reach: Reach,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -343,9 +345,9 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn trace(args: TraceArgs) -> anyhow::Result<()> {
-    let store = Store::open(&args.database.database_url).await?;
-    let found = crate::trace::Trace::find(&store, &args.id).await;
-    store.close().await;
+    let target = remote::Target::reach(&args.reach).await?;
+    let found = target.trace(&args.id).await;
+    target.close().await;
     let Some(trace) = found? else {
         bail!("{}", crate::trace::not_found(&args.id));
     };
@@ -436,6 +438,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let maintenance = maintenance::spawn(store.clone(), config.retention, leases.clone());
 
+    // `host bus` and `host trace` find this host here and go through its admin API.
+    let registration = crate::store::RunningHost {
+        id: http::instance_id().to_owned(),
+        address: format!("http://{}", reachable(address)),
+        started_at_ms: crate::store::now_ms(),
+    };
+    if let Err(error) = store.register_running_host(&registration).await {
+        tracing::warn!("`host bus` will not find this host in the database: {error:#}");
+    }
     tracing::info!(%address, plugins = executor.registry().names().len(), "serving");
     // A machine-readable line on stdout for scripts and tests that wait for readiness.
     println!("host listening on http://{address}");
@@ -474,6 +485,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(leases) = &leases {
         leases.leave().await;
     }
+    if let Err(error) = store.unregister_running_host(&registration.id).await {
+        tracing::warn!("{error:#}");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -490,6 +504,17 @@ async fn listen(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
             ),
             _ => anyhow::anyhow!("cannot listen on {address}: {error}"),
         })
+}
+
+/// The address a client on this machine reaches a server bound to `bound` at: the loopback
+/// address in place of an unspecified one (`0.0.0.0`, `::`).
+fn reachable(bound: std::net::SocketAddr) -> std::net::SocketAddr {
+    let ip = match bound.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    std::net::SocketAddr::new(ip, bound.port())
 }
 
 /// How long a stopping host waits for the deliveries that run to finish.

@@ -325,7 +325,7 @@ async fn due_now(
 
 /// One delivery [`flush`] ran (or [`due_now`] found), as `host bus flush` and the admin API
 /// report it.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct FlushedDelivery {
     pub id: i64,
     pub subscriber: String,
@@ -333,9 +333,9 @@ pub struct FlushedDelivery {
     pub partition_key: Option<String>,
     pub attempt: u32,
     /// `done`, `retry`, `dead`, `skipped`, `not_recorded`; absent in a dry run.
-    pub outcome: Option<&'static str>,
+    pub outcome: Option<String>,
     /// The failure's class, when it failed.
-    pub class: Option<&'static str>,
+    pub class: Option<String>,
     /// When a failed delivery runs again (ms since the epoch).
     pub retry_at_ms: Option<i64>,
 }
@@ -343,8 +343,10 @@ pub struct FlushedDelivery {
 impl FlushedDelivery {
     pub fn of(due: &DueDelivery, outcome: Option<&Delivered>) -> Self {
         let (class, retry_at_ms) = match outcome {
-            Some(Delivered::WillRetry { at, class }) => (Some(class.as_str()), Some(*at)),
-            Some(Delivered::Dead(class)) => (Some(class.as_str()), None),
+            Some(Delivered::WillRetry { at, class }) => {
+                (Some(class.as_str().to_owned()), Some(*at))
+            }
+            Some(Delivered::Dead(class)) => (Some(class.as_str().to_owned()), None),
             _ => (None, None),
         };
         Self {
@@ -353,7 +355,7 @@ impl FlushedDelivery {
             kind: due.kind.clone(),
             partition_key: due.partition_key.clone(),
             attempt: due.attempts + 1,
-            outcome: outcome.map(Delivered::as_str),
+            outcome: outcome.map(|o| o.as_str().to_owned()),
             class,
             retry_at_ms,
         }

@@ -43,6 +43,9 @@ pub struct Request {
     pub correlation_id: Option<String>,
     pub tenant_id: Option<String>,
     pub actor: Option<String>,
+    /// The caller's W3C trace context (`traceparent`), which the command's span continues
+    /// when spans are exported.
+    pub traceparent: Option<String>,
 }
 
 /// A command's answer.
@@ -240,6 +243,9 @@ impl Executor {
             message_id = tracing::field::Empty,
             correlation_id = request.correlation_id.as_deref(),
         );
+        if let Some(traceparent) = &request.traceparent {
+            telemetry::continue_trace(&span, [(telemetry::TRACEPARENT, traceparent.as_str())]);
+        }
         self.answer_command(request).instrument(span).await
     }
 
@@ -454,6 +460,10 @@ impl Executor {
             message_id = %due.message_id,
             correlation_id = %due.correlation_id,
             causation_id = due.causation_id.as_deref(),
+        );
+        telemetry::continue_trace(
+            &span,
+            due.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         );
         let delivered = self.run_delivery(due, policy).instrument(span).await;
         telemetry::delivery_finished(due, &delivered);
@@ -695,6 +705,8 @@ impl Executor {
     ) -> Vec<OutboxEvent> {
         let now = now_ms();
         let registry = self.registry.load();
+        // With spans exported, each event carries the trace context its delivery continues.
+        let headers = telemetry::trace_headers();
         emitted
             .into_iter()
             .map(|event| OutboxEvent {
@@ -708,7 +720,7 @@ impl Executor {
                 actor: cause.actor.clone(),
                 schema_version: SCHEMA_VERSION,
                 occurred_at_ms: now,
-                headers: Vec::new(),
+                headers: headers.clone(),
                 payload: event.payload,
                 emitted_by: emitted_by.to_owned(),
                 depth: cause_depth.saturating_add(1),

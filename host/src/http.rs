@@ -73,6 +73,13 @@ impl Default for Ingress {
     }
 }
 
+/// This process's id as a host: registered in the database with its address at start
+/// ([`crate::store::Store::register_running_host`]) and answered by `GET /admin/host`.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| uuid::Uuid::now_v7().to_string())
+}
+
 /// What every handler needs.
 #[derive(Clone)]
 pub struct AppState {
@@ -474,6 +481,11 @@ fn parse_request(kind: String, headers: &HeaderMap, body: Bytes) -> Result<Reque
         ),
         tenant_id: id_header(headers, "tenant-id")?,
         actor: id_header(headers, "actor")?,
+        // An unreadable trace context is ignored, as W3C Trace Context asks.
+        traceparent: headers
+            .get(crate::telemetry::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         kind,
         payload: body.to_vec(),
     })

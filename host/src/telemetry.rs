@@ -2,6 +2,11 @@
 //! happens and sampled from the database when scraped (`GET /metrics`); and, when asked for,
 //! its spans exported over OTLP ([`otlp_layer`]).
 //!
+//! With spans exported, one request is one trace: a command continues the W3C trace context
+//! its caller sent (`traceparent`), each event it emits carries the command span's context in
+//! its `traceparent` header, and each delivery's span continues the context of the message it
+//! delivers ([`trace_headers`], [`continue_trace`]). Without export, nothing is added.
+//!
 //! Counters and histograms are recorded where the work happens, through the `metrics`
 //! facade; [`install`] puts the Prometheus recorder behind it once per process (before it,
 //! recording costs a relaxed atomic load and nothing else). The backlog gauges are read from
@@ -374,8 +379,62 @@ where
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("handler-host");
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     Ok((tracing_opentelemetry::layer().with_tracer(tracer), provider))
 }
+
+/// Whether [`otlp_layer`] was built: spans are exported, and trace context propagated.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The W3C trace context of the current span (`traceparent`, and `tracestate` when it has
+/// one), as headers for the messages emitted inside it; empty when spans are not exported.
+pub fn trace_headers() -> Vec<(String, String)> {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return Vec::new();
+    }
+    let context = tracing::Span::current().context();
+    if !context.span().span_context().is_valid() {
+        return Vec::new();
+    }
+    let mut carrier = std::collections::HashMap::new();
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&context, &mut carrier);
+    let mut headers: Vec<(String, String)> = carrier.into_iter().collect();
+    headers.sort();
+    headers
+}
+
+/// Makes `span` continue the trace whose W3C context `headers` carry (`traceparent`,
+/// `tracestate`); leaves it a new trace when they carry none or spans are not exported.
+pub fn continue_trace<'a>(
+    span: &tracing::Span,
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !EXPORTING.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    let carrier: std::collections::HashMap<String, String> = headers
+        .into_iter()
+        .filter(|(name, _)| matches!(*name, TRACEPARENT | "tracestate"))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    if carrier.is_empty() {
+        return;
+    }
+    let context = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    if context.span().span_context().is_valid() {
+        let _ = span.set_parent(context);
+    }
+}
+
+/// The W3C trace context header.
+pub const TRACEPARENT: &str = "traceparent";
 
 /// The `p`th percentile (0 to 100) of `sorted` by nearest rank; the default (zero) when empty.
 pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {

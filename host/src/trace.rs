@@ -7,7 +7,7 @@
 //! messages retention has deleted, leaves nothing to trace.
 
 use crate::store::{DeliveryStatus, Store, TracedDelivery, TracedMessage};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write;
 
@@ -15,7 +15,7 @@ use std::fmt::Write;
 pub const MAX_MESSAGES: u32 = 10_000;
 
 /// One request's causal tree.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Trace {
     pub correlation_id: String,
     /// The causes outside the trace: the command (or commands) of the request.
@@ -25,7 +25,7 @@ pub struct Trace {
 }
 
 /// A command of the request, known by the events its handler emitted.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Root {
     /// The command's id (the `causation_id` of the events it emitted).
     pub command_id: Option<String>,
@@ -35,7 +35,7 @@ pub struct Root {
 }
 
 /// A message and each subscriber's delivery of it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Node {
     #[serde(flatten)]
     pub message: MessageFacts,
@@ -43,7 +43,7 @@ pub struct Node {
 }
 
 /// What a trace shows of a message.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MessageFacts {
     pub id: String,
     pub kind: String,
@@ -55,7 +55,7 @@ pub struct MessageFacts {
 }
 
 /// One delivery, and the messages its subscriber emitted while handling it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Branch {
     #[serde(flatten)]
     pub delivery: TracedDelivery,

@@ -43,6 +43,11 @@ on_every_backend! {
         assert_eq!((status, shown["status"].as_str()), (200, Some("dead")), "{shown:#}");
         assert_eq!(shown["correlation_id"], correlation_id.as_str());
         assert_eq!(admin(&host, "GET", "/admin/deliveries/987654", Some(TOKEN)).0, 404);
+        // Malformed ids and parameters are refused in the same JSON error body.
+        for path in ["/admin/deliveries/abc", "/admin/deliveries?limit=many", "/admin/deliveries?type=lost"] {
+            let (status, bad) = admin(&host, "GET", path, Some(TOKEN));
+            assert_eq!((status, bad["error"]["class"].as_str()), (400, Some("bad_request")), "{path}: {bad:#}");
+        }
 
         let (status, stats) = admin(&host, "GET", "/admin/stats", Some(TOKEN));
         assert_eq!((status, stats["by_status"]["dead"].as_i64()), (200, Some(1)), "{stats:#}");

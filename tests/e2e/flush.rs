@@ -64,7 +64,8 @@ on_every_backend! {
         assert_eq!((count("pending"), count("done"), count("dead")), (0, 3, 1));
         assert_eq!(host.query_ok("stock.get", json!({ "sku": "widget" }))["available"], 9);
         // How they fared, per subscriber and kind.
-        let metrics: Value = serde_json::from_str(&host.cli(&["bus", "metrics", "--format", "json"])).unwrap();
+        let report: Value = serde_json::from_str(&host.cli(&["bus", "metrics", "--format", "json"])).unwrap();
+        let metrics = &report["deliveries"];
         let of = |subscriber: &str, kind: &str| -> Value {
             metrics
                 .as_array()

@@ -755,12 +755,18 @@ impl Host {
     /// Runs `host ARGS --database-url <this host's database>` and returns its output,
     /// whether it succeeded or not.
     pub fn cli_output(&self, args: &[&str]) -> std::process::Output {
+        self.cli_output_with(args, &[])
+    }
+
+    /// [`Host::cli_output`] with the environment variables `envs` set.
+    pub fn cli_output_with(&self, args: &[&str], envs: &[(&str, &str)]) -> std::process::Output {
         Command::new(host_binary())
             .args(args)
             .arg("--database-url")
             .arg(self.database_url())
             .current_dir(self.dir.path())
             .env("HOST_LOG", "warn")
+            .envs(envs.iter().copied())
             .output()
             .expect("running the host CLI")
     }

@@ -43,6 +43,9 @@
 //!   `host bus health --detailed`; `host bus replay ID --force` runs a done delivery again.
 //! - `admin_api`: the `host bus` operations and `host trace` over HTTP behind the admin token,
 //!   checked against the database.
+//! - `bus_via_host`: `host bus` and `host trace` beside a running host go through its admin
+//!   API (its plugins run the flush); the database when the token is missing or the host is
+//!   stopped or killed; `bus metrics --reset`.
 //! - `logs`: `--log-format json`: every line is JSON; lines about a message (the guest's own
 //!   included) carry its ids in `span`.
 //! - `otlp`: `--otlp-endpoint`: command and delivery spans with their ids reach an OTLP/HTTP
@@ -82,6 +85,7 @@ mod ledger;
 mod admin_api;
 mod bench_smoke;
 mod bus_lifecycle;
+mod bus_via_host;
 mod cli;
 mod commands;
 mod component_cache;

@@ -1,6 +1,8 @@
 //! `--otlp-endpoint`: the host's spans reach an OTLP/HTTP receiver (a small collector run by
 //! the test, decoding the protobuf with the OpenTelemetry project's own message types), with
-//! the message, correlation and causation ids as attributes.
+//! the message, correlation and causation ids as attributes, and one request is one trace:
+//! the command continues the caller's `traceparent`, and each delivery is a child of the span
+//! that emitted its message.
 
 use crate::harness::{DEMO, EVENTUALLY, Host, host_dir, wait_for};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -27,7 +29,7 @@ fn spans_with_their_ids_reach_an_otlp_receiver() {
         json!({ "order_id": "o-x", "sku": "widget", "qty": 1 })
             .to_string()
             .into(),
-        &[("correlation-id", "otel-1")],
+        &[("correlation-id", "otel-1"), ("traceparent", CALLER)],
     );
     assert_eq!(placed.status, 200, "{placed:?}");
 
@@ -64,7 +66,41 @@ fn spans_with_their_ids_reach_an_otlp_receiver() {
         "the event was caused by the command"
     );
     assert!(to_inventory.end_time_unix_nano >= to_inventory.start_time_unix_nano);
+
+    // One trace, continuing the caller's: the command is a child of the caller's span, each
+    // delivery of the command's event a child of the command, and order-summary's delivery of
+    // what inventory emitted a child of inventory's delivery.
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(
+        hex(&command.trace_id),
+        CALLER_TRACE,
+        "the command continues the caller's trace"
+    );
+    assert_eq!(hex(&command.parent_span_id), CALLER_SPAN);
+    for delivery in &deliveries {
+        assert_eq!(
+            delivery.trace_id, command.trace_id,
+            "every delivery is in the request's trace"
+        );
+    }
+    assert_eq!(
+        to_inventory.parent_span_id, command.span_id,
+        "inventory's delivery follows the command"
+    );
+    let of_reserved = deliveries
+        .iter()
+        .find(|s| text(s, "kind").as_deref() == Some("stock.reserved"))
+        .expect("a span of order-summary's delivery of stock.reserved");
+    assert_eq!(
+        of_reserved.parent_span_id, to_inventory.span_id,
+        "what inventory emitted is delivered under inventory's delivery"
+    );
 }
+
+/// The caller's trace and span, as its `traceparent` header carries them.
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+const CALLER: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
 /// The string value of the attribute `key` of `span`.
 fn text(span: &Span, key: &str) -> Option<String> {

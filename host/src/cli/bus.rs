@@ -1,12 +1,12 @@
 //! `host bus`: the delivery queue, the dead-letter queue and the cluster, as operators see
 //! and repair them.
 
+use super::remote::{DeadChange, Reach, Target};
 use super::{DatabaseArg, Format, PluginLoad};
 use crate::dispatcher::FlushedDelivery;
-use crate::error::{ErrorClass, HandlerFailure};
-use crate::executor::Rehearsal;
+use crate::error::ErrorClass;
 use crate::store::{
-    ClusterView, DeliveryFilter, DeliveryMetrics, DeliveryStatus, DeliveryView, DueDelivery, Store,
+    ClusterView, DeliveryFilter, DeliveryStatus, DeliveryView, MetricsReport, Store,
     SubscriberBacklog,
 };
 use anyhow::bail;
@@ -26,7 +26,7 @@ pub enum BusCommand {
         #[arg(long)]
         limit: Option<u32>,
         #[command(flatten)]
-        database: DatabaseArg,
+        reach: Reach,
     },
     /// Show one delivery: its whole envelope, attempts, first and last failure, last error and
     /// the plugin version that handled it (JSON).
@@ -34,7 +34,7 @@ pub enum BusCommand {
         /// The delivery id (the `id` column of `bus list`).
         id: i64,
         #[command(flatten)]
-        database: DatabaseArg,
+        reach: Reach,
     },
     /// Put dead-lettered deliveries back in the queue with their attempts reset: one by id,
     /// or `--all` that match the filters. Replaying the letter that holds back a strict key
@@ -59,7 +59,7 @@ pub enum BusCommand {
         #[arg(long, requires = "id", conflicts_with_all = ["all", "dry_run"])]
         force: bool,
         #[command(flatten)]
-        database: DatabaseArg,
+        reach: Reach,
         #[command(flatten)]
         load: PluginLoad,
     },
@@ -72,7 +72,7 @@ pub enum BusCommand {
         #[arg(long)]
         force: bool,
         #[command(flatten)]
-        database: DatabaseArg,
+        reach: Reach,
     },
     /// Each subscriber's backlog (pending, waiting for a retry, how long the oldest has
     /// waited, dead letters) and, on PostgreSQL, the hosts sharing the database.
@@ -84,20 +84,24 @@ pub enum BusCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         #[command(flatten)]
-        database: DatabaseArg,
+        reach: Reach,
     },
     /// How the deliveries of the last `--minutes` fared, per subscriber and message kind:
     /// done, pending and dead, the share whose first attempt failed, and the p50/p95/p99 time
     /// from the message's occurrence to its delivery done. Read from the database, so every
     /// host's work counts (`GET /metrics` has this host's own histograms).
     Metrics {
-        /// How far back, by the messages' occurrence.
+        /// How far back, by the messages' occurrence (never before the last `--reset`).
         #[arg(long, default_value_t = 60)]
         minutes: u64,
+        /// Count from now on: later reports leave out the messages that occurred before.
+        /// Nothing is deleted.
+        #[arg(long)]
+        reset: bool,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         #[command(flatten)]
-        database: DatabaseArg,
+        reach: Reach,
     },
     /// Run the deliveries that are due now in this process, in order per key, and print each
     /// outcome: for hosts started with `--no-dispatch`, or to drain by hand. Beside a running
@@ -112,7 +116,7 @@ pub enum BusCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         #[command(flatten)]
-        database: DatabaseArg,
+        reach: Reach,
         #[command(flatten)]
         load: PluginLoad,
     },
@@ -130,22 +134,25 @@ pub enum BusCommand {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         #[command(flatten)]
-        database: DatabaseArg,
+        reach: Reach,
     },
 }
 
 /// Which deliveries a bus command applies to.
-#[derive(Debug, Clone, Default, Args, serde::Deserialize)]
+#[derive(Debug, Clone, Default, Args, serde::Deserialize, serde::Serialize)]
 pub struct BusFilter {
     /// Only this subscriber's (plugin's) deliveries.
     #[arg(long, visible_alias = "plugin")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subscriber: Option<String>,
     /// Only messages of this kind; `*` matches any run of characters (`order.*`).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
     /// Only deliveries whose last error has this class (`retryable`, `permanent`, `deadline`,
     /// `memory_limit`, `stack_overflow`, `panic`, `trap`, `host`, `rejected`, `loop`).
     #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_class: Option<String>,
 }
 
@@ -178,7 +185,7 @@ impl BusFilter {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, ValueEnum, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ListType {
     #[default]
@@ -200,72 +207,38 @@ impl ListType {
     }
 }
 
-/// What `bus replay ID --dry-run` prints: the letter, and what running it now would do.
-fn rehearsal_report(
-    letter: &DueDelivery,
-    rehearsal: Result<Rehearsal, HandlerFailure>,
-) -> serde_json::Value {
-    // A value as JSON when it is JSON, else as text.
-    let shown = |bytes: &Option<Vec<u8>>| match bytes {
-        None => serde_json::Value::Null,
-        Some(bytes) => serde_json::from_slice(bytes)
-            .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned().into()),
-    };
-    let mut report = serde_json::json!({
-        "delivery": letter.delivery_id,
-        "subscriber": letter.subscriber,
-        "kind": letter.kind,
-        "message_id": letter.message_id,
-        "changed": "nothing: this was a dry run",
-    });
-    match rehearsal {
-        Ok(rehearsal) => {
-            report["would"] = "succeed".into();
-            report["handled_by"] = rehearsal.handled_by.into();
-            report["writes"] = rehearsal
-                .writes
-                .iter()
-                .map(|w| {
-                    serde_json::json!({
-                        "key": w.key,
-                        "before": shown(&w.before),
-                        "after": shown(&w.after),
-                    })
-                })
-                .collect();
-            report["emits"] = rehearsal
-                .emitted
-                .into_iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "kind": e.kind,
-                        "partition_key": e.partition_key,
-                        "payload": shown(&Some(e.payload)),
-                    })
-                })
-                .collect();
-        }
-        Err(failure) => {
-            report["would"] = "fail".into();
-            report["error_class"] = failure.class.as_str().into();
-            report["error"] = failure.message.into();
-        }
-    }
-    report
-}
 pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
+    if let BusCommand::Partitions { set, database } = command {
+        return partitions(set, &database).await;
+    }
+    let reach = match &command {
+        BusCommand::List { reach, .. }
+        | BusCommand::Show { reach, .. }
+        | BusCommand::Replay { reach, .. }
+        | BusCommand::Purge { reach, .. }
+        | BusCommand::Health { reach, .. }
+        | BusCommand::Metrics { reach, .. }
+        | BusCommand::Flush { reach, .. }
+        | BusCommand::Stats { reach, .. } => reach,
+        BusCommand::Partitions { .. } => unreachable!("handled above"),
+    };
+    let target = Target::reach(reach).await?;
+    let result = on(&target, command).await;
+    target.close().await;
+    result
+}
+
+/// Runs `command` on the deliveries `target` reaches.
+async fn on(target: &Target, command: BusCommand) -> anyhow::Result<()> {
     match command {
         BusCommand::List {
             which,
             format,
             filter,
             limit,
-            database,
+            ..
         } => {
-            let store = Store::open(&database.database_url).await?;
-            let rows = store
-                .list_deliveries(&filter.to_filter(which.status(), limit)?)
-                .await?;
+            let rows = target.list(which, &filter, limit).await?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
                 Format::Table if rows.is_empty() => {
@@ -288,9 +261,8 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BusCommand::Show { id, database } => {
-            let store = Store::open(&database.database_url).await?;
-            let Some(delivery) = store.delivery(id).await? else {
+        BusCommand::Show { id, .. } => {
+            let Some(delivery) = target.delivery(id).await? else {
                 bail!("no delivery with id {id} (see `host bus list --type all`)");
             };
             println!("{}", serde_json::to_string_pretty(&delivery)?);
@@ -302,16 +274,15 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             filter,
             dry_run,
             force,
-            database,
             load,
+            ..
         } => {
-            let store = Store::open(&database.database_url).await?;
             if force {
                 let id = id.expect("clap requires an id with --force");
-                let Some(delivery) = store.delivery(id).await? else {
+                let Some(delivery) = target.delivery(id).await? else {
                     bail!("no delivery with id {id} (see `host bus list --type all`)");
                 };
-                store.replay_forced(id).await?;
+                target.replay_forced(id).await?;
                 let was = match delivery.view.status {
                     DeliveryStatus::Done => "done: its handler runs again",
                     DeliveryStatus::Pending => "pending: it runs now",
@@ -323,21 +294,16 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             if !all {
                 let id = id.expect("clap requires an id without --all");
                 if dry_run {
-                    let Some(letter) = store.dead_letter(id).await? else {
+                    let Some(report) = target.rehearse(id, &load).await? else {
                         bail!(
                             "no dead-lettered delivery with id {id} (see `host bus list --type dlq`)"
                         );
                     };
-                    let executor = load.executor(store).await?;
-                    let rehearsal = executor.rehearse(&letter).await;
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&rehearsal_report(&letter, rehearsal))?
-                    );
+                    println!("{}", serde_json::to_string_pretty(&report)?);
                     return Ok(());
                 }
-                if !store.replay(id).await? {
-                    match store.delivery(id).await? {
+                if !target.replay(id).await? {
+                    match target.delivery(id).await? {
                         Some(delivery) => bail!(
                             "delivery {id} is {}, not dead: `--force` replays it anyway (a done \
                              one's handler runs again)",
@@ -353,22 +319,16 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
                 );
                 return Ok(());
             }
-            let ids = store
-                .replay_matching(&filter.to_filter(None, None)?, dry_run)
+            let ids = target
+                .change_dead(DeadChange::Replay, &filter, dry_run)
                 .await?;
             let verb = if dry_run { "would replay" } else { "replayed" };
             println!("{verb} {} dead-lettered deliveries: {ids:?}", ids.len());
             Ok(())
         }
-        BusCommand::Purge {
-            filter,
-            force,
-            database,
-        } => {
-            let store = Store::open(&database.database_url).await?;
-            let filter = filter.to_filter(None, None)?;
+        BusCommand::Purge { filter, force, .. } => {
             if !force {
-                let ids = store.purge_matching(&filter, true).await?;
+                let ids = target.change_dead(DeadChange::Purge, &filter, true).await?;
                 if ids.is_empty() {
                     println!("no dead-lettered deliveries match: nothing to purge");
                     return Ok(());
@@ -378,29 +338,21 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
                     ids.len()
                 );
             }
-            let ids = store.purge_matching(&filter, false).await?;
+            let ids = target
+                .change_dead(DeadChange::Purge, &filter, false)
+                .await?;
             println!("purged {} dead-lettered deliveries: {ids:?}", ids.len());
             Ok(())
         }
         BusCommand::Health {
-            detailed,
-            format,
-            database,
+            detailed, format, ..
         } => {
-            let store = Store::open(&database.database_url).await?;
-            let backlog = store.backlog().await?;
-            let cluster = match store.cluster() {
-                Some(cluster) => Some(cluster.view().await?),
-                None => None,
-            };
+            let health = target.health().await?;
             match format {
-                Format::Json => {
-                    let report = serde_json::json!({ "subscribers": backlog, "cluster": cluster });
-                    println!("{}", serde_json::to_string_pretty(&report)?);
-                }
+                Format::Json => println!("{}", serde_json::to_string_pretty(&health)?),
                 Format::Table => {
-                    print_backlog(&backlog, detailed);
-                    match &cluster {
+                    print_backlog(&health.subscribers, detailed);
+                    match &health.cluster {
                         Some(view) => print_cluster(view, detailed),
                         None => println!("one host on SQLite: no partitions or leases"),
                     }
@@ -410,20 +362,25 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
         }
         BusCommand::Metrics {
             minutes,
+            reset,
             format,
-            database,
+            ..
         } => {
-            let store = Store::open(&database.database_url).await?;
-            let window = i64::try_from(minutes.saturating_mul(60_000)).unwrap_or(i64::MAX);
-            let since = crate::store::now_ms().saturating_sub(window);
-            let metrics = store.delivery_metrics(since).await?;
-            store.close().await;
-            match format {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&metrics)?),
-                Format::Table if metrics.is_empty() => {
-                    println!("no delivery of a message from the last {minutes} minutes is kept");
+            if reset {
+                let at = target.reset_metrics().await?;
+                match format {
+                    Format::Json => println!("{}", serde_json::json!({ "reset_at_ms": at })),
+                    Format::Table => println!(
+                        "`host bus metrics` counts the messages that occur from now on \
+                         (reset at {at} ms since the epoch); nothing was deleted"
+                    ),
                 }
-                Format::Table => print_metrics(&metrics),
+                return Ok(());
+            }
+            let report = target.metrics(minutes).await?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                Format::Table => print_metrics(&report, minutes),
             }
             Ok(())
         }
@@ -431,15 +388,10 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             limit,
             dry_run,
             format,
-            database,
             load,
+            ..
         } => {
-            let store = Store::open(&database.database_url).await?;
-            let policies = load.tuning.host_config()?;
-            let executor = load.executor(store.clone()).await?;
-            let flushed = crate::dispatcher::flush(&executor, &policies, limit, dry_run).await;
-            store.close().await;
-            let flushed = flushed?;
+            let flushed = target.flush(limit, dry_run, &load).await?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&flushed)?),
                 Format::Table if flushed.is_empty() => {
@@ -449,28 +401,8 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BusCommand::Partitions { set, database } => {
-            let store = Store::open(&database.database_url).await?;
-            let Some(cluster) = store.cluster() else {
-                bail!(
-                    "partitions exist only on PostgreSQL: a SQLite database is served by one host"
-                );
-            };
-            if let Some(count) = set {
-                cluster.set_partitions(count).await?;
-                println!("the deliveries are split into {count} partitions from now on");
-            } else {
-                let view = cluster.view().await?;
-                println!(
-                    "{} partitions (`host bus health` shows their owners and backlog)",
-                    view.partitions
-                );
-            }
-            Ok(())
-        }
-        BusCommand::Stats { format, database } => {
-            let store = Store::open(&database.database_url).await?;
-            let stats = store.stats().await?;
+        BusCommand::Stats { format, .. } => {
+            let stats = target.stats().await?;
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&stats)?),
                 Format::Table => {
@@ -493,7 +425,33 @@ pub(super) async fn run(command: BusCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        BusCommand::Partitions { .. } => unreachable!("`run` handles partitions on the database"),
     }
+}
+
+/// `host bus partitions [--set N]`: on the database alone, since changing the count needs
+/// every host stopped.
+async fn partitions(set: Option<i64>, database: &DatabaseArg) -> anyhow::Result<()> {
+    let store = Store::open(&database.database_url).await?;
+    let result = async {
+        let Some(cluster) = store.cluster() else {
+            bail!("partitions exist only on PostgreSQL: a SQLite database is served by one host");
+        };
+        if let Some(count) = set {
+            cluster.set_partitions(count).await?;
+            println!("the deliveries are split into {count} partitions from now on");
+        } else {
+            let view = cluster.view().await?;
+            println!(
+                "{} partitions (`host bus health` shows their owners and backlog)",
+                view.partitions
+            );
+        }
+        Ok(())
+    }
+    .await;
+    store.close().await;
+    result
 }
 
 /// `host bus health` on PostgreSQL: the hosts, then (detailed) the partitions.
@@ -629,7 +587,16 @@ fn print_backlog(backlog: &[SubscriberBacklog], detailed: bool) {
 }
 
 /// `host bus metrics` as a table.
-fn print_metrics(metrics: &[DeliveryMetrics]) {
+fn print_metrics(report: &MetricsReport, minutes: u64) {
+    if let Some(at) = report.reset_at_ms {
+        let ago = (crate::store::now_ms() - at).max(0) / 1000;
+        println!("counting since `host bus metrics --reset` {ago} s ago");
+    }
+    let metrics = &report.deliveries;
+    if metrics.is_empty() {
+        println!("no delivery of a message from the last {minutes} minutes is kept");
+        return;
+    }
     let mut table = comfy_table::Table::new();
     table
         .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
@@ -667,7 +634,7 @@ fn print_flushed(flushed: &[FlushedDelivery], dry_run: bool) {
         .load_preset(comfy_table::presets::UTF8_BORDERS_ONLY)
         .set_header(["id", "subscriber", "kind", "key", "attempt", "outcome"]);
     for f in flushed {
-        let outcome = match (f.outcome, f.class, f.retry_at_ms) {
+        let outcome = match (f.outcome.as_deref(), f.class.as_deref(), f.retry_at_ms) {
             (None, ..) => "due".to_owned(),
             (Some(outcome), Some(class), Some(at)) => {
                 format!("{outcome} ({class}) in {} ms", (at - now).max(0))
@@ -688,7 +655,12 @@ fn print_flushed(flushed: &[FlushedDelivery], dry_run: bool) {
     if dry_run {
         println!("{} deliveries due now; nothing was run", flushed.len());
     } else {
-        let count = |o: &str| flushed.iter().filter(|f| f.outcome == Some(o)).count();
+        let count = |o: &str| {
+            flushed
+                .iter()
+                .filter(|f| f.outcome.as_deref() == Some(o))
+                .count()
+        };
         println!(
             "ran {} deliveries: {} done, {} to retry, {} dead",
             flushed.len(),

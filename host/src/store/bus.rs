@@ -2,7 +2,7 @@
 //! the SQL both backends share (`$N` placeholders work on both).
 
 use anyhow::Context;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A delivery the dispatcher may run now, with the message it carries.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct DueDelivery {
 }
 
 /// The state of a delivery row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Pending,
@@ -73,7 +73,7 @@ pub struct DeliveryFilter {
 }
 
 /// One delivery as operators see it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryView {
     pub id: i64,
     pub status: DeliveryStatus,
@@ -96,7 +96,7 @@ pub struct DeliveryView {
 }
 
 /// One delivery with the whole envelope of its message, for `host bus show`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeliveryDetail {
     #[serde(flatten)]
     pub view: DeliveryView,
@@ -112,7 +112,7 @@ pub struct DeliveryDetail {
 }
 
 /// Counts for `host bus stats`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BusStats {
     /// Deliveries by status (`pending`, `done`, `dead`).
     pub by_status: std::collections::BTreeMap<String, i64>,
@@ -144,7 +144,7 @@ impl BusStats {
 }
 
 /// One subscriber's unfinished deliveries, for `GET /metrics` and `host bus health --detailed`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriberBacklog {
     pub subscriber: String,
     /// Deliveries waiting to run, due now or later.
@@ -208,7 +208,7 @@ pub(super) const BACKLOG: &str = "SELECT d.subscriber, d.status, d.error_class, 
      GROUP BY d.subscriber, d.status, d.error_class";
 
 /// How the deliveries of one subscriber and message kind fared, for `host bus metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeliveryMetrics {
     pub subscriber: String,
     pub kind: String,

@@ -14,7 +14,7 @@
 //! expired ones up to its fair share of the live hosts.
 
 use anyhow::{Context, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub struct Beat {
 }
 
 /// A host as `host bus health` shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct HostRow {
     pub id: String,
     pub name: String,
@@ -99,7 +99,7 @@ pub struct HostRow {
 }
 
 /// A partition as `host bus health` shows it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
 pub struct PartitionRow {
     pub partition: i64,
     pub owner: Option<String>,
@@ -114,7 +114,7 @@ pub struct PartitionRow {
 }
 
 /// The cluster as `host bus health` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterView {
     pub partitions: i64,
     pub hosts: Vec<HostRow>,

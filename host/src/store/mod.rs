@@ -72,6 +72,10 @@ macro_rules! on_backend {
     };
 }
 
+// Declared after `on_backend!`, which it uses.
+mod operators;
+pub use operators::{BusHealth, MetricsReport, RunningHost};
+
 impl Store {
     /// Opens the database at `url` (`sqlite://FILE` or `postgres://…`), creating it when it
     /// does not exist, and brings its schema up to date.

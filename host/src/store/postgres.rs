@@ -122,6 +122,7 @@ impl PgStore {
     }
 
     bus::shared_queries!(pool, pool);
+    super::operators::operator_queries!(pool, pool);
 
     /// Wakes `wake` on every commit of any host, reconnecting (with backoff, logged once)
     /// when the connection drops, until the store is closed; the dispatcher's poll covers

@@ -111,6 +111,7 @@ impl SqliteStore {
     }
 
     bus::shared_queries!(read, write);
+    super::operators::operator_queries!(read, write);
 
     pub(super) async fn apply_batch(&self, batch: &[Write]) -> anyhow::Result<Vec<Applied>> {
         let mut conn = self.write.acquire().await.context("acquiring the writer")?;

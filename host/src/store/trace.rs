@@ -2,7 +2,7 @@
 //! them (the tree is built by [`crate::trace`]).
 
 use super::bus::DeliveryStatus;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One message of a traced request, in commit order, with its deliveries.
 #[derive(Debug, Clone, Serialize)]
@@ -23,7 +23,7 @@ pub struct TracedMessage {
 }
 
 /// One subscriber's delivery of a traced message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TracedDelivery {
     pub id: i64,
     pub subscriber: String,
