@@ -898,7 +898,7 @@ impl Bench {
         let (plugins, registry) =
             PluginDir::load(&self.sandbox, &folder, BuildPolicy::LoadOnly).await?;
         rig.executor.replace_registry(registry);
-        let watcher = plugin_dir::watch(plugins, rig.executor.clone(), rig.store, rig.wake)?;
+        let watcher = plugin_dir::watch(plugins, rig.executor.clone(), rig.store, rig.wake, false)?;
         let mut timings = Vec::with_capacity(swaps);
         for swap in 0..swaps {
             // A new build: the same code with a custom section that makes its digest new.

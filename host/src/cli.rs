@@ -138,6 +138,11 @@ pub struct RunArgs {
     /// messages; a removed one stops receiving until it returns.
     #[arg(long)]
     pub watch: bool,
+    /// With --watch: swap in a new version that no longer handles a kind its plugin has
+    /// pending or dead-lettered deliveries of (or unload a removed plugin that has any), with
+    /// a warning. Without it such a change is refused and the old version keeps serving.
+    #[arg(long, env = "HOST_ALLOW_STRANDING")]
+    pub allow_stranding: bool,
     #[command(flatten)]
     pub cache: CacheArg,
     #[command(flatten)]
@@ -368,6 +373,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         effective["listen"] = serde_json::json!(args.listen);
         effective["build"] = serde_json::json!(!args.no_build);
         effective["watch"] = serde_json::json!(args.watch);
+        effective["allow_stranding"] = serde_json::json!(args.allow_stranding);
         effective["cache_dir"] = serde_json::json!(args.cache.cache().map(|c| c.dir().to_owned()));
         effective["admin_token"] = serde_json::json!(args.admin_token.as_ref().map(|_| "(set)"));
         effective["body_read_timeout_ms"] = serde_json::json!(args.body_read_timeout_ms);
@@ -407,7 +413,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let committer = Committer::spawn(store.clone(), wake.clone());
     let executor = Arc::new(executor_for(&config, registry, store.clone(), committer));
     if args.watch {
-        plugin_dir::watch(plugins, executor.clone(), store.clone(), wake.clone())?;
+        plugin_dir::watch(
+            plugins,
+            executor.clone(),
+            store.clone(),
+            wake.clone(),
+            args.allow_stranding,
+        )?;
     }
     // Commits of other processes (other hosts, `host send`, `host bus replay`) wake the
     // dispatcher at once on PostgreSQL; on SQLite its poll finds them.

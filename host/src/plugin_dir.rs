@@ -13,6 +13,11 @@
 //! [`watch`] runs scans when the folder (and the inputs of its source folders) change, and
 //! hands each new registry to the executor, which swaps it in whole: a call that started on
 //! the old version finishes on it, and the next message routes to the new one.
+//!
+//! A running host also refuses a change that would strand work: a new version that no longer
+//! handles a kind its plugin has pending or dead-lettered deliveries of, or a removal of a
+//! plugin that has any. The old version keeps serving and the error names the kinds and
+//! counts; `--allow-stranding` lets such changes through with a warning (see [`Strands`]).
 
 use crate::cache::content_digest;
 use crate::executor::Executor;
@@ -67,6 +72,18 @@ pub struct PluginDir {
     serving: BTreeMap<PathBuf, Serving>,
     /// Entry path → why its newest version is not serving.
     failures: BTreeMap<PathBuf, Failure>,
+    /// Checks each change against the deliveries waiting (a running host's folder).
+    strands: Option<Strands>,
+}
+
+/// What a running host does with a change of the folder that would leave pending or
+/// dead-lettered deliveries without a handler.
+#[derive(Clone)]
+pub struct Strands {
+    /// Where the deliveries are.
+    pub store: Store,
+    /// Refuse the change (the default), or only warn (`--allow-stranding`).
+    pub refuse: bool,
 }
 
 impl PluginDir {
@@ -87,6 +104,7 @@ impl PluginDir {
             build,
             serving: BTreeMap::new(),
             failures: BTreeMap::new(),
+            strands: None,
         };
         let started = Instant::now();
         let registry = plugins
@@ -135,10 +153,21 @@ impl PluginDir {
             .cloned()
             .collect();
         for path in gone {
-            let Some(serving) = self.serving.remove(&path) else {
+            let Some(serving) = self.serving.get(&path).cloned() else {
                 continue;
             };
-            next = next.without(&serving.name);
+            let without = next.without(&serving.name);
+            let removal = format!("removing {}", path.display());
+            if let Some(refusal) = self
+                .stranding(&serving.name, &next, &without, &removal)
+                .await
+            {
+                let error = LoadError::new(&path, refusal);
+                self.fail(&path, None, None, error, &next);
+                continue;
+            }
+            self.serving.remove(&path);
+            next = without;
             changed = true;
             tracing::warn!(
                 plugin = %serving.name, version = %serving.identity, file = %path.display(),
@@ -204,6 +233,15 @@ impl PluginDir {
                 let registry = next.with(plugin.clone(), previous.as_deref())?;
                 Ok((plugin, registry))
             });
+        if let (Ok((_, registry)), Some(old)) = (&loaded, &previous) {
+            let change = format!("the new version in {}", file.display());
+            if let Some(refusal) = self.stranding(old, next, registry, &change).await {
+                // No digest: the same file is checked again at the next change of the folder,
+                // when the deliveries may have finished.
+                self.fail(path, None, None, LoadError::new(&file, refusal), next);
+                return false;
+            }
+        }
         match loaded {
             Ok((plugin, registry)) => {
                 *next = registry;
@@ -236,6 +274,65 @@ impl PluginDir {
                 false
             }
         }
+    }
+
+    /// Checks from now on each change against the deliveries waiting (see [`Strands`]).
+    pub fn check_strands(&mut self, strands: Strands) {
+        self.strands = Some(strands);
+    }
+
+    /// Why `change` is refused: serving `next` in place of `current` would leave `plugin`'s
+    /// pending or dead deliveries of some kinds without a handler. `None` when it strands
+    /// nothing, or when stranding is allowed (then it is logged).
+    async fn stranding(
+        &self,
+        plugin: &str,
+        current: &Registry,
+        next: &Registry,
+        change: &str,
+    ) -> Option<String> {
+        let strands = self.strands.as_ref()?;
+        let rows = match strands.store.unfinished_by_kind(plugin).await {
+            Ok(rows) => rows,
+            Err(error) => {
+                return Some(format!(
+                    "{change} is refused: cannot check `{plugin}`'s waiting deliveries: {error:#}"
+                ));
+            }
+        };
+        let handles = |registry: &Registry, kind: &str| {
+            registry.subscribers(kind).iter().any(|name| name == plugin)
+        };
+        let mut stranded = BTreeMap::<String, (i64, i64)>::new();
+        for (kind, status, count) in rows {
+            if handles(current, &kind) && !handles(next, &kind) {
+                let counts = stranded.entry(kind).or_default();
+                match status.as_str() {
+                    "pending" => counts.0 += count,
+                    _ => counts.1 += count,
+                }
+            }
+        }
+        if stranded.is_empty() {
+            return None;
+        }
+        let kinds: Vec<String> = stranded
+            .iter()
+            .map(|(kind, (pending, dead))| format!("{kind} ({pending} pending, {dead} dead)"))
+            .collect();
+        let what = format!(
+            "{change} would leave deliveries to `{plugin}` without a handler: {}",
+            kinds.join(", ")
+        );
+        if !strands.refuse {
+            tracing::warn!("{what}; allowed by --allow-stranding");
+            return None;
+        }
+        Some(format!(
+            "{what}. Refused: let them finish, or purge the dead letters (`host bus purge \
+             --subscriber {plugin} --force`), then change the folder again; or run the host \
+             with --allow-stranding"
+        ))
     }
 
     /// Builds a source folder whose component is missing or stale (when the policy says so),
@@ -325,7 +422,12 @@ pub fn watch(
     executor: Arc<Executor>,
     store: Store,
     wake: Arc<Notify>,
+    allow_stranding: bool,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    plugins.check_strands(Strands {
+        store: store.clone(),
+        refuse: !allow_stranding,
+    });
     let (tx, mut changes) = mpsc::unbounded_channel::<()>();
     let mut watcher =
         notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {

@@ -189,7 +189,12 @@ fn a_plugin_replaced_twenty_times_under_load_loses_and_repeats_nothing() {
 #[test]
 fn a_removed_plugin_stops_receiving_and_its_deliveries_wait_until_it_returns() {
     let dir = host_dir(&[ORDERS, FLAKY]);
-    let host = Host::start_in(dir, &["--watch", "--retry-initial-ms", "1000"], &[]);
+    // Removing a plugin with a delivery waiting is what --allow-stranding allows.
+    let host = Host::start_in(
+        dir,
+        &["--watch", "--allow-stranding", "--retry-initial-ms", "1000"],
+        &[],
+    );
     let flaky_file = host.plugins_dir().join(format!("{FLAKY}.wasm"));
     let flaky_bytes = std::fs::read(&flaky_file).unwrap();
     host.command_ok("flaky.set", json!({ "failing": true }));
@@ -216,10 +221,14 @@ fn a_removed_plugin_stops_receiving_and_its_deliveries_wait_until_it_returns() {
             .status,
         404
     );
+    let log = host.log_text();
     assert!(
-        host.log_text()
-            .contains("deliveries wait for the removed plugin"),
+        log.contains("deliveries wait for the removed plugin"),
         "the log says deliveries wait"
+    );
+    assert!(
+        log.contains("would leave deliveries to `flaky` without a handler: order.placed (1 pending, 0 dead); allowed by --allow-stranding"),
+        "the log names what is stranded: {log}"
     );
     // Past its retry time the delivery is neither run nor dead-lettered.
     std::thread::sleep(std::time::Duration::from_millis(2500));
@@ -277,4 +286,71 @@ fn a_version_that_claims_a_kind_of_another_plugin_is_refused_and_the_old_one_ser
         serving(&host, "orders").is_some(),
         "the original still serves"
     );
+}
+
+#[test]
+fn a_change_that_would_strand_deliveries_is_refused_until_they_are_gone() {
+    let dir = host_dir(&[ORDERS, FLAKY]);
+    // One attempt: flaky's failed delivery is a dead letter at once.
+    let host = Host::start_in(dir, &["--watch", "--max-attempts", "1"], &[]);
+    let flaky_file = host.plugins_dir().join(format!("{FLAKY}.wasm"));
+    let flaky = serving(&host, FLAKY).expect("flaky serves");
+    host.command_ok("flaky.set", json!({ "failing": true }));
+    host.command_ok(
+        "order.place",
+        json!({ "order_id": "s-1", "sku": "s", "qty": 1 }),
+    );
+    wait_until(EVENTUALLY, "flaky's delivery to be dead", || {
+        host.db()
+            .scalar("SELECT COUNT(*) FROM deliveries WHERE status = 'dead'", &[])
+            == 1
+    });
+
+    // Another plugin in flaky's file: flaky's dead letter would have no handler.
+    replace_file(&flaky_file, &std::fs::read(component(SWAP)).unwrap());
+    let error = first_load_error(&host, "the other plugin to be refused");
+    let cause = error["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains(
+            "would leave deliveries to `flaky` without a handler: order.placed (0 pending, 1 dead)"
+        ) && cause.contains("--allow-stranding"),
+        "{error}"
+    );
+    assert_eq!(
+        serving(&host, FLAKY).as_deref(),
+        Some(flaky.as_str()),
+        "the old version serves on"
+    );
+    assert_eq!(
+        host.command("flaky.set", json!({ "failing": false }))
+            .status,
+        200
+    );
+
+    // Removed: refused too, and flaky serves on from memory.
+    std::fs::remove_file(&flaky_file).unwrap();
+    wait_until(EVENTUALLY, "the removal to be refused", || {
+        host.health()["load_errors"]
+            .as_array()
+            .is_some_and(|errors| {
+                errors.iter().any(|e| {
+                    e["cause"].as_str().is_some_and(|c| {
+                        c.starts_with("removing") && c.contains("order.placed (0 pending, 1 dead)")
+                    })
+                })
+            })
+    });
+    assert_eq!(serving(&host, FLAKY).as_deref(), Some(flaky.as_str()));
+
+    // The dead letter purged, the next change of the folder unloads flaky.
+    host.cli(&["bus", "purge", "--subscriber", FLAKY, "--force"]);
+    std::fs::write(host.plugins_dir().join("notes.txt"), "a change").unwrap();
+    wait_until(EVENTUALLY, "flaky to be unloaded", || {
+        serving(&host, FLAKY).is_none()
+    });
+    wait_until(EVENTUALLY, "the refusal to clear", || {
+        host.health()["load_errors"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
 }

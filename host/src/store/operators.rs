@@ -61,6 +61,21 @@ macro_rules! operator_queries {
             .await
             .context("reading the running hosts")
         }
+        pub(super) async fn unfinished_by_kind(
+            &self,
+            subscriber: &str,
+        ) -> anyhow::Result<Vec<(String, String, i64)>> {
+            sqlx::query_as(
+                "SELECT m.kind, d.status, COUNT(*) FROM deliveries d
+                 JOIN messages m ON m.seq = d.message_seq
+                 WHERE d.subscriber = $1 AND d.status <> 'done'
+                 GROUP BY m.kind, d.status ORDER BY m.kind, d.status",
+            )
+            .bind(subscriber)
+            .fetch_all(&self.$read)
+            .await
+            .with_context(|| format!("counting the unfinished deliveries of `{subscriber}`"))
+        }
         pub(super) async fn set_mark(&self, name: &str, at_ms: i64) -> anyhow::Result<()> {
             sqlx::query(
                 "INSERT INTO operator_marks (name, at_ms) VALUES ($1, $2)
@@ -145,6 +160,17 @@ impl Store {
     /// Fails when the database cannot be read.
     pub async fn running_hosts(&self) -> anyhow::Result<Vec<RunningHost>> {
         on_backend!(self, b => b.running_hosts().await)
+    }
+
+    /// `subscriber`'s pending and dead deliveries: (message kind, status, count), by kind.
+    ///
+    /// # Errors
+    /// Fails when the database cannot be read.
+    pub async fn unfinished_by_kind(
+        &self,
+        subscriber: &str,
+    ) -> anyhow::Result<Vec<(String, String, i64)>> {
+        on_backend!(self, b => b.unfinished_by_kind(subscriber).await)
     }
 
     /// How the deliveries of the messages of the last `window` fared (see
