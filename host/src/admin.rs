@@ -26,7 +26,8 @@ use crate::dispatcher;
 use crate::error::{HandlerFailure, error_body};
 use crate::executor::Rehearsal;
 use crate::http::{AppState, json_response};
-use crate::store::{DeliveryStatus, DueDelivery};
+use crate::store::{DeliveryStatus, DueDelivery, MetricsReport};
+use crate::telemetry::commands::{self, CommandMetrics};
 use crate::trace::Trace;
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, Query, State};
@@ -293,6 +294,17 @@ fn an_hour() -> u64 {
     60
 }
 
+/// What `host bus metrics` reports: the deliveries, from the database, and through a running
+/// host that host's own commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BusMetrics {
+    #[serde(flatten)]
+    pub report: MetricsReport,
+    /// This host's commands since it started or the last reset; `None` when read from the
+    /// database alone, which does not keep commands.
+    pub commands: Option<Vec<CommandMetrics>>,
+}
+
 async fn metrics(State(app): State<AppState>, Params(query): Params<MetricsQuery>) -> Answer {
     let window = Duration::from_secs(query.minutes.saturating_mul(60));
     let report = app
@@ -301,9 +313,14 @@ async fn metrics(State(app): State<AppState>, Params(query): Params<MetricsQuery
         .recent_delivery_metrics(window)
         .await
         .map_err(database)?;
-    ok(&report)
+    ok(&BusMetrics {
+        report,
+        commands: Some(commands::report()),
+    })
 }
 
+/// Resets the delivery figures of every host (a mark in the database) and this host's
+/// command figures.
 async fn reset_metrics(State(app): State<AppState>) -> Answer {
     let at = app
         .executor
@@ -311,6 +328,7 @@ async fn reset_metrics(State(app): State<AppState>) -> Answer {
         .reset_metrics()
         .await
         .map_err(database)?;
+    commands::reset();
     ok(&serde_json::json!({ "reset_at_ms": at }))
 }
 

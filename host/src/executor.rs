@@ -250,6 +250,7 @@ impl Executor {
     }
 
     async fn answer_command(&self, request: &Request) -> Result<Reply, ExecError> {
+        let started = std::time::Instant::now();
         let plugin = self
             .registry
             .load()
@@ -274,7 +275,7 @@ impl Executor {
                 result
             }
         };
-        telemetry::command_answered(plugin.name(), &request.kind, &result);
+        telemetry::command_answered(plugin.name(), &request.kind, &result, started.elapsed());
         result
     }
 

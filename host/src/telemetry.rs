@@ -33,6 +33,8 @@
 //! | `handler_host_database_up` | gauge | |
 //! | `handler_host_partitions_held` | gauge | (PostgreSQL) |
 
+pub mod commands;
+
 use crate::executor::{Delivered, ExecError, Reply};
 use crate::partitions::PartitionLeases;
 use crate::registry::Registry;
@@ -181,13 +183,19 @@ pub fn handler_called(handler: Handler, plugin: &str, kind: &str, elapsed: Durat
     .record(elapsed.as_secs_f64());
 }
 
-/// A command of `kind`, owned by `plugin`, was answered with `result`.
-pub fn command_answered(plugin: &str, kind: &str, result: &Result<Reply, ExecError>) {
+/// A command of `kind`, owned by `plugin`, was answered with `result` after `elapsed`.
+pub fn command_answered(
+    plugin: &str,
+    kind: &str,
+    result: &Result<Reply, ExecError>,
+    elapsed: Duration,
+) {
     let outcome = match result {
         Ok(Reply::Success(_)) => "ok",
         Ok(Reply::Replayed { .. }) => "replayed",
         Err(error) => error_outcome(error),
     };
+    commands::record(plugin, kind, outcome, elapsed);
     counter!(
         "handler_host_commands_total",
         "plugin" => plugin.to_owned(), "kind" => kind.to_owned(), "outcome" => outcome
@@ -435,6 +443,15 @@ pub fn continue_trace<'a>(
 
 /// The W3C trace context header.
 pub const TRACEPARENT: &str = "traceparent";
+
+/// `part` over `whole`, 0 when `whole` is 0: a failure rate.
+pub fn share(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
 
 /// The `p`th percentile (0 to 100) of `sorted` by nearest rank; the default (zero) when empty.
 pub fn percentile<T: Copy + Default>(sorted: &[T], p: f64) -> T {

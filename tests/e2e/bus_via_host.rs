@@ -91,8 +91,22 @@ on_every_backend! {
         let (report, _) = via(&host, &["bus", "metrics", "--format", "json"], &token);
         let report: Value = serde_json::from_str(&report).unwrap();
         assert_eq!(report["deliveries"].as_array().unwrap().len(), 4, "{report:#}");
+        // Through the host: its own commands too (the database keeps none).
+        let placed = command_metrics(&report, "order.place");
+        assert_eq!((placed["plugin"].as_str(), placed["ok"].as_u64()), (Some("orders"), Some(1)), "{report:#}");
+        assert!(placed["latency_p99_ms"].as_f64().is_some_and(|ms| ms > 0.0), "{placed:#}");
+        let rejected = host.command("order.place", json!({ "order_id": "o-x", "sku": "widget", "qty": 0 }));
+        assert_eq!(rejected.status, 422);
+        let (report, _) = via(&host, &["bus", "metrics", "--format", "json"], &token);
+        let report: Value = serde_json::from_str(&report).unwrap();
+        let placed = command_metrics(&report, "order.place");
+        let failed: u64 = placed["failed_by_class"].as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+        assert_eq!((placed["ok"].as_u64(), failed), (Some(1), 1), "the rejected order counts as failed: {placed:#}");
+        assert_eq!(placed["failure_rate"], 0.5);
         let (reset, _) = via(&host, &["bus", "metrics", "--reset", "--format", "json"], &token);
         let reset_at = serde_json::from_str::<Value>(&reset).unwrap()["reset_at_ms"].as_i64().unwrap();
+        let (table, _) = via(&host, &["bus", "metrics"], &token);
+        assert!(table.contains("this host has answered none"), "the command figures were reset too: {table}");
         // Messages occur in milliseconds: the next one is surely after the reset.
         std::thread::sleep(std::time::Duration::from_millis(5));
         host.command_ok("order.place", json!({ "order_id": "o-w", "sku": "widget", "qty": 1 }));
@@ -100,6 +114,13 @@ on_every_backend! {
         for envs in [&token[..], &[]] {
             let (report, _) = via(&host, &["bus", "metrics", "--format", "json"], envs);
             let report: Value = serde_json::from_str(&report).unwrap();
+            if envs.is_empty() {
+                assert!(report["commands"].is_null(), "the database keeps no commands: {report:#}");
+            } else {
+                let placed = command_metrics(&report, "order.place");
+                assert_eq!(placed["ok"], 1, "only o-w counts since the reset: {report:#}");
+                assert!(placed["failed_by_class"].as_object().unwrap().is_empty(), "{report:#}");
+            }
             assert_eq!(report["reset_at_ms"], reset_at, "{report:#}");
             let inventory: Vec<&Value> = report["deliveries"]
                 .as_array()
@@ -151,6 +172,15 @@ fn via(host: &Host, args: &[&str], envs: &[(&str, &str)]) -> (String, String) {
         args.join(" ")
     );
     (stdout, stderr)
+}
+
+/// The figures of command `kind` in a `bus metrics --format json` report.
+fn command_metrics(report: &Value, kind: &str) -> Value {
+    report["commands"]
+        .as_array()
+        .and_then(|commands| commands.iter().find(|c| c["kind"] == kind))
+        .cloned()
+        .unwrap_or_else(|| panic!("no figures of {kind}: {report:#}"))
 }
 
 /// The ids of a `bus list --format json`.

@@ -9,13 +9,11 @@
 //! the host instead, and then the database is not opened at all.
 
 use super::{DatabaseArg, PluginLoad};
-use crate::admin::rehearsal_report;
+use crate::admin::{BusMetrics, rehearsal_report};
 use crate::cli::{BusFilter, ListType};
 use crate::dispatcher::FlushedDelivery;
 use crate::http::ADMIN_TOKEN_HEADER;
-use crate::store::{
-    BusHealth, BusStats, DeliveryDetail, DeliveryView, MetricsReport, RunningHost, Store,
-};
+use crate::store::{BusHealth, BusStats, DeliveryDetail, DeliveryView, RunningHost, Store};
 use crate::trace::Trace;
 use anyhow::Context;
 use clap::Args;
@@ -238,11 +236,14 @@ impl Target {
         }
     }
 
-    pub async fn metrics(&self, minutes: u64) -> anyhow::Result<MetricsReport> {
+    pub async fn metrics(&self, minutes: u64) -> anyhow::Result<BusMetrics> {
         match self {
             Self::Database(store) => {
                 let window = Duration::from_secs(minutes.saturating_mul(60));
-                store.recent_delivery_metrics(window).await
+                Ok(BusMetrics {
+                    report: store.recent_delivery_metrics(window).await?,
+                    commands: None,
+                })
             }
             Self::Host(host) => {
                 host.expect(Method::GET, "/admin/metrics", &[("minutes", minutes)])
@@ -371,10 +372,13 @@ impl AdminClient {
         };
         match answer.status() {
             StatusCode::UNAUTHORIZED => Identified::NeedsToken,
-            status if status.is_success() => match answer.json::<serde_json::Value>().await {
-                Ok(body) if body["id"] == host.id.as_str() => Identified::Yes,
-                _ => Identified::No,
-            },
+            status if status.is_success() => {
+                let body = answer.bytes().await.ok();
+                match body.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok()) {
+                    Some(body) if body["id"] == host.id.as_str() => Identified::Yes,
+                    _ => Identified::No,
+                }
+            }
             _ => Identified::No,
         }
     }

@@ -256,11 +256,10 @@ impl DeliveryMetrics {
                     done,
                     pending,
                     dead,
-                    failure_rate: if finished == 0 {
-                        0.0
-                    } else {
-                        failed_first as f64 / finished as f64
-                    },
+                    failure_rate: crate::telemetry::share(
+                        failed_first as u64,
+                        finished.unsigned_abs(),
+                    ),
                     latency_p50_ms: at(50.0),
                     latency_p95_ms: at(95.0),
                     latency_p99_ms: at(99.0),
