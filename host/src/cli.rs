@@ -55,8 +55,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Load the plugins and serve commands, queries and event delivery.
     Run(RunArgs),
-    /// `run --watch`: serve, and rebuild and swap in each plugin as its sources or component
-    /// change, with no restart and nothing dropped. The plugin author's loop.
+    /// `run --build --watch`: build, serve, and rebuild and swap in each plugin as its sources
+    /// or component change, with no restart and nothing dropped. The plugin author's loop.
     Dev(RunArgs),
     /// Create a plugin project that builds and loads as it is: a command, an event
     /// subscription and a query to start from.
@@ -130,11 +130,14 @@ pub struct RunArgs {
     /// Address to serve HTTP on. Port 0 picks a free port (printed at start).
     #[arg(long, env = "HOST_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: String,
-    /// Load components as they are; do not build stale source folders.
+    /// Build the source folders (folders with a plugin.toml) whose component is missing or
+    /// older than its inputs before loading them, and with --watch on each change: their build
+    /// commands run with this process's rights, outside the sandbox. Without it (`host dev`
+    /// implies it) components are loaded as they are; `host build` builds them.
     #[arg(long)]
-    pub no_build: bool,
-    /// Follow the plugins directory while serving: a new or changed component (or, unless
-    /// --no-build, a changed source folder, rebuilt) is checked and swapped in between two
+    pub build: bool,
+    /// Follow the plugins directory while serving: a new or changed component (or, with
+    /// --build, a changed source folder, rebuilt) is checked and swapped in between two
     /// messages; a removed one stops receiving until it returns.
     #[arg(long)]
     pub watch: bool,
@@ -297,13 +300,13 @@ pub struct PluginLoad {
 }
 
 impl PluginLoad {
-    /// An executor for one piece of work from the command line: the plugins loaded (and
-    /// built when stale) on `store`, no dispatcher.
+    /// An executor for one piece of work from the command line: the plugins loaded as they
+    /// are built (`host build` builds them) on `store`, no dispatcher.
     async fn executor(&self, store: Store) -> anyhow::Result<Executor> {
         let config = self.tuning.host_config()?;
         let sandbox = sandbox_for(&config, &self.cache)?;
         let (_, registry) =
-            PluginDir::load(&sandbox, &self.plugins.plugins, BuildPolicy::BuildStale).await?;
+            PluginDir::load(&sandbox, &self.plugins.plugins, BuildPolicy::LoadOnly).await?;
         let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
         Ok(executor_for(&config, registry, store, committer))
     }
@@ -336,6 +339,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Dev(args) => {
             run(RunArgs {
                 watch: true,
+                build: true,
                 ..args
             })
             .await
@@ -371,7 +375,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         effective["plugins_dir"] = serde_json::json!(args.plugins.plugins);
         effective["database_url"] = serde_json::json!(args.database.database_url);
         effective["listen"] = serde_json::json!(args.listen);
-        effective["build"] = serde_json::json!(!args.no_build);
+        effective["build"] = serde_json::json!(args.build);
         effective["watch"] = serde_json::json!(args.watch);
         effective["allow_stranding"] = serde_json::json!(args.allow_stranding);
         effective["cache_dir"] = serde_json::json!(args.cache.cache().map(|c| c.dir().to_owned()));
@@ -389,10 +393,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             point.as_str()
         );
     }
-    let policy = if args.no_build {
-        BuildPolicy::LoadOnly
-    } else {
+    let policy = if args.build {
         BuildPolicy::BuildStale
+    } else {
+        BuildPolicy::LoadOnly
     };
     crate::telemetry::install();
     // The address first: a port another process holds is found before any build runs.

@@ -339,7 +339,30 @@ impl PluginDir {
     /// unless its last build failed on the same inputs.
     async fn build_if_stale(&self, folder: &Path, manifest: &Manifest) -> Result<PathBuf, Failure> {
         let output = manifest::output_path(folder, manifest);
-        if self.build == BuildPolicy::LoadOnly || !manifest::is_stale(folder, manifest) {
+        if !manifest::is_stale(folder, manifest) {
+            return Ok(output);
+        }
+        if self.build == BuildPolicy::LoadOnly {
+            let dir = self.dir.display();
+            if !output.exists() {
+                // Building runs the folder's own command outside the sandbox: only on request.
+                return Err(Failure {
+                    error: LoadError::new(
+                        folder,
+                        format!(
+                            "not built: `host build --plugins {dir}` builds it (or `host run \
+                             --build`, or `host dev`)"
+                        ),
+                    ),
+                    digest: None,
+                    inputs_at: None,
+                });
+            }
+            tracing::warn!(
+                folder = %folder.display(),
+                "the component is older than its sources: loading it as it is (`host build \
+                 --plugins {dir}` rebuilds it)"
+            );
             return Ok(output);
         }
         let inputs_at = manifest::newest_input(folder, manifest);

@@ -515,11 +515,6 @@ impl Host {
             .arg("--database-url")
             .arg(self.database_url())
             .args(["--listen", "127.0.0.1:0"])
-            .args(if self.subcommand == "run" {
-                &["--no-build"][..]
-            } else {
-                &[]
-            })
             .args(&self.args)
             .current_dir(self.dir.path())
             // Plain text logs: tests search them, people read them after a failure.

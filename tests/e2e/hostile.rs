@@ -577,7 +577,7 @@ fn a_non_loopback_listener_needs_an_admin_token() {
     let dir = host_dir(&[]);
     let run = |extra: &[&str]| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_host"))
-            .args(["run", "--no-build", "--listen", "0.0.0.0:0", "--plugins"])
+            .args(["run", "--listen", "0.0.0.0:0", "--plugins"])
             .arg(dir.path().join("plugins"))
             .arg("--database-url")
             .arg(format!("sqlite://{}", dir.path().join("host.db").display()))

@@ -2,7 +2,7 @@
 //! claims what another already owns, are reported with their file and cause (in a log that is
 //! plain text when it goes to a file); the rest load.
 
-use crate::harness::{Host, INVENTORY, ORDERS, component, host_dir};
+use crate::harness::{Host, INVENTORY, ORDERS, component, host_binary, host_dir};
 use serde_json::{Value, json};
 use std::fs;
 
@@ -134,5 +134,52 @@ fn health_shows_files_and_load_errors_only_with_the_admin_token() {
     assert_eq!(
         (ready["plugins"].as_i64(), ready["dispatcher"].as_str()),
         (Some(1), Some("running"))
+    );
+}
+
+/// `host run` loads components and never runs a source folder's build command, which would
+/// run outside the sandbox with the host's rights: the folder is reported as not built, with
+/// the command that builds it. `host build` (asked for) does run it.
+#[test]
+fn run_never_builds_a_source_folder_unless_asked() {
+    let dir = host_dir(&[ORDERS]);
+    let marker = dir.path().join("the-build-ran");
+    let folder = dir.path().join("plugins").join("unbuilt");
+    fs::create_dir_all(&folder).unwrap();
+    fs::write(
+        folder.join("plugin.toml"),
+        format!(
+            "[build]\ncommand = [\"sh\", \"-c\", \"touch '{}'\"]\noutput = \"unbuilt.wasm\"\ninputs = [\".\"]\n",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let plugins = dir.path().join("plugins");
+    let host = Host::start_in(dir, &[], &[]);
+    let health = host.health();
+    let errors = health["load_errors"].as_array().expect("load errors");
+    assert_eq!(errors.len(), 1, "{health:#}");
+    let cause = errors[0]["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("not built: `host build --plugins"),
+        "{cause}"
+    );
+    assert!(
+        !marker.exists(),
+        "host run ran a build command it was not asked to"
+    );
+    assert!(
+        health["plugins"].as_array().is_some_and(|p| p.len() == 1),
+        "orders serves: {health:#}"
+    );
+
+    let built = std::process::Command::new(host_binary())
+        .args(["build", "--plugins"])
+        .arg(&plugins)
+        .output()
+        .expect("running host build");
+    assert!(
+        marker.exists(),
+        "host build runs the build command: {built:?}"
     );
 }
