@@ -54,6 +54,8 @@
 //!   Python, JavaScript and Rust down a three-link chain, each seeing its cause.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
+//! - `readme`: the README's walk through the demo, run a line at a time with a reader's pauses;
+//!   every answer it shows is what the line printed.
 
 /// Declares a test that runs twice: `NAME::sqlite` and `NAME::postgres`, every host it
 /// starts on that backend (see [`harness::with_backend`]).
@@ -112,6 +114,7 @@ mod otlp;
 mod plugin_limits;
 mod policy_config;
 mod polyglot;
+mod readme;
 mod redelivery;
 mod scale_out;
 mod shutdown;
