@@ -13,6 +13,7 @@
 mod batch;
 mod bus;
 mod health;
+mod inspect;
 mod leases;
 mod postgres;
 mod sqlite;
@@ -22,11 +23,11 @@ mod trace;
 mod conformance;
 
 pub use batch::{Applied, DeliveryFate, IdempotencyRecord, OutboxEvent, StateChanges, Write};
-pub use bus::{
-    BusStats, DeliveryDetail, DeliveryFilter, DeliveryMetrics, DeliveryStatus, DeliveryView,
-    DueDelivery, MessageCause, SubscriberBacklog,
-};
+pub use bus::{DeliveryStatus, DueDelivery, MessageCause};
 pub use health::{DatabaseHealth, DatabaseStatus};
+pub use inspect::{
+    BusStats, DeliveryDetail, DeliveryFilter, DeliveryMetrics, DeliveryView, SubscriberBacklog,
+};
 pub use leases::{
     Beat, Cluster, ClusterView, HostIdentity, HostRow, Lease, PartitionRow, Partitions, Taken,
     fair_share,
@@ -285,7 +286,7 @@ impl Store {
     /// # Errors
     /// Fails when the database cannot be written.
     pub async fn replay(&self, delivery_id: i64) -> anyhow::Result<bool> {
-        on_backend!(self, b => b.replay(delivery_id, bus::REPLAY_ONE).await)
+        on_backend!(self, b => b.replay(delivery_id, inspect::REPLAY_ONE).await)
     }
 
     /// Puts a delivery back in the queue whatever its status, attempts reset, due now: a done
@@ -295,7 +296,7 @@ impl Store {
     /// # Errors
     /// Fails when the database cannot be written.
     pub async fn replay_forced(&self, delivery_id: i64) -> anyhow::Result<bool> {
-        on_backend!(self, b => b.replay(delivery_id, bus::REPLAY_FORCED).await)
+        on_backend!(self, b => b.replay(delivery_id, inspect::REPLAY_FORCED).await)
     }
 
     /// Replays every dead delivery matching `filter` (its status is ignored: only dead ones
@@ -309,7 +310,7 @@ impl Store {
         filter: &DeliveryFilter,
         dry_run: bool,
     ) -> anyhow::Result<Vec<i64>> {
-        on_backend!(self, b => b.change_dead(filter, dry_run, bus::DeadChange::Replay).await)
+        on_backend!(self, b => b.change_dead(filter, dry_run, inspect::DeadChange::Replay).await)
     }
 
     /// Deletes every dead delivery matching `filter` (its status is ignored: only dead ones
@@ -323,7 +324,7 @@ impl Store {
         filter: &DeliveryFilter,
         dry_run: bool,
     ) -> anyhow::Result<Vec<i64>> {
-        on_backend!(self, b => b.change_dead(filter, dry_run, bus::DeadChange::Purge).await)
+        on_backend!(self, b => b.change_dead(filter, dry_run, inspect::DeadChange::Purge).await)
     }
 
     /// Counts by status, and the failed unfinished deliveries by error class.

@@ -10,10 +10,8 @@
 //! `NOTIFY`, which wakes the dispatchers of every host at once.
 
 use super::batch::{self, Lookups, Plan, Snapshot};
-use super::bus::{
-    self, DeadChange, DueRow, IdempotencyRow, Trim, ViewRow, delivery_filter, due_query,
-    like_pattern, view_columns,
-};
+use super::bus::{self, DueRow, IdempotencyRow, Trim, due_query, like_pattern};
+use super::inspect::{self, DeadChange, ViewRow, delivery_filter, view_columns};
 use super::leases::{Cluster, Partitions};
 use super::{
     Applied, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,

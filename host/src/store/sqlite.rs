@@ -8,10 +8,8 @@
 //! whatever the batch size; blobs travel as hex inside the JSON.
 
 use super::batch::{self, Lookups, Plan, Snapshot};
-use super::bus::{
-    self, DeadChange, DueRow, IdempotencyRow, Trim, ViewRow, delivery_filter, due_query,
-    view_columns,
-};
+use super::bus::{self, DueRow, IdempotencyRow, Trim, due_query};
+use super::inspect::{self, DeadChange, ViewRow, delivery_filter, view_columns};
 use super::{
     Applied, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
     IdempotencyRecord, StateVersion, Write, now_ms,
