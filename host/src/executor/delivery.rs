@@ -1,0 +1,326 @@
+//! One delivery end to end: the subscriber's handler in a fresh unit of work, its effects and
+//! inbox mark committed together or its failure recorded with a retry time or as dead; the
+//! loop guard; and the rehearsal a dry-run replay runs.
+
+use super::{Executor, MAX_CONFLICT_RERUNS};
+use crate::bindings::Envelope;
+use crate::error::{ErrorClass, HandlerFailure};
+use crate::fault::{self, FaultPoint};
+use crate::policy::PluginPolicy;
+use crate::store::{Applied, DeliveryFate, DueDelivery, Write, now_ms};
+use crate::telemetry;
+use crate::unit_of_work::{Access, EmittedEvent, UnitOfWork};
+use tracing::Instrument;
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Delivered {
+    Done,
+    /// Failed with `class`; retried at `at` (ms since the epoch).
+    WillRetry {
+        at: i64,
+        class: ErrorClass,
+    },
+    /// Failed with this class, and dead-lettered.
+    Dead(ErrorClass),
+    /// Already handled or no longer pending: nothing was run twice.
+    Skipped,
+    /// The database did not take the outcome; the delivery stays due.
+    NotRecorded,
+}
+
+impl Delivered {
+    /// The snake_case name used in metrics and `host bus flush`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::WillRetry { .. } => "retry",
+            Self::Dead(_) => "dead",
+            Self::Skipped => "skipped",
+            Self::NotRecorded => "not_recorded",
+        }
+    }
+}
+
+/// What a delivery would do if it ran now ([`Executor::rehearse`]); nothing of it is committed.
+#[derive(Debug)]
+pub struct Rehearsal {
+    /// The build that ran it.
+    pub handled_by: String,
+    pub writes: Vec<RehearsedWrite>,
+    pub emitted: Vec<EmittedEvent>,
+}
+
+/// One key a rehearsed delivery would write: its committed value now, and the value it would
+/// leave (`None`: absent, or deleted).
+#[derive(Debug)]
+pub struct RehearsedWrite {
+    pub key: String,
+    pub before: Option<Vec<u8>>,
+    pub after: Option<Vec<u8>>,
+}
+
+/// The envelope a subscriber is handed for `due`, on its `attempt`.
+fn delivery_envelope(due: &DueDelivery, attempt: u32) -> Envelope {
+    Envelope {
+        id: due.message_id.clone(),
+        kind: due.kind.clone(),
+        partition_key: due.partition_key.clone(),
+        tenant_id: due.tenant_id.clone(),
+        correlation_id: due.correlation_id.clone(),
+        causation_id: due.causation_id.clone(),
+        actor: due.actor.clone(),
+        schema_version: due.schema_version,
+        occurred_at_ms: due.occurred_at_ms as u64,
+        attempt,
+        headers: due.headers.clone(),
+        payload: due.payload.clone(),
+    }
+}
+
+impl Executor {
+    /// Runs one delivery: the subscriber's effects commit together with its inbox mark, or
+    /// the failure is recorded with its retry time or as dead, by the subscriber's `policy`.
+    pub async fn deliver(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
+        // Every log line about this delivery (the guest's own included) carries these.
+        let span = tracing::info_span!(
+            "delivery",
+            delivery = due.delivery_id,
+            subscriber = %due.subscriber,
+            kind = %due.kind,
+            message_id = %due.message_id,
+            correlation_id = %due.correlation_id,
+            causation_id = due.causation_id.as_deref(),
+        );
+        telemetry::continue_trace(
+            &span,
+            due.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        );
+        let delivered = self.run_delivery(due, policy).instrument(span).await;
+        telemetry::delivery_finished(due, &delivered);
+        delivered
+    }
+
+    async fn run_delivery(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
+        let retry = &policy.retry;
+        let Some(plugin) = self.registry.load().plugin(&due.subscriber).cloned() else {
+            return Delivered::NotRecorded;
+        };
+        let attempt = due.attempts + 1;
+        let envelope = delivery_envelope(due, attempt);
+        // The loop guard: one comparison, and the chain is read only when it trips.
+        let too_deep = if due.depth > policy.max_causal_depth {
+            Some(self.loop_failure(due, policy, plugin.name()).await)
+        } else {
+            None
+        };
+        for _ in 0..MAX_CONFLICT_RERUNS {
+            let (outcome, unit_of_work) = match &too_deep {
+                Some(failure) => (Err(failure.clone()), None),
+                None => {
+                    let unit =
+                        UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone());
+                    let call = plugin.handle_event(&envelope, unit).await;
+                    (call.outcome, call.unit_of_work)
+                }
+            };
+            let (write, fate) = match outcome {
+                Ok(()) => {
+                    let (changes, emitted) = unit_of_work
+                        .expect("a successful call returns its unit of work")
+                        .finish();
+                    let outbox = self.address(&envelope, due.depth, plugin.name(), emitted);
+                    fault::hit(FaultPoint::AfterEffects);
+                    (
+                        Write::Delivered {
+                            delivery_id: due.delivery_id,
+                            attempt,
+                            lease: due.lease,
+                            handled_by: plugin.identity().to_owned(),
+                            changes,
+                            outbox,
+                        },
+                        Delivered::Done,
+                    )
+                }
+                Err(failure) => {
+                    let fate = if policy.is_dead(failure.class, attempt) {
+                        DeliveryFate::Dead
+                    } else {
+                        let delay = retry.delay(attempt, &mut rand::rng());
+                        DeliveryFate::RetryAt(now_ms() + delay.as_millis() as i64)
+                    };
+                    // The delivery, message and correlation ids are the span's.
+                    tracing::warn!(
+                        version = plugin.identity(), attempt,
+                        class = %failure.class,
+                        fault = if failure.class.is_guest_fault() { "guest" } else { "host" },
+                        next = %fate, "delivery failed: {}", failure.message
+                    );
+                    let delivered = match fate {
+                        DeliveryFate::Dead => Delivered::Dead(failure.class),
+                        DeliveryFate::RetryAt(at) => Delivered::WillRetry {
+                            at,
+                            class: failure.class,
+                        },
+                    };
+                    (
+                        Write::DeliveryFailed {
+                            delivery_id: due.delivery_id,
+                            attempt,
+                            lease: due.lease,
+                            handled_by: plugin.identity().to_owned(),
+                            failure,
+                            fate,
+                        },
+                        delivered,
+                    )
+                }
+            };
+            match self.committer.submit(write).await {
+                Ok(Applied::Committed) => {
+                    tracing::debug!(
+                        delivery = due.delivery_id, message = %due.message_id,
+                        version = plugin.identity(), ?fate, "delivery recorded"
+                    );
+                    return fate;
+                }
+                Ok(Applied::Conflict) => continue,
+                Ok(Applied::DeliveryStale) => return Delivered::Skipped,
+                Ok(Applied::LeaseLost) => {
+                    tracing::info!(
+                        delivery = due.delivery_id, message = %due.message_id,
+                        partition = due.partition,
+                        "outcome not recorded: the partition passed to another host, which runs the delivery"
+                    );
+                    return Delivered::NotRecorded;
+                }
+                Ok(Applied::IdempotencyTaken) => {
+                    unreachable!("a delivery write has no idempotency key")
+                }
+                Err(error) => {
+                    // The store's health has logged the database failure; the delivery
+                    // stays pending and runs again once the database is back.
+                    tracing::debug!(
+                        delivery = due.delivery_id,
+                        "could not record the delivery outcome: {error}"
+                    );
+                    return Delivered::NotRecorded;
+                }
+            }
+        }
+        let failure = HandlerFailure::new(
+            ErrorClass::Retryable,
+            plugin.name(),
+            "state read by the handler kept changing",
+        );
+        let at = now_ms() + retry.delay(attempt, &mut rand::rng()).as_millis() as i64;
+        match self
+            .committer
+            .submit(Write::DeliveryFailed {
+                delivery_id: due.delivery_id,
+                attempt,
+                lease: due.lease,
+                handled_by: plugin.identity().to_owned(),
+                failure,
+                fate: DeliveryFate::RetryAt(at),
+            })
+            .await
+        {
+            Ok(_) => Delivered::WillRetry {
+                at,
+                class: ErrorClass::Retryable,
+            },
+            Err(_) => Delivered::NotRecorded,
+        }
+    }
+
+    /// Runs `due` (a dead letter) on the subscriber's current build as a replay would, in a
+    /// unit of work that is never committed: what it would write, with each key's value now,
+    /// and what it would emit; or the failure it would end with.
+    ///
+    /// # Errors
+    /// The subscriber is not loaded, or the handler failed.
+    pub async fn rehearse(&self, due: &DueDelivery) -> Result<Rehearsal, HandlerFailure> {
+        let plugin = self
+            .registry
+            .load()
+            .plugin(&due.subscriber)
+            .cloned()
+            .ok_or_else(|| {
+                HandlerFailure::new(
+                    ErrorClass::Rejected,
+                    due.subscriber.as_str(),
+                    format!("no plugin `{}` is loaded", due.subscriber),
+                )
+            })?;
+        // A replay resets the attempts: the rehearsal is its first.
+        let envelope = delivery_envelope(due, 1);
+        let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone());
+        let call = plugin.handle_event(&envelope, unit).await;
+        call.outcome?;
+        let (changes, emitted) = call
+            .unit_of_work
+            .expect("a successful call returns its unit of work")
+            .finish();
+        let mut writes = Vec::with_capacity(changes.writes.len());
+        for (key, after) in changes.writes {
+            let (before, _) = self
+                .store
+                .read_state(plugin.name(), &key)
+                .await
+                .map_err(|e| HandlerFailure::new(ErrorClass::Host, plugin.name(), e.to_string()))?;
+            writes.push(RehearsedWrite { key, before, after });
+        }
+        Ok(Rehearsal {
+            handled_by: plugin.identity().to_owned(),
+            writes,
+            emitted,
+        })
+    }
+
+    /// The failure of a delivery past its subscriber's `max_causal_depth`, naming the chain
+    /// that led to it: its newest links and where it began.
+    async fn loop_failure(
+        &self,
+        due: &DueDelivery,
+        policy: &PluginPolicy,
+        subscriber: &str,
+    ) -> HandlerFailure {
+        /// Links named from the newest; the rest are counted.
+        const SHOWN: usize = 6;
+        let mut links = Vec::new();
+        let mut next = Some(due.message_id.clone());
+        // Bounded by the depth: each link is one step closer to the command.
+        while let Some(id) = next.take() {
+            if links.len() > due.depth as usize {
+                break;
+            }
+            match self.store.message_cause(&id).await {
+                Ok(Some(cause)) => {
+                    links.push(format!("`{}` from {}", cause.kind, cause.emitted_by));
+                    next = cause.causation_id;
+                }
+                Ok(None) => links.push(format!("command {id}")),
+                Err(error) => links.push(format!("(chain unreadable: {error:#})")),
+            }
+        }
+        let chain = if links.len() > SHOWN + 1 {
+            let hidden = links.len() - SHOWN - 1;
+            let origin = links.pop().unwrap_or_default();
+            links.truncate(SHOWN);
+            format!("{} ← … {hidden} more … ← {origin}", links.join(" ← "))
+        } else {
+            links.join(" ← ")
+        };
+        HandlerFailure::new(
+            ErrorClass::Loop,
+            subscriber,
+            format!(
+                "causal depth {} is past `max_causal_depth` {}: handlers keep emitting what \
+                 they handle; the chain, newest first: {chain}",
+                due.depth, policy.max_causal_depth
+            ),
+        )
+    }
+}
