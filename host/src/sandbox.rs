@@ -8,24 +8,24 @@
 //! call. Every limit of [`Limits`] is enforced here or in the [`UnitOfWork`]; what a guest
 //! makes the host allocate is bounded by them (see `docs/security.md`).
 
+mod imports;
+mod limiter;
 mod output;
 
-use crate::bindings::{LogLevel, log_api, unit_of_work_api};
 use crate::cache::{Compiled, ComponentCache};
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
-use crate::unit_of_work::{AccessError, EmittedEvent, UnitOfWork};
+use crate::unit_of_work::{AccessError, UnitOfWork};
 use anyhow::Context;
+pub use imports::HostFault;
+use limiter::{GuestLimiter, LimitHit};
 use output::GuestOutput;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
-    Trap,
-};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Granularity of call deadlines: the epoch is advanced this often by a background thread.
@@ -107,69 +107,6 @@ impl WasiView for GuestState {
             ctx: &mut self.wasi,
             table: &mut self.table,
         }
-    }
-}
-
-/// Enforces the memory, table and instance caps of [`Limits`] and remembers which one was
-/// hit, so the trap it causes is classified (`memory_limit`, or `trap` naming the limit)
-/// rather than reported as a generic trap.
-struct GuestLimiter {
-    limits: Limits,
-    hit: Option<LimitHit>,
-    /// Linear memory the instance holds now, all memories together.
-    memory_bytes: usize,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LimitHit {
-    Memory,
-    TableElements,
-}
-
-impl ResourceLimiter for GuestLimiter {
-    fn memory_growing(
-        &mut self,
-        current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limits.memory_bytes {
-            self.hit = Some(LimitHit::Memory);
-            wasmtime::bail!(
-                "memory limit exceeded: the guest asked for {desired} bytes, the cap is {} bytes",
-                self.limits.memory_bytes
-            );
-        }
-        self.memory_bytes += desired.saturating_sub(current);
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.limits.table_elements {
-            self.hit = Some(LimitHit::TableElements);
-            wasmtime::bail!(
-                "limit `table_elements` of {} exceeded: the guest asked for a table of {desired} elements",
-                self.limits.table_elements
-            );
-        }
-        Ok(true)
-    }
-
-    fn instances(&self) -> usize {
-        self.limits.instances
-    }
-
-    fn tables(&self) -> usize {
-        self.limits.tables
-    }
-
-    fn memories(&self) -> usize {
-        self.limits.memories
     }
 }
 
@@ -416,86 +353,6 @@ pub fn arm_deadline(store: &mut Store<GuestState>) {
     store.set_epoch_deadline(ticks);
 }
 
-/// A failure of the host (not the guest) during a host call, e.g. the database is down.
-/// Carried through the trap so the call is classified as [`ErrorClass::Host`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct HostFault(anyhow::Error);
-
-fn check_key(key: &str) -> Result<(), AccessError> {
-    if key.len() > MAX_KEY_BYTES {
-        return Err(AccessError::Limit {
-            limit: "MAX_KEY_BYTES",
-            max: MAX_KEY_BYTES,
-            what: format!("a state key of {} bytes", key.len()),
-        });
-    }
-    Ok(())
-}
-
-impl crate::bindings::handler_host::plugin::types::Host for GuestState {}
-
-impl unit_of_work_api::Host for GuestState {
-    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
-        check_key(&key)?;
-        let unit = self.unit_of_work()?;
-        // A limit is the guest's fault and traps as such; only the read itself is the host's.
-        unit.check_read(&key)?;
-        unit.get(&key)
-            .await
-            .map_err(|e| wasmtime::Error::new(HostFault(e)))
-    }
-
-    async fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
-        check_key(&key)?;
-        Ok(self.unit_of_work()?.put(key, value)?)
-    }
-
-    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        check_key(&key)?;
-        Ok(self.unit_of_work()?.delete(key)?)
-    }
-
-    async fn emit(
-        &mut self,
-        kind: String,
-        payload: Vec<u8>,
-        partition_key: Option<String>,
-    ) -> wasmtime::Result<()> {
-        Ok(self.unit_of_work()?.emit(EmittedEvent {
-            kind,
-            payload,
-            partition_key,
-        })?)
-    }
-}
-
-impl log_api::Host for GuestState {
-    async fn log(&mut self, level: LogLevel, mut message: String) -> wasmtime::Result<()> {
-        self.logged += 1;
-        if self.logged > MAX_LOG_MESSAGES_PER_CALL {
-            return Ok(());
-        }
-        if message.len() > MAX_LOG_MESSAGE_BYTES {
-            let mut cut = MAX_LOG_MESSAGE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" …(truncated)");
-        }
-        let plugin = &*self.plugin;
-        match level {
-            LogLevel::Trace => tracing::trace!(plugin, "{message}"),
-            LogLevel::Debug => tracing::debug!(plugin, "{message}"),
-            LogLevel::Info => tracing::info!(plugin, "{message}"),
-            LogLevel::Warn => tracing::warn!(plugin, "{message}"),
-            LogLevel::Error => tracing::error!(plugin, "{message}"),
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -684,13 +541,5 @@ mod tests {
                 .unwrap();
         assert_eq!(sandbox.limits_for("big"), mine);
         assert_eq!(sandbox.limits_for("other"), Limits::DEFAULT);
-    }
-
-    #[test]
-    fn keys_at_the_limit_pass_and_one_byte_more_is_refused() {
-        assert!(check_key(&"k".repeat(MAX_KEY_BYTES)).is_ok());
-        assert!(check_key("").is_ok());
-        let error = check_key(&"k".repeat(MAX_KEY_BYTES + 1)).unwrap_err();
-        assert!(error.to_string().contains("MAX_KEY_BYTES"), "{error}");
     }
 }
