@@ -35,6 +35,7 @@
 //!   cause, `/ready` says so, the log says it once, nothing acknowledged is lost, all resumes.
 //! - `scale_out`: three hosts on one PostgreSQL database under load: `kill -9` twice, a
 //!   replacement, a SIGTERM, a host paused past its leases; nothing lost, repeated or reordered.
+//!   `bus partitions` shows the count and changes it only while no host runs.
 //! - `metrics`: `GET /metrics` passes `promtool check metrics`; commands, retries and dead
 //!   letters are counted with their outcome and class; the backlog gauges follow a replay.
 //! - `trace`: `host trace` shows one order's causal tree, found by the answered correlation id

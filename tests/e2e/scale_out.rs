@@ -273,3 +273,43 @@ fn one_idempotency_key_sent_to_two_hosts_at_once_runs_the_handler_once() {
         assert_eq!(placed, 1);
     });
 }
+
+/// `host bus partitions` shows the count and `--set N` changes it while no host runs; with a
+/// host holding leases it refuses, naming the host; SQLite has no partitions and says so.
+#[test]
+fn bus_partitions_shows_and_sets_the_count_only_while_no_host_runs() {
+    with_backend(crate::harness::Backend::Postgres, || {
+        let mut host = first_host();
+        let db = host.db();
+        let count = || db.scalar("SELECT COUNT(*) FROM partition_leases", &[]);
+        let refused = host.cli_output(&["bus", "partitions", "--set", "8"]);
+        assert!(!refused.status.success(), "a host holds leases");
+        let said = String::from_utf8_lossy(&refused.stderr);
+        assert!(said.contains("stop"), "the refusal says what to do: {said}");
+        assert_eq!(count(), PARTITIONS);
+
+        host.terminate();
+        let shown = host.cli(&["bus", "partitions"]);
+        assert!(
+            shown.starts_with(&format!("{PARTITIONS} partitions")),
+            "{shown}"
+        );
+        let set = host.cli(&["bus", "partitions", "--set", "8"]);
+        assert!(set.contains("split into 8 partitions"), "{set}");
+        assert_eq!(count(), 8);
+        host.restart();
+        wait_until(EVENTUALLY, "the restarted host to lease the 8", || {
+            owned(&db, &host) == (8, 8)
+        });
+    });
+    with_backend(crate::harness::Backend::Sqlite, || {
+        let host = Host::start(&[FLAKY], &[]);
+        let output = host.cli_output(&["bus", "partitions"]);
+        assert!(!output.status.success());
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            said.contains("partitions exist only on PostgreSQL"),
+            "{said}"
+        );
+    });
+}
