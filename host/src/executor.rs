@@ -44,6 +44,10 @@ pub struct Request {
     /// The caller's W3C trace context (`traceparent`), which the command's span continues
     /// when spans are exported.
     pub traceparent: Option<String>,
+    /// The message's own headers (`Message-Header-*` over HTTP), in the order sent.
+    pub headers: Vec<(String, String)>,
+    /// The version of the payload's schema the caller declared; 1 when it did not.
+    pub schema_version: Option<u32>,
 }
 
 /// A command's answer.
@@ -480,10 +484,10 @@ fn request_envelope(request: &Request) -> Envelope {
         tenant_id: request.tenant_id.clone(),
         causation_id: None,
         actor: request.actor.clone(),
-        schema_version: SCHEMA_VERSION,
+        schema_version: request.schema_version.unwrap_or(SCHEMA_VERSION),
         occurred_at_ms: now_ms() as u64,
         attempt: 1,
-        headers: Vec::new(),
+        headers: request.headers.clone(),
         payload: request.payload.clone(),
     }
 }

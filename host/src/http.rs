@@ -42,6 +42,15 @@ use std::time::Duration;
 pub const MAX_HEADER_ID_BYTES: usize = 255;
 /// Longest kind echoed back in a 404: the caller's own input, but not an amplifier.
 pub const MAX_ECHOED_KIND_BYTES: usize = 256;
+/// The prefix of the HTTP headers that become the message's own headers, the prefix taken off
+/// (`Message-Header-Region: eu` gives the header `region` = `eu`).
+pub const MESSAGE_HEADER_PREFIX: &str = "message-header-";
+/// Most message headers one request may carry.
+pub const MAX_MESSAGE_HEADERS: usize = 32;
+/// Longest value of a message header, in bytes.
+pub const MAX_MESSAGE_HEADER_VALUE_BYTES: usize = 1024;
+/// The header giving the version of the payload's schema (a number from 1; 1 when absent).
+pub const SCHEMA_VERSION: &str = "schema-version";
 /// The header carrying a request's correlation id, in and out.
 pub const CORRELATION_ID: &str = "correlation-id";
 /// The header carrying the admin token.
@@ -481,6 +490,8 @@ fn parse_request(kind: String, headers: &HeaderMap, body: Bytes) -> Result<Reque
         ),
         tenant_id: id_header(headers, "tenant-id")?,
         actor: id_header(headers, "actor")?,
+        headers: message_headers(headers)?,
+        schema_version: schema_version(headers)?,
         // An unreadable trace context is ignored, as W3C Trace Context asks.
         traceparent: headers
             .get(crate::telemetry::TRACEPARENT)
@@ -489,6 +500,54 @@ fn parse_request(kind: String, headers: &HeaderMap, body: Bytes) -> Result<Reque
         kind,
         payload: body.to_vec(),
     })
+}
+
+/// The `Message-Header-*` headers, prefix taken off (names are lower case, as HTTP gives
+/// them), in the order sent.
+fn message_headers(headers: &HeaderMap) -> Result<Vec<(String, String)>, String> {
+    let mut found = Vec::new();
+    for (name, value) in headers {
+        let Some(name) = name.as_str().strip_prefix(MESSAGE_HEADER_PREFIX) else {
+            continue;
+        };
+        let value = value
+            .to_str()
+            .ok()
+            .filter(|v| v.len() <= MAX_MESSAGE_HEADER_VALUE_BYTES)
+            .ok_or_else(|| {
+                format!(
+                    "header `{MESSAGE_HEADER_PREFIX}{name}` must be printable ASCII of at most \
+                     {MAX_MESSAGE_HEADER_VALUE_BYTES} bytes"
+                )
+            })?;
+        if name.is_empty() {
+            return Err(format!(
+                "a message header needs a name after `{MESSAGE_HEADER_PREFIX}`"
+            ));
+        }
+        found.push((name.to_owned(), value.to_owned()));
+    }
+    if found.len() > MAX_MESSAGE_HEADERS {
+        return Err(format!(
+            "{} message headers (`{MESSAGE_HEADER_PREFIX}*`): at most {MAX_MESSAGE_HEADERS}",
+            found.len()
+        ));
+    }
+    Ok(found)
+}
+
+/// The `Schema-Version` header: a number from 1; `None` when absent.
+fn schema_version(headers: &HeaderMap) -> Result<Option<u32>, String> {
+    let Some(value) = headers.get(SCHEMA_VERSION) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .filter(|&v| v >= 1)
+        .map(Some)
+        .ok_or_else(|| "header `schema-version` must be a whole number from 1".to_owned())
 }
 
 /// An optional id-like header: 1 to [`MAX_HEADER_ID_BYTES`] printable ASCII characters.

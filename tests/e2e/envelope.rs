@@ -74,3 +74,38 @@ fn tenant_actor_and_correlation_reach_subscribers_in_python_javascript_and_rust(
         command.first().map(String::as_str)
     );
 }
+
+/// A command's own headers and schema version come from the HTTP request:
+/// `Message-Header-NAME` headers (prefix off, in the order sent) and `Schema-Version`; without
+/// them the envelope has none and version 1; a malformed one is a 400 naming the header.
+#[test]
+fn message_headers_and_schema_version_are_set_by_the_caller() {
+    let host = Host::start(&[FLAKY], &[]);
+    let echo =
+        |headers: &[(&str, &str)]| host.post("/commands/flaky.echo", b"{}".to_vec(), headers);
+    let plain = echo(&[]);
+    assert_eq!(plain.status, 200, "{plain:?}");
+    assert_eq!(plain.body, json!({ "headers": [], "schema_version": 1 }));
+
+    let set = echo(&[
+        ("message-header-region", "eu-west"),
+        ("Message-Header-Trace-Tag", "t 1"),
+        ("schema-version", "3"),
+        ("x-other", "not a message header"),
+    ]);
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(
+        set.body,
+        json!({ "headers": [["region", "eu-west"], ["trace-tag", "t 1"]], "schema_version": 3 })
+    );
+
+    for (name, value) in [
+        ("schema-version", "0"),
+        ("schema-version", "two"),
+        ("message-header-", "x"),
+    ] {
+        let refused = echo(&[(name, value)]);
+        assert_eq!(refused.status, 400, "{name}: {value}: {refused:?}");
+        assert!(refused.error_message().contains(name), "{refused:?}");
+    }
+}

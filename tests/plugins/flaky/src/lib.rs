@@ -23,6 +23,8 @@
 //!   its key. Otherwise appends `n` to
 //!   `events/{key}`: the order in which this subscriber's effects committed.
 //! - command `flaky.cure` `{"key"}`: poison messages of `key` succeed from now on.
+//! - command `flaky.echo` `{}`: answers `{"headers": [[name, value]…], "schema_version"}` of
+//!   its own envelope, as the caller set them.
 //!
 //! The end of the envelope probe chain (Python `probe-py` → JavaScript `probe-js` → here):
 //! event `probe.js.saw` records `{kind, id, tenant_id, actor, correlation_id, causation_id}`
@@ -156,6 +158,7 @@ impl Plugin for Flaky {
             .event("order.placed")
             .command("flaky.bump")
             .command("flaky.cure")
+            .command("flaky.echo")
             .event("flaky.bumped")
             .command("flaky.loop")
             .event("loop.pong")
@@ -168,6 +171,10 @@ impl Plugin for Flaky {
 
     fn handle_command(msg: Message) -> Result<Reply, HandlerError> {
         match msg.kind() {
+            "flaky.echo" => Reply::json(&serde_json::json!({
+                "headers": msg.headers(),
+                "schema_version": msg.schema_version(),
+            })),
             "flaky.set" => {
                 let switch: Switch = msg.payload()?;
                 state::put(SWITCH_KEY, &switch)?;
