@@ -39,8 +39,11 @@ struct Tally {
     samples: VecDeque<u64>,
 }
 
-fn tallies() -> &'static Mutex<BTreeMap<(String, String), Tally>> {
-    static TALLIES: OnceLock<Mutex<BTreeMap<(String, String), Tally>>> = OnceLock::new();
+/// Plugin → command kind → tally.
+type Tallies = BTreeMap<String, BTreeMap<String, Tally>>;
+
+fn tallies() -> &'static Mutex<Tallies> {
+    static TALLIES: OnceLock<Mutex<Tallies>> = OnceLock::new();
     TALLIES.get_or_init(Mutex::default)
 }
 
@@ -48,11 +51,15 @@ fn tallies() -> &'static Mutex<BTreeMap<(String, String), Tally>> {
 /// an error class) after `elapsed`.
 pub(super) fn record(plugin: &str, kind: &str, outcome: &'static str, elapsed: Duration) {
     let mut tallies = tallies().lock().unwrap_or_else(|e| e.into_inner());
-    let key = (plugin.to_owned(), kind.to_owned());
-    let tally = match tallies.get_mut(&key) {
-        Some(tally) => tally,
-        None => tallies.entry(key).or_default(),
-    };
+    // Looked up by reference: a kind seen before costs no allocation.
+    if !tallies.contains_key(plugin) {
+        tallies.insert(plugin.to_owned(), BTreeMap::new());
+    }
+    let kinds = tallies.get_mut(plugin).expect("inserted above");
+    if !kinds.contains_key(kind) {
+        kinds.insert(kind.to_owned(), Tally::default());
+    }
+    let tally = kinds.get_mut(kind).expect("inserted above");
     match outcome {
         "ok" => tally.ok += 1,
         "replayed" => tally.replayed += 1,
@@ -72,7 +79,8 @@ pub fn report() -> Vec<CommandMetrics> {
     let tallies = tallies().lock().unwrap_or_else(|e| e.into_inner());
     tallies
         .iter()
-        .map(|((plugin, kind), tally)| {
+        .flat_map(|(plugin, kinds)| kinds.iter().map(move |(kind, tally)| (plugin, kind, tally)))
+        .map(|(plugin, kind, tally)| {
             let failed: u64 = tally.failed_by_class.values().sum();
             let answered = tally.ok + tally.replayed + failed;
             let mut sorted: Vec<u64> = tally.samples.iter().copied().collect();
