@@ -1208,11 +1208,11 @@ async fn native_touch(executor: &Executor, store: &Store, key: &str) -> anyhow::
         None => 0,
     };
     unit.put(count_key, serde_json::to_vec(&(count + 1))?)?;
-    unit.emit(crate::unit_of_work::EmittedEvent {
-        kind: "bench.touched".into(),
-        payload: serde_json::to_vec(&serde_json::json!({ "key": key }))?,
-        partition_key: Some(key.to_owned()),
-    })?;
+    unit.emit(crate::unit_of_work::EmittedEvent::new(
+        "bench.touched",
+        serde_json::to_vec(&serde_json::json!({ "key": key }))?,
+        Some(key.to_owned()),
+    ))?;
     let (changes, emitted): (StateChanges, _) = unit.finish();
     let outbox = executor.address(&envelope, 0, PLUGIN, emitted);
     executor

@@ -398,7 +398,7 @@ impl Executor {
         let now = now_ms();
         let registry = self.registry.load();
         // With spans exported, each event carries the trace context its delivery continues.
-        let headers = telemetry::trace_headers();
+        let trace = telemetry::trace_headers();
         emitted
             .into_iter()
             .map(|event| OutboxEvent {
@@ -410,12 +410,13 @@ impl Executor {
                 correlation_id: cause.correlation_id.clone(),
                 causation_id: Some(cause.id.clone()),
                 actor: cause.actor.clone(),
-                schema_version: SCHEMA_VERSION,
+                schema_version: event.schema_version,
                 occurred_at_ms: now,
-                headers: headers.clone(),
+                headers: with_trace(event.headers, &trace),
                 payload: event.payload,
                 emitted_by: emitted_by.to_owned(),
                 depth: cause_depth.saturating_add(1),
+                deliver_at_ms: event.deliver_at_ms,
             })
             .collect()
     }
@@ -499,4 +500,18 @@ fn request_hash(kind: &str, payload: &[u8]) -> String {
     hasher.update([0]);
     hasher.update(payload);
     hex::encode(hasher.finalize())
+}
+
+/// An emitted event's own headers, with the trace context (when spans are exported) in place
+/// of any header of the same name: the trace headers are the host's to set.
+fn with_trace(
+    mut headers: Vec<(String, String)>,
+    trace: &[(String, String)],
+) -> Vec<(String, String)> {
+    if trace.is_empty() {
+        return headers;
+    }
+    headers.retain(|(name, _)| !trace.iter().any(|(t, _)| t.eq_ignore_ascii_case(name)));
+    headers.extend(trace.iter().cloned());
+    headers
 }

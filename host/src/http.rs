@@ -27,6 +27,7 @@
 
 use crate::error::error_body;
 use crate::executor::{ExecError, Executor, Reply, Request};
+use crate::unit_of_work::{MAX_MESSAGE_HEADER_VALUE_BYTES, MAX_MESSAGE_HEADERS};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
@@ -45,10 +46,6 @@ pub const MAX_ECHOED_KIND_BYTES: usize = 256;
 /// The prefix of the HTTP headers that become the message's own headers, the prefix taken off
 /// (`Message-Header-Region: eu` gives the header `region` = `eu`).
 pub const MESSAGE_HEADER_PREFIX: &str = "message-header-";
-/// Most message headers one request may carry.
-pub const MAX_MESSAGE_HEADERS: usize = 32;
-/// Longest value of a message header, in bytes.
-pub const MAX_MESSAGE_HEADER_VALUE_BYTES: usize = 1024;
 /// The header giving the version of the payload's schema (a number from 1; 1 when absent).
 pub const SCHEMA_VERSION: &str = "schema-version";
 /// The header carrying a request's correlation id, in and out.

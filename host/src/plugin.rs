@@ -4,13 +4,19 @@
 //! [`PluginWorldPre`]. A plugin configured with [`Limits::calls_per_instance`] above 1 keeps
 //! instances whose call ended cleanly for its next calls instead.
 
-use crate::bindings::{Envelope, HandlerError, PluginInfo, PluginWorld, PluginWorldPre};
+mod contract;
+mod schemas;
+
+use crate::bindings::{Envelope, HandlerError, PluginInfo};
 use crate::cache::{Compiled, content_digest};
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::sandbox::{self, GuestState, Sandbox};
 use crate::telemetry::{self, Handler};
 use crate::unit_of_work::UnitOfWork;
+pub use contract::VERSIONS as CONTRACT_VERSIONS;
+use contract::{Pre, World};
+pub use schemas::{MAX_SCHEMA_BYTES, Mismatch, Schemas};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -51,8 +57,10 @@ pub struct Plugin {
     /// SHA-256 of the component file, hex.
     digest: String,
     info: PluginInfo,
+    /// The payload schemas of `info`, compiled.
+    schemas: Schemas,
     source: PathBuf,
-    pre: PluginWorldPre<GuestState>,
+    pre: Pre,
     sandbox: Arc<Sandbox>,
     limits: Limits,
     /// [`Limits::concurrent_calls`] permits: a call waits for one before taking an instance
@@ -66,7 +74,7 @@ pub struct Plugin {
 /// An instance ready for a call, and the calls it served before this one.
 struct Instance {
     store: Store<GuestState>,
-    world: PluginWorld,
+    world: World,
     served: usize,
 }
 
@@ -121,14 +129,16 @@ impl Plugin {
             file = %file.display(), ms = started.elapsed().as_millis() as u64,
             digest = &digest[..DIGEST_SHOWN], "component {how}"
         );
+        let versions = CONTRACT_VERSIONS.map(|v| format!("`handler-host:plugin@{v}`"));
+        let versions = versions.join(" or ");
         let instance_pre = sandbox
             .linker()
             .instantiate_pre(&component)
-            .map_err(|e| LoadError::new(file, format!("{e:#} (the host provides only the `handler-host:plugin@0.1.0` imports and WASI without files, network or environment)")))?;
-        let pre = PluginWorldPre::new(instance_pre).map_err(|e| {
+            .map_err(|e| LoadError::new(file, format!("{e:#} (the host provides only the imports of {versions} and WASI without files, network or environment)")))?;
+        let pre = Pre::new(instance_pre).map_err(|e| {
             LoadError::new(
                 file,
-                format!("does not implement the `handler-host:plugin/plugin@0.1.0` world: {e:#}"),
+                format!("does not implement the `plugin` world of {versions}: {e:#}"),
             )
         })?;
         let provisional: Arc<str> = Arc::from(file.display().to_string());
@@ -136,8 +146,8 @@ impl Plugin {
         let mut store = sandbox
             .new_store(provisional.clone(), None, *sandbox.limits())
             .await;
-        let described = match pre.instantiate_async(&mut store).await {
-            Ok(world) => world.call_describe(&mut store).await,
+        let described = match pre.instantiate(&mut store).await {
+            Ok(world) => world.describe(&mut store).await,
             Err(e) => Err(e),
         };
         let tail = store.data().flush_output();
@@ -146,12 +156,16 @@ impl Plugin {
             LoadError::new(file, format!("`describe` failed: {}", failure.message))
         })?;
         validate_info(&info).map_err(|cause| LoadError::new(file, cause))?;
+        let schemas =
+            Schemas::compile(&info.schemas).map_err(|cause| LoadError::new(file, cause))?;
+        tracing::debug!(file = %file.display(), contract = pre.version(), "component matched");
         let limits = sandbox.limits_for(&info.name);
         Ok(Self {
             name: Arc::from(info.name.as_str()),
             identity: format!("{}@{}+{}", info.name, info.version, &digest[..DIGEST_SHOWN]),
             digest,
             info,
+            schemas,
             source: file.to_owned(),
             pre,
             sandbox: sandbox.clone(),
@@ -189,6 +203,31 @@ impl Plugin {
         &self.info
     }
 
+    /// The version of the contract its component was built against.
+    pub fn contract_version(&self) -> &'static str {
+        self.pre.version()
+    }
+
+    /// Checks an incoming command or query against the schema the plugin declared for its
+    /// kind, before any handler runs.
+    ///
+    /// # Errors
+    /// A [`ErrorClass::Rejected`] failure naming the kind and the failing path.
+    fn check_input(&self, message: &Envelope) -> Result<(), HandlerFailure> {
+        self.schemas
+            .check(&message.kind, &message.payload)
+            .map_err(|mismatch| {
+                HandlerFailure::new(
+                    ErrorClass::Rejected,
+                    &*self.name,
+                    format!(
+                        "the payload of `{}` does not match its schema {mismatch}",
+                        message.kind
+                    ),
+                )
+            })
+    }
+
     /// The component file it was loaded from.
     pub fn source(&self) -> &Path {
         &self.source
@@ -200,6 +239,9 @@ impl Plugin {
         command: &Envelope,
         unit_of_work: UnitOfWork,
     ) -> CallResult<Vec<u8>> {
+        if let Err(failure) = self.check_input(command) {
+            return failed(failure);
+        }
         let _turn = self.turn().await;
         let _timed = TimedCall::start(Handler::Command, self.name(), &command.kind);
         let mut instance = match self.instance(command, unit_of_work).await {
@@ -208,7 +250,7 @@ impl Plugin {
         };
         let result = instance
             .world
-            .call_handle_command(&mut instance.store, command)
+            .handle_command(&mut instance.store, command)
             .await;
         self.check_reply(self.finish(instance, result))
     }
@@ -223,7 +265,7 @@ impl Plugin {
         };
         let result = instance
             .world
-            .call_handle_event(&mut instance.store, event)
+            .handle_event(&mut instance.store, event)
             .await;
         self.finish(instance, result)
     }
@@ -234,6 +276,9 @@ impl Plugin {
         query: &Envelope,
         unit_of_work: UnitOfWork,
     ) -> CallResult<Vec<u8>> {
+        if let Err(failure) = self.check_input(query) {
+            return failed(failure);
+        }
         let _turn = self.turn().await;
         let _timed = TimedCall::start(Handler::Query, self.name(), &query.kind);
         let mut instance = match self.instance(query, unit_of_work).await {
@@ -242,7 +287,7 @@ impl Plugin {
         };
         let result = instance
             .world
-            .call_handle_query(&mut instance.store, query)
+            .handle_query(&mut instance.store, query)
             .await;
         self.check_reply(self.finish(instance, result))
     }
@@ -291,7 +336,7 @@ impl Plugin {
             .sandbox
             .new_store(self.name.clone(), Some(unit_of_work), self.limits)
             .await;
-        match self.pre.instantiate_async(&mut store).await {
+        match self.pre.instantiate(&mut store).await {
             Ok(world) => Ok(Instance {
                 store,
                 world,
@@ -362,19 +407,43 @@ impl Plugin {
             Ok(Err(error)) => Err(self.handler_failure(error)),
             Err(trap) => Err(self.sandbox.classify(&self.name, state, &trap, tail)),
         };
-        let unit_of_work = match outcome {
-            Ok(_) => {
+        let (outcome, unit_of_work) = match outcome {
+            Ok(value) => {
                 let unit_of_work = instance.store.data_mut().take_unit_of_work();
                 self.keep(instance);
-                unit_of_work
+                match unit_of_work.as_ref().map(|unit| self.check_emitted(unit)) {
+                    Some(Err(failure)) => (Err(failure), None),
+                    _ => (Ok(value), unit_of_work),
+                }
             }
-            Err(_) => None,
+            Err(failure) => (Err(failure), None),
         };
         CallResult {
             outcome,
             unit_of_work,
             memory_bytes,
         }
+    }
+
+    /// Checks the events a call emitted against the schemas the plugin declared for their
+    /// kinds: one that does not match fails the call as `permanent` (the same handler emits
+    /// the same payload again), naming the event and the failing path.
+    fn check_emitted(&self, unit_of_work: &UnitOfWork) -> Result<(), HandlerFailure> {
+        for event in unit_of_work.emitted() {
+            self.schemas
+                .check(&event.kind, &event.payload)
+                .map_err(|mismatch| {
+                    HandlerFailure::new(
+                        ErrorClass::Permanent,
+                        &*self.name,
+                        format!(
+                            "the emitted event `{}` does not match its schema {mismatch}",
+                            event.kind
+                        ),
+                    )
+                })?;
+        }
+        Ok(())
     }
 
     fn handler_failure(&self, error: HandlerError) -> HandlerFailure {
@@ -453,7 +522,7 @@ impl Drop for TimedCall<'_> {
 mod tests {
     use super::*;
 
-    /// A component for `world` (WIT text that may use the `handler-host:plugin@0.1.0`
+    /// A component for `world` (WIT text that may use the `handler-host:plugin@0.2.0`
     /// package) whose every export traps with `unreachable`.
     fn dummy_component(world_wit: &str) -> Vec<u8> {
         let mut resolve = wit_parser::Resolve::default();
@@ -498,7 +567,7 @@ mod tests {
         let bytes = dummy_component(
             "package test:evil;
              interface socket { connect: func(address: string) -> u32; }
-             world evil { include handler-host:plugin/plugin@0.1.0; import socket; }",
+             world evil { include handler-host:plugin/plugin@0.2.0; import socket; }",
         );
         let cause = cause(load(bytes).await);
         assert!(cause.contains("test:evil/socket"), "{cause}");
@@ -512,8 +581,8 @@ mod tests {
         )
         .unwrap()
         .replace(
-            "package handler-host:plugin@0.1.0;",
             "package handler-host:plugin@0.2.0;",
+            "package handler-host:plugin@0.9.0;",
         );
         let mut resolve = wit_parser::Resolve::default();
         let package = resolve.push_str("plugin.wit", &plugin_wit).unwrap();
@@ -533,7 +602,8 @@ mod tests {
             .encode()
             .unwrap();
         let cause = cause(load(bytes).await);
-        assert!(cause.contains("@0.2.0"), "{cause}");
+        assert!(cause.contains("@0.9.0"), "{cause}");
+        assert!(cause.contains("handler-host:plugin@0.1.0"), "{cause}");
     }
 
     #[tokio::test]
@@ -546,7 +616,7 @@ mod tests {
     #[tokio::test]
     async fn a_describe_that_traps_fails_the_load_with_its_class() {
         let bytes = dummy_component(
-            "package test:trapping; world trapping { include handler-host:plugin/plugin@0.1.0; }",
+            "package test:trapping; world trapping { include handler-host:plugin/plugin@0.2.0; }",
         );
         let cause = cause(load(bytes).await);
         assert!(cause.contains("`describe` failed"), "{cause}");
@@ -557,7 +627,7 @@ mod tests {
     async fn empty_truncated_and_core_module_files_fail_the_load() {
         assert!(cause(load(Vec::new()).await).contains("not a valid WebAssembly component"));
         let component = dummy_component(
-            "package test:cut; world cut { include handler-host:plugin/plugin@0.1.0; }",
+            "package test:cut; world cut { include handler-host:plugin/plugin@0.2.0; }",
         );
         let truncated = component[..component.len() / 2].to_vec();
         assert!(cause(load(truncated).await).contains("not a valid WebAssembly component"));
@@ -572,6 +642,7 @@ mod tests {
             commands: vec![command.into()],
             events: Vec::new(),
             queries: Vec::new(),
+            schemas: Vec::new(),
         };
         assert!(validate_info(&info("ok-name_1.2", "a.b")).is_ok());
         assert!(validate_info(&info("", "a.b")).is_err());

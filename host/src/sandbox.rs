@@ -175,6 +175,11 @@ impl Sandbox {
             |state| state,
         )
         .map_err(|e| anyhow::anyhow!("linking the plugin contract: {e:#}"))?;
+        crate::bindings::v0_1::PluginWorld::add_to_linker::<_, HasSelf<GuestState>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(|e| anyhow::anyhow!("linking the plugin contract 0.1: {e:#}"))?;
 
         let ticker = engine.weak();
         std::thread::Builder::new()

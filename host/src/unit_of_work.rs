@@ -13,6 +13,12 @@ use std::collections::BTreeMap;
 pub const MAX_EVENT_KIND_BYTES: usize = 256;
 /// Longest partition key a handler may emit with an event; it is stored and indexed.
 pub const MAX_PARTITION_KEY_BYTES: usize = 1024;
+/// Most headers one message may carry, whoever sets them (an HTTP caller or an emitting handler).
+pub const MAX_MESSAGE_HEADERS: usize = 32;
+/// Longest name or value of a message header, in bytes.
+pub const MAX_MESSAGE_HEADER_VALUE_BYTES: usize = 1024;
+/// Furthest ahead an event may be scheduled: a year and a day.
+pub const MAX_SCHEDULE_AHEAD_MS: i64 = 366 * 24 * 60 * 60 * 1000;
 
 /// What a handler call is allowed to do with its unit of work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +35,30 @@ pub struct EmittedEvent {
     pub kind: String,
     pub payload: Vec<u8>,
     pub partition_key: Option<String>,
+    pub headers: Vec<(String, String)>,
+    /// The version of the payload's schema, from 1.
+    pub schema_version: u32,
+    /// Not delivered before this instant (milliseconds since the Unix epoch); `None` is at
+    /// once.
+    pub deliver_at_ms: Option<i64>,
+}
+
+impl EmittedEvent {
+    /// An event due at once, without headers, at schema version 1.
+    pub fn new(kind: impl Into<String>, payload: Vec<u8>, partition_key: Option<String>) -> Self {
+        Self {
+            kind: kind.into(),
+            payload,
+            partition_key,
+            headers: Vec::new(),
+            schema_version: 1,
+            deliver_at_ms: None,
+        }
+    }
+
+    fn header_bytes(&self) -> usize {
+        self.headers.iter().map(|(n, v)| n.len() + v.len()).sum()
+    }
 }
 
 /// The pending effects of one handler call on one plugin's state.
@@ -60,6 +90,9 @@ pub enum AccessError {
         max: usize,
         what: String,
     },
+    /// An argument the contract does not allow.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 fn limit(limit: &'static str, max: usize, what: String) -> AccessError {
@@ -204,11 +237,21 @@ impl UnitOfWork {
                 format!("`emit` of a payload of {} bytes", event.payload.len()),
             ));
         }
-        let buffered = self.buffered_bytes + event.kind.len() + partition_key + event.payload.len();
+        check_emit_options(&event)?;
+        let buffered = self.buffered_bytes
+            + event.kind.len()
+            + partition_key
+            + event.payload.len()
+            + event.header_bytes();
         self.check_buffered(buffered)?;
         self.buffered_bytes = buffered;
         self.events.push(event);
         Ok(())
+    }
+
+    /// The events emitted so far, in order.
+    pub fn emitted(&self) -> &[EmittedEvent] {
+        &self.events
     }
 
     fn check_buffered(&self, buffered: usize) -> Result<(), AccessError> {
@@ -240,6 +283,47 @@ impl UnitOfWork {
     }
 }
 
+/// The headers, schema version and schedule of an emitted event, against their bounds.
+fn check_emit_options(event: &EmittedEvent) -> Result<(), AccessError> {
+    if event.headers.len() > MAX_MESSAGE_HEADERS {
+        return Err(limit(
+            "MAX_MESSAGE_HEADERS",
+            MAX_MESSAGE_HEADERS,
+            format!("`emit` with {} headers", event.headers.len()),
+        ));
+    }
+    if let Some((name, value)) = event.headers.iter().find(|(n, v)| {
+        n.is_empty()
+            || n.len() > MAX_MESSAGE_HEADER_VALUE_BYTES
+            || v.len() > MAX_MESSAGE_HEADER_VALUE_BYTES
+    }) {
+        return Err(limit(
+            "MAX_MESSAGE_HEADER_VALUE_BYTES",
+            MAX_MESSAGE_HEADER_VALUE_BYTES,
+            format!(
+                "`emit` with a header of a {}-byte name and a {}-byte value (a name of 1 byte at least)",
+                name.len(),
+                value.len()
+            ),
+        ));
+    }
+    if event.schema_version == 0 {
+        return Err(AccessError::Invalid(
+            "`emit` with schema version 0: versions count from 1".to_owned(),
+        ));
+    }
+    if let Some(at) = event.deliver_at_ms
+        && at > crate::store::now_ms().saturating_add(MAX_SCHEDULE_AHEAD_MS)
+    {
+        return Err(limit(
+            "MAX_SCHEDULE_AHEAD_MS",
+            usize::try_from(MAX_SCHEDULE_AHEAD_MS).unwrap_or(usize::MAX),
+            format!("`emit` scheduled for {at} ms since the epoch"),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,18 +337,62 @@ mod tests {
     }
 
     fn event(payload: usize) -> EmittedEvent {
-        EmittedEvent {
-            kind: "k".into(),
-            payload: vec![b'x'; payload],
-            partition_key: None,
-        }
+        EmittedEvent::new("k", vec![b'x'; payload], None)
     }
 
     fn limit_name(error: AccessError) -> &'static str {
         match error {
             AccessError::Limit { limit, .. } => limit,
             AccessError::ReadOnly(op) => panic!("expected a limit, got read-only {op}"),
+            AccessError::Invalid(what) => panic!("expected a limit, got {what}"),
         }
+    }
+
+    #[tokio::test]
+    async fn emit_options_are_bounded() {
+        let (_dir, mut unit) = unit(Limits::DEFAULT).await;
+        let with_headers = |n: usize, bytes: usize| EmittedEvent {
+            headers: (0..n)
+                .map(|i| (format!("h{i}"), "v".repeat(bytes)))
+                .collect(),
+            ..event(1)
+        };
+        unit.emit(with_headers(
+            MAX_MESSAGE_HEADERS,
+            MAX_MESSAGE_HEADER_VALUE_BYTES,
+        ))
+        .unwrap();
+        let too_many = unit
+            .emit(with_headers(MAX_MESSAGE_HEADERS + 1, 1))
+            .unwrap_err();
+        assert_eq!(limit_name(too_many), "MAX_MESSAGE_HEADERS");
+        let too_long = unit
+            .emit(with_headers(1, MAX_MESSAGE_HEADER_VALUE_BYTES + 1))
+            .unwrap_err();
+        assert_eq!(limit_name(too_long), "MAX_MESSAGE_HEADER_VALUE_BYTES");
+        let unnamed = EmittedEvent {
+            headers: vec![(String::new(), "v".into())],
+            ..event(1)
+        };
+        assert_eq!(
+            limit_name(unit.emit(unnamed).unwrap_err()),
+            "MAX_MESSAGE_HEADER_VALUE_BYTES"
+        );
+
+        let version_0 = EmittedEvent {
+            schema_version: 0,
+            ..event(1)
+        };
+        let error = unit.emit(version_0).unwrap_err();
+        assert!(error.to_string().contains("schema version 0"), "{error}");
+
+        let at = |ahead: i64| EmittedEvent {
+            deliver_at_ms: Some(crate::store::now_ms() + ahead),
+            ..event(1)
+        };
+        unit.emit(at(MAX_SCHEDULE_AHEAD_MS - 60_000)).unwrap();
+        let too_far = unit.emit(at(MAX_SCHEDULE_AHEAD_MS + 60_000)).unwrap_err();
+        assert_eq!(limit_name(too_far), "MAX_SCHEDULE_AHEAD_MS");
     }
 
     #[tokio::test]
@@ -339,10 +467,8 @@ mod tests {
     #[tokio::test]
     async fn event_kind_and_partition_key_are_bounded() {
         let (_dir, mut unit) = unit(Limits::DEFAULT).await;
-        let with = |kind: usize, key: usize| EmittedEvent {
-            kind: "k".repeat(kind),
-            payload: Vec::new(),
-            partition_key: Some("p".repeat(key)),
+        let with = |kind: usize, key: usize| {
+            EmittedEvent::new("k".repeat(kind), Vec::new(), Some("p".repeat(key)))
         };
         unit.emit(with(MAX_EVENT_KIND_BYTES, MAX_PARTITION_KEY_BYTES))
             .unwrap();

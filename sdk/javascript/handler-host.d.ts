@@ -65,9 +65,27 @@ export const state: {
   delete(key: string): void;
 };
 
+/** How to emit an event (`events.emit`'s third argument, instead of a partition key). */
+export interface EmitOptions {
+  /** Aggregate id: events with the same key reach each subscriber in the order they were
+   * emitted. None leaves the event unordered. */
+  partitionKey?: string | null;
+  /** Deliver this many milliseconds after it is emitted (not with `deliverAtMs`). */
+  delayMs?: number | bigint | null;
+  /** Deliver at this instant, in milliseconds since the Unix epoch; at once if it has passed
+   * (not with `delayMs`). */
+  deliverAtMs?: number | bigint | null;
+  /** Headers of the event's envelope: an object, or [name, value] pairs. */
+  headers?: Record<string, string> | Iterable<[string, string]> | null;
+  /** The version of the payload's schema; 1 when not given. */
+  schemaVersion?: number | null;
+}
+
 export const events: {
-  /** Published only if the unit of work commits; one key's events stay in order. */
-  emit(kind: string, payload: unknown, partitionKey?: string): void;
+  /** Published only if the unit of work commits; one key's events stay in order. A scheduled
+   * event (`delayMs`, `deliverAtMs`) is stored at commit and not delivered before it is due.
+   * Throws on both `delayMs` and `deliverAtMs`, an unknown option or a mistyped value. */
+  emit(kind: string, payload: unknown, partitionKeyOrOptions?: string | EmitOptions | null): void;
 };
 
 /** Logging into the host's log, tagged with the plugin's name. */
@@ -86,6 +104,10 @@ export interface PluginDefinition {
   /** Event kinds or patterns (`order.*`, `*`). */
   events?: string[];
   queries?: string[];
+  /** JSON Schemas of payloads by kind (commands and queries it handles, events it emits), as
+   * objects or JSON text. The host answers a command or query that does not match with 422
+   * before the handler runs, and fails a call whose emitted event does not match. */
+  schemas?: Record<string, object | boolean | string>;
   /** Returns the reply, written as JSON. */
   handleCommand?(msg: Message): unknown;
   handleEvent?(msg: Message): void;
@@ -95,7 +117,14 @@ export interface PluginDefinition {
 
 /** The component's exports for `plugin`; export all four from the entry module. */
 export function exportPlugin(plugin: PluginDefinition): {
-  describe(): { name: string; version: string; commands: string[]; events: string[]; queries: string[] };
+  describe(): {
+    name: string;
+    version: string;
+    commands: string[];
+    events: string[];
+    queries: string[];
+    schemas: Array<{ kind: string; schema: string }>;
+  };
   handleCommand(envelope: Envelope): Uint8Array;
   handleEvent(envelope: Envelope): void;
   handleQuery(envelope: Envelope): Uint8Array;

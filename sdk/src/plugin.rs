@@ -65,9 +65,15 @@ fn not_handled(info: &PluginInfo, class: &str, message: &Message) -> HandlerErro
 ///
 /// let info = PluginInfo::new("inventory", "0.1.0")
 ///     .command("stock.add")
+///     .schema("stock.add", serde_json::json!({
+///         "type": "object",
+///         "required": ["sku", "qty"],
+///         "properties": {"sku": {"type": "string"}, "qty": {"type": "integer", "minimum": 1}}
+///     }))
 ///     .event("order.placed")
 ///     .query("stock.get");
 /// assert_eq!(info.events(), ["order.placed"]);
+/// assert_eq!(info.schemas()[0].0, "stock.add");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginInfo {
@@ -76,6 +82,7 @@ pub struct PluginInfo {
     commands: Vec<String>,
     events: Vec<String>,
     queries: Vec<String>,
+    schemas: Vec<(String, String)>,
 }
 
 impl PluginInfo {
@@ -88,6 +95,7 @@ impl PluginInfo {
             commands: Vec::new(),
             events: Vec::new(),
             queries: Vec::new(),
+            schemas: Vec::new(),
         }
     }
 
@@ -110,6 +118,16 @@ impl PluginInfo {
     #[must_use = "the builder returns the updated info; use it"]
     pub fn query(mut self, kind: impl Into<String>) -> Self {
         self.queries.push(kind.into());
+        self
+    }
+
+    /// Declares the JSON Schema the payloads of `kind` must match: a command or query this
+    /// plugin handles (the host answers one that does not match 422, naming the failing path,
+    /// before the handler runs) or an event it emits (a handler that emits one that does not
+    /// match fails as `permanent`). References resolve within the schema only.
+    #[must_use = "the builder returns the updated info; use it"]
+    pub fn schema(mut self, kind: impl Into<String>, schema: serde_json::Value) -> Self {
+        self.schemas.push((kind.into(), schema.to_string()));
         self
     }
 
@@ -137,6 +155,11 @@ impl PluginInfo {
     pub fn queries(&self) -> &[String] {
         &self.queries
     }
+
+    /// The declared schemas as (kind, JSON text), in the order they were added.
+    pub fn schemas(&self) -> &[(String, String)] {
+        &self.schemas
+    }
 }
 
 impl From<PluginInfo> for wit::PluginInfo {
@@ -147,6 +170,11 @@ impl From<PluginInfo> for wit::PluginInfo {
             commands: info.commands,
             events: info.events,
             queries: info.queries,
+            schemas: info
+                .schemas
+                .into_iter()
+                .map(|(kind, schema)| wit::PayloadSchema { kind, schema })
+                .collect(),
         }
     }
 }
@@ -178,6 +206,11 @@ mod tests {
         assert_eq!(info.commands(), ["c.1", "c.2"]);
         assert_eq!(info.events(), ["e.*"]);
         assert_eq!(info.queries(), ["q.1"]);
+        let info = info.schema("c.1", serde_json::json!({"type": "object"}));
+        let wit: wit::PluginInfo = info.into();
+        assert_eq!(wit.schemas.len(), 1);
+        assert_eq!(wit.schemas[0].kind, "c.1");
+        assert_eq!(wit.schemas[0].schema, r#"{"type":"object"}"#);
     }
 
     #[test]

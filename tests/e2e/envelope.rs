@@ -54,6 +54,28 @@ fn tenant_actor_and_correlation_reach_subscribers_in_python_javascript_and_rust(
         assert_eq!(envelope[correlation], "checkout-e", "{sdk}: {envelope:#}");
         assert!(envelope[causation].is_string(), "{sdk}: {envelope:#}");
     }
+    // Headers and schema versions set by an emitting handler reach the next link.
+    assert_eq!(
+        javascript["headers"],
+        json!([["emitted-by", "probe-py"]]),
+        "{javascript:#}"
+    );
+    assert_eq!(javascript["schemaVersion"], 2, "{javascript:#}");
+    assert_eq!(
+        rust["headers"],
+        json!([["emitted-by", "probe-js"]]),
+        "{rust:#}"
+    );
+    assert_eq!(rust["schema_version"], 2, "{rust:#}");
+    // The queries of both probes declare a schema: `kind` must be a string.
+    for query in ["probe.py.seen", "probe.js.seen"] {
+        let refused = host.query(query, json!({ "kind": 5 }));
+        assert_eq!(refused.status, 422, "{query}: {refused:?}");
+        assert!(
+            refused.error_message().contains("`/kind`"),
+            "{query}: {refused:?}"
+        );
+    }
     // Each link's cause is the message the link before it was handed.
     assert_eq!(
         javascript["causationId"], python["id"],

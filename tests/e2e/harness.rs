@@ -49,6 +49,8 @@ pub const HOSTILE: &str = "hostile";
 /// plugin built with `--features variant-b`.
 pub const SWAP: &str = "swap";
 pub const SWAP_B: &str = "swap-b";
+/// The test-only plugin built against the frozen contract 0.1.0 (`tests/plugins/contract-v0-1`).
+pub const CONTRACT_V0_1: &str = "contract_v0_1";
 /// The Python example plugin (`plugins/fraud-check`) and the JavaScript one (`plugins/notifier`).
 pub const FRAUD_CHECK: &str = "fraud_check";
 pub const NOTIFIER: &str = "notifier";

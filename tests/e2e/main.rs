@@ -28,6 +28,8 @@
 //! - `crash_loop`: `kill -9` at random instants under load; exactly once, in order, nothing lost.
 //! - `hot_reload`: a plugin replaced 20 times under load (and once by a broken build): nothing
 //!   lost or repeated, each message handled by one build; removal and return; kind conflicts.
+//! - `contract`: a component built against contract 0.1.0 runs unchanged; scheduled events
+//!   wait for their time across a restart; payload schemas refuse what does not match.
 //! - `component_cache`: a warm restart compiles nothing; a corrupt cache entry is rebuilt.
 //! - `polyglot`: Rust, Python and JavaScript plugins in one host: events flow between them, and
 //!   a retryable failure in each language is retried, dead-lettered and replayed alike.
@@ -92,6 +94,7 @@ mod bus_via_host;
 mod cli;
 mod commands;
 mod component_cache;
+mod contract;
 mod crash;
 mod crash_loop;
 mod database_failure;

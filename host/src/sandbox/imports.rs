@@ -1,8 +1,11 @@
 //! What a guest may call: the `unit-of-work` and `log` interfaces of the contract, each call
-//! checked against the limits before it touches the unit of work or the log.
+//! checked against the limits before it touches the unit of work or the log. Every version of
+//! the contract the host loads links to the same calls: the older ones convert their arguments
+//! and delegate to the current ones.
 
 use super::{GuestState, MAX_KEY_BYTES, MAX_LOG_MESSAGE_BYTES, MAX_LOG_MESSAGES_PER_CALL};
-use crate::bindings::{LogLevel, log_api, unit_of_work_api};
+use crate::bindings::{EmitOptions, LogLevel, Schedule, log_api, unit_of_work_api, v0_1};
+use crate::store::now_ms;
 use crate::unit_of_work::{AccessError, EmittedEvent};
 
 /// A failure of the host (not the guest) during a host call, e.g. the database is down.
@@ -49,13 +52,59 @@ impl unit_of_work_api::Host for GuestState {
         &mut self,
         kind: String,
         payload: Vec<u8>,
-        partition_key: Option<String>,
+        options: EmitOptions,
     ) -> wasmtime::Result<()> {
+        let now = now_ms();
+        let deliver_at_ms = options.deliver.map(|schedule| match schedule {
+            Schedule::AfterMs(ms) => now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
+            Schedule::AtMs(at) => i64::try_from(at).unwrap_or(i64::MAX),
+        });
         Ok(self.unit_of_work()?.emit(EmittedEvent {
             kind,
             payload,
-            partition_key,
+            partition_key: options.partition_key,
+            headers: options.headers,
+            schema_version: options.schema_version.unwrap_or(1),
+            // One already due is due at once: it need not look scheduled.
+            deliver_at_ms: deliver_at_ms.filter(|&at| at > now),
         })?)
+    }
+}
+
+impl v0_1::handler_host::plugin::types::Host for GuestState {}
+
+impl v0_1::unit_of_work_api::Host for GuestState {
+    async fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        unit_of_work_api::Host::get(self, key).await
+    }
+
+    async fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {
+        unit_of_work_api::Host::put(self, key, value).await
+    }
+
+    async fn delete(&mut self, key: String) -> wasmtime::Result<()> {
+        unit_of_work_api::Host::delete(self, key).await
+    }
+
+    async fn emit(
+        &mut self,
+        kind: String,
+        payload: Vec<u8>,
+        partition_key: Option<String>,
+    ) -> wasmtime::Result<()> {
+        let options = EmitOptions {
+            partition_key,
+            deliver: None,
+            headers: Vec::new(),
+            schema_version: None,
+        };
+        unit_of_work_api::Host::emit(self, kind, payload, options).await
+    }
+}
+
+impl v0_1::log_api::Host for GuestState {
+    async fn log(&mut self, level: v0_1::LogLevel, message: String) -> wasmtime::Result<()> {
+        log_api::Host::log(self, level.into(), message).await
     }
 }
 

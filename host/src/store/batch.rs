@@ -42,6 +42,9 @@ pub struct OutboxEvent {
     pub depth: u32,
     /// Plugins whose event patterns match `kind`; one delivery row each.
     pub subscribers: Vec<String>,
+    /// Not delivered before this instant (milliseconds since the Unix epoch); `None` is at
+    /// once.
+    pub deliver_at_ms: Option<i64>,
 }
 
 /// The stored first outcome of an idempotent command.

@@ -131,7 +131,8 @@ pub(super) const PENDING_COUNT: &str =
 /// dispatcher work it cannot run. Ordering: a delivery with a partition key is due only when
 /// no earlier unfinished delivery of the same (subscriber, key) holds it back. Under `strict`
 /// every unfinished one does; under `skip` one that has failed at least once, or is dead, is
-/// parked and no longer holds anything back.
+/// parked and no longer holds anything back. Under both, a scheduled event not yet due (never
+/// attempted, due later) holds nothing back: it takes its place in the lane when it comes due.
 macro_rules! due_query {
     ($in_subscribers:literal, $in_skip:literal, $in_running:literal,
      $partition:literal, $owned:literal) => {
@@ -156,6 +157,8 @@ macro_rules! due_query {
                            SELECT 1 FROM deliveries e
                            WHERE e.subscriber = d.subscriber AND e.partition_key = d.partition_key
                              AND e.status <> 'done' AND e.message_seq < d.message_seq
+                             AND NOT (e.status = 'pending' AND e.attempts = 0
+                                      AND e.next_attempt_at_ms > $1)
                              AND ((e.status = 'pending' AND e.attempts = 0)
                                   OR NOT (d.subscriber ",
             $in_skip,

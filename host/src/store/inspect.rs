@@ -32,6 +32,9 @@ pub struct DeliveryView {
     pub emitted_by: String,
     pub attempts: u32,
     pub next_attempt_at_ms: i64,
+    /// Pending, never attempted, and not due before `next_attempt_at_ms`: a scheduled event
+    /// (as of when the view was read).
+    pub scheduled: bool,
     pub error_class: Option<String>,
     pub last_error: Option<String>,
     pub first_failed_at_ms: Option<i64>,
@@ -323,9 +326,13 @@ pub(super) struct ViewRow {
 impl ViewRow {
     pub(super) fn view(self) -> DeliveryView {
         let payload = &self.payload;
+        let status = DeliveryStatus::parse(&self.status);
         DeliveryView {
             id: self.id,
-            status: DeliveryStatus::parse(&self.status),
+            status,
+            scheduled: status == DeliveryStatus::Pending
+                && self.attempts == 0
+                && self.next_attempt_at_ms > super::now_ms(),
             subscriber: self.subscriber,
             message_id: self.message_id,
             kind: self.kind,

@@ -575,6 +575,7 @@ pub(crate) mod test_support {
             emitted_by: "p".into(),
             depth: 1,
             subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
+            deliver_at_ms: None,
         }
     }
 }

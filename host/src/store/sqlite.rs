@@ -376,7 +376,8 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> a
                 event.emitted_by,
                 event.depth,
             ]));
-            deliveries.extend(event.subscribers.iter().map(|s| (&event.id, s)));
+            let due = event.deliver_at_ms.unwrap_or(now);
+            deliveries.extend(event.subscribers.iter().map(|s| (&event.id, s, due)));
         }
         // Inserted in array order, so `seq` follows commit order.
         sqlx::query(
@@ -395,12 +396,11 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> a
         if !deliveries.is_empty() {
             sqlx::query(
                 "INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms)
-                 SELECT m.seq, j.value ->> 1, m.partition_key, 'pending', $2
+                 SELECT m.seq, j.value ->> 1, m.partition_key, 'pending', j.value ->> 2
                  FROM json_each($1) j JOIN messages m ON m.id = j.value ->> 0
                  ORDER BY j.key",
             )
             .bind(serde_json::to_string(&deliveries)?)
-            .bind(now)
             .execute(&mut *conn)
             .await
             .context("writing deliveries")?;

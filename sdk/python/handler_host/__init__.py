@@ -25,12 +25,16 @@ retried; a command answers 422), :class:`Retryable` for a transient failure (ret
 backoff, then dead-lettered) and :class:`Permanent` for one that will never work
 (dead-lettered at once). Any other exception is a bug: the call traps and the host classifies
 it like a Rust panic. Nothing the handler wrote or emitted commits unless it returns.
+
+:meth:`events.emit <_Events.emit>` also takes a delay or a delivery time, headers and a schema
+version; the ``schemas`` attribute declares JSON Schemas the host enforces on payloads.
 """
 
+import collections.abc
 import json
 import sys
 import traceback
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
 
 from componentize_py_types import Err
 from wit_world import WitWorld as _WitWorld
@@ -158,10 +162,82 @@ class _State:
 
 
 class _Events:
-    def emit(self, kind: str, payload: Any, partition_key: Optional[str] = None) -> None:
+    def emit(
+        self,
+        kind: str,
+        payload: Any,
+        partition_key: Optional[str] = None,
+        *,
+        delay_ms: Optional[int] = None,
+        deliver_at_ms: Optional[int] = None,
+        headers: Union[Mapping[str, str], Iterable[Tuple[str, str]], None] = None,
+        schema_version: Optional[int] = None,
+    ) -> None:
         """Emits an event; it is published only if the unit of work commits. Events with the
-        same partition key reach each subscriber in the order they were emitted."""
-        _uow.emit(kind, _to_json(payload, f"event `{kind}`"), partition_key)
+        same partition key reach each subscriber in the order they were emitted.
+
+        `delay_ms` (milliseconds after it is emitted) or `deliver_at_ms`
+        (milliseconds since the Unix epoch; at once if it has passed) schedules the event: it
+        is stored when the unit of work commits and not delivered before it is due. `headers`
+        (a dict, or (name, value) pairs) become the event's headers; `schema_version` is the
+        version of the payload's schema (1 when not given). Giving both `delay_ms` and
+        `deliver_at_ms`, or a value of the wrong type, is a bug: `TypeError`/`ValueError`."""
+        if delay_ms is not None and deliver_at_ms is not None:
+            raise TypeError(f"emit of `{kind}`: give delay_ms or deliver_at_ms, not both")
+        if partition_key is not None and not isinstance(partition_key, str):
+            raise TypeError(
+                f"emit of `{kind}`: partition_key must be a str, not {type(partition_key).__name__}"
+            )
+        deliver = None
+        if delay_ms is not None:
+            deliver = _types.Schedule_AfterMs(_whole(delay_ms, 0, _U64_MAX, "delay_ms", kind))
+        elif deliver_at_ms is not None:
+            deliver = _types.Schedule_AtMs(
+                _whole(deliver_at_ms, 0, _U64_MAX, "deliver_at_ms", kind)
+            )
+        if schema_version is not None:
+            schema_version = _whole(schema_version, 1, _U32_MAX, "schema_version", kind)
+        options = _types.EmitOptions(
+            partition_key=partition_key,
+            deliver=deliver,
+            headers=_header_pairs(headers, kind),
+            schema_version=schema_version,
+        )
+        _uow.emit(kind, _to_json(payload, f"event `{kind}`"), options)
+
+
+_U32_MAX = 2**32 - 1
+_U64_MAX = 2**64 - 1
+
+
+def _whole(value: Any, low: int, high: int, name: str, kind: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"emit of `{kind}`: {name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"emit of `{kind}`: {name} must be from {low} to {high}, not {value}")
+    return value
+
+
+def _header_pairs(headers: Any, kind: str) -> List[Tuple[str, str]]:
+    if headers is None:
+        return []
+    items = headers.items() if isinstance(headers, collections.abc.Mapping) else headers
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"emit of `{kind}`: headers must be a dict or (name, value) pairs")
+    pairs = []
+    for item in items:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"emit of `{kind}`: headers must be a dict or (name, value) pairs, not {item!r}"
+            ) from None
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise TypeError(
+                f"emit of `{kind}`: header names and values must be str, not {item!r}"
+            )
+        pairs.append((name, value))
+    return pairs
 
 
 class _Log:
@@ -196,6 +272,9 @@ class Plugin:
     commands: list = []
     events: list = []
     queries: list = []
+    #: JSON Schemas of payloads, by kind: commands and queries it handles, events it emits.
+    #: Each schema is a dict (or its JSON text); the whole may also be one JSON text.
+    schemas: Union[dict, str] = {}
 
     def handle_command(self, msg: Message) -> Any:
         raise Rejected(f"plugin `{self.name}` does not handle command `{msg.kind}`")
@@ -242,19 +321,64 @@ def _as_wit_error(error: HandlerError) -> Err:
     return Err(variant(str(error)))
 
 
+def _payload_schemas(plugin: Plugin) -> List[_types.PayloadSchema]:
+    """`plugin.schemas` as the contract's records; a malformed declaration fails the build."""
+    declared = plugin.schemas
+    if isinstance(declared, str):
+        try:
+            declared = json.loads(declared)
+        except ValueError as error:
+            raise ValueError(f"`schemas` of plugin `{plugin.name}` is not JSON: {error}") from None
+    if not isinstance(declared, collections.abc.Mapping):
+        raise TypeError(
+            f"`schemas` of plugin `{plugin.name}` must be a dict of kind to JSON Schema, "
+            f"not {type(declared).__name__}"
+        )
+    records = []
+    for kind, schema in declared.items():
+        if not isinstance(kind, str):
+            raise TypeError(f"`schemas` of plugin `{plugin.name}`: kind {kind!r} is not a str")
+        if isinstance(schema, str):
+            try:
+                json.loads(schema)
+            except ValueError as error:
+                raise ValueError(
+                    f"the schema of `{kind}` in plugin `{plugin.name}` is not JSON: {error}"
+                ) from None
+            text = schema
+        elif isinstance(schema, (collections.abc.Mapping, bool)):
+            try:
+                text = json.dumps(schema, separators=(",", ":"))
+            except (TypeError, ValueError) as error:
+                raise TypeError(
+                    f"the schema of `{kind}` in plugin `{plugin.name}` cannot be written as "
+                    f"JSON: {error}"
+                ) from None
+        else:
+            raise TypeError(
+                f"the schema of `{kind}` in plugin `{plugin.name}` must be a dict (or its JSON "
+                f"text), not {type(schema).__name__}"
+            )
+        records.append(_types.PayloadSchema(kind=kind, schema=text))
+    return records
+
+
 def export(plugin_class: type) -> type:
     """The `WitWorld` class componentize-py exports, running `plugin_class`'s handlers.
     Assign it to a module-level name `WitWorld` in the app module."""
     plugin = plugin_class()
+    # Checked here, when the app module is imported at build time, not at the host's first call.
+    schemas = _payload_schemas(plugin)
 
     class World(_WitWorld):
         def describe(self) -> _types.PluginInfo:
             return _types.PluginInfo(
-                plugin.name,
-                plugin.version,
-                list(plugin.commands),
-                list(plugin.events),
-                list(plugin.queries),
+                name=plugin.name,
+                version=plugin.version,
+                commands=list(plugin.commands),
+                events=list(plugin.events),
+                queries=list(plugin.queries),
+                schemas=list(schemas),
             )
 
         def handle_command(self, command: _types.Envelope) -> bytes:

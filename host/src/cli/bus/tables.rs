@@ -2,7 +2,7 @@
 
 use crate::admin::BusMetrics;
 use crate::dispatcher::FlushedDelivery;
-use crate::store::{ClusterView, DeliveryView, SubscriberBacklog};
+use crate::store::{ClusterView, DeliveryStatus, DeliveryView, SubscriberBacklog};
 use crate::telemetry::commands::CommandMetrics;
 
 /// `host bus health` on PostgreSQL: the hosts, then (detailed) the partitions.
@@ -274,17 +274,35 @@ pub(super) fn table(rows: &[DeliveryView]) -> comfy_table::Table {
             "kind",
             "partition key",
             "attempts",
+            "due",
             "error class",
             "last error",
         ]);
+    let now = crate::store::now_ms();
     for row in rows {
+        let status = if row.scheduled {
+            "scheduled"
+        } else {
+            row.status.as_str()
+        };
+        // Only a pending delivery waits for a time: a scheduled event or a retry.
+        let due = if row.status == DeliveryStatus::Pending && row.next_attempt_at_ms > now {
+            let secs = (row.next_attempt_at_ms - now + 999) / 1000;
+            format!(
+                "in {}",
+                humantime::format_duration(std::time::Duration::from_secs(secs as u64))
+            )
+        } else {
+            String::new()
+        };
         table.add_row([
             row.id.to_string(),
-            format!("{:?}", row.status).to_lowercase(),
+            status.to_owned(),
             row.subscriber.clone(),
             row.kind.clone(),
             row.partition_key.clone().unwrap_or_default(),
             row.attempts.to_string(),
+            due,
             row.error_class.clone().unwrap_or_default(),
             row.last_error.clone().unwrap_or_default(),
         ]);

@@ -259,10 +259,16 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
         .iter()
         .map(|m| serde_json::to_string(&m.headers))
         .collect::<Result<Vec<_>, _>>()?;
-    let (delivery_messages, subscribers): (Vec<&str>, Vec<&str>) = messages
-        .iter()
-        .flat_map(|m| m.subscribers.iter().map(|s| (m.id.as_str(), s.as_str())))
-        .unzip();
+    let mut delivery_messages = Vec::new();
+    let mut subscribers = Vec::new();
+    let mut due = Vec::new();
+    for m in messages.iter() {
+        for subscriber in &m.subscribers {
+            delivery_messages.push(m.id.as_str());
+            subscribers.push(subscriber.as_str());
+            due.push(m.deliver_at_ms.unwrap_or(now));
+        }
+    }
     sqlx::query(
         "WITH m AS (
            INSERT INTO messages (id, kind, partition_key, tenant_id, correlation_id, causation_id,
@@ -280,9 +286,10 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
            RETURNING seq, id, partition_key)
          INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms,
                                  partition_hash)
-         SELECT m.seq, s.subscriber, m.partition_key, 'pending', $15,
+         SELECT m.seq, s.subscriber, m.partition_key, 'pending', s.due,
                 partition_hash(s.subscriber, COALESCE(m.partition_key, m.id))
-         FROM UNNEST($13::text[], $14::text[]) WITH ORDINALITY AS s(message_id, subscriber, n)
+         FROM UNNEST($13::text[], $14::text[], $15::bigint[]) WITH ORDINALITY
+              AS s(message_id, subscriber, due, n)
          JOIN m ON m.id = s.message_id
          ORDER BY s.n",
     )
@@ -300,7 +307,7 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
     .bind(messages.iter().map(|m| m.emitted_by.as_str()).collect::<Vec<_>>())
     .bind(&delivery_messages)
     .bind(&subscribers)
-    .bind(now)
+    .bind(&due)
     .bind(messages.iter().map(|m| i64::from(m.depth)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await

@@ -23,11 +23,19 @@
 //!   its key. Otherwise appends `n` to
 //!   `events/{key}`: the order in which this subscriber's effects committed.
 //! - command `flaky.cure` `{"key"}`: poison messages of `key` succeed from now on.
+//! - command `flaky.remind` `{"key", "n", "delay_ms"}`: emits `flaky.bumped` `{"key", "n"}`
+//!   with partition key `key`, due `delay_ms` after the emit, with the header `reminder: yes`
+//!   and schema version 2 (the command's payload has a declared schema: `key` a string, `n`
+//!   and `delay_ms` whole numbers).
+//! - The declared schema of the event `flaky.bumped` caps `n` at 1,000,000: a `flaky.remind`
+//!   or `flaky.bump` with a larger `n` fails as the emitted event does not match it. The query
+//!   `flaky.envelope` has a schema too: `kind` must be a string.
 //! - command `flaky.echo` `{}`: answers `{"headers": [[name, value]…], "schema_version"}` of
 //!   its own envelope, as the caller set them.
 //!
 //! The end of the envelope probe chain (Python `probe-py` → JavaScript `probe-js` → here):
-//! event `probe.js.saw` records `{kind, id, tenant_id, actor, correlation_id, causation_id}`
+//! event `probe.js.saw` records `{kind, id, tenant_id, actor, correlation_id, causation_id,
+//! headers, schema_version}`
 //! as the Rust SDK hands them over; query `flaky.envelope` `{"kind"}` answers it.
 //!
 //! A loop across two plugins, for the loop guard: command `flaky.loop` `{}` emits `loop.ping`;
@@ -101,6 +109,14 @@ struct Bump {
     permanent: bool,
 }
 
+/// Payload of `flaky.remind`.
+#[derive(Deserialize)]
+struct Remind {
+    key: String,
+    n: u64,
+    delay_ms: u64,
+}
+
 /// Payload of `flaky.cure` and `flaky.ledger`.
 #[derive(Deserialize)]
 struct KeyOnly {
@@ -142,6 +158,8 @@ fn envelope_of(msg: &Message) -> serde_json::Value {
         "actor": msg.actor(),
         "correlation_id": msg.correlation_id(),
         "causation_id": msg.causation_id(),
+        "headers": msg.headers(),
+        "schema_version": msg.schema_version(),
     })
 }
 
@@ -167,6 +185,35 @@ impl Plugin for Flaky {
             .query("flaky.marker")
             .event("probe.js.saw")
             .query("flaky.envelope")
+            .command("flaky.remind")
+            .schema(
+                "flaky.remind",
+                serde_json::json!({
+                    "type": "object",
+                    "required": ["key", "n", "delay_ms"],
+                    "properties": {
+                        "key": {"type": "string"},
+                        "n": {"type": "integer", "minimum": 0},
+                        "delay_ms": {"type": "integer", "minimum": 0}
+                    }
+                }),
+            )
+            .schema(
+                "flaky.bumped",
+                serde_json::json!({
+                    "type": "object",
+                    "required": ["key", "n"],
+                    "properties": {"n": {"type": "integer", "maximum": 1_000_000}}
+                }),
+            )
+            .schema(
+                "flaky.envelope",
+                serde_json::json!({
+                    "type": "object",
+                    "required": ["kind"],
+                    "properties": {"kind": {"type": "string"}}
+                }),
+            )
     }
 
     fn handle_command(msg: Message) -> Result<Reply, HandlerError> {
@@ -206,6 +253,16 @@ impl Plugin for Flaky {
                 append(&format!("commands/{}", bump.key), bump.n)?;
                 events::emit("flaky.bumped", &bump, Some(&bump.key))?;
                 Reply::json(&bump)
+            }
+            "flaky.remind" => {
+                let remind: Remind = msg.payload()?;
+                events::Emit::new("flaky.bumped")
+                    .partition_key(&remind.key)
+                    .after(std::time::Duration::from_millis(remind.delay_ms))
+                    .header("reminder", "yes")
+                    .schema_version(2)
+                    .send(&serde_json::json!({ "key": remind.key, "n": remind.n }))?;
+                Reply::json(&serde_json::json!({ "scheduled": remind.n }))
             }
             "flaky.loop" => {
                 events::emit("loop.ping", &serde_json::json!({}), None)?;
