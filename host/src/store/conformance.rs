@@ -13,6 +13,7 @@ on_every_backend!(
     a_delivery_commits_its_effects_once,
     a_dead_letter_holds_back_its_key_until_replayed,
     skip_parks_a_failed_delivery_and_strict_does_not,
+    a_scheduled_event_is_not_due_before_its_time_and_holds_nothing_back,
     replay_all_and_stats_follow_the_filters,
     an_empty_value_is_not_a_tombstone,
     a_large_mixed_batch_commits_in_order,
@@ -390,6 +391,48 @@ async fn skip_parks_a_failed_delivery_and_strict_does_not(store: &Store) {
     assert_eq!(store.stats().await.unwrap().by_status["dead"], 1);
     assert_eq!(store.purge_matching(&filter, false).await.unwrap(), [first]);
     assert_eq!(due_keys(store, &[]).await.len(), 1);
+}
+
+async fn a_scheduled_event_is_not_due_before_its_time_and_holds_nothing_back(store: &Store) {
+    let later = OutboxEvent {
+        deliver_at_ms: Some(now_ms() + 60_000),
+        ..event("e", "k", &["s"])
+    };
+    let soon = OutboxEvent {
+        deliver_at_ms: Some(now_ms() + 300),
+        ..event("e", "k", &["s"])
+    };
+    let now = event("e", "k", &["s"]);
+    let now_id = now.id.clone();
+    emit(store, vec![later, soon, now]).await;
+    // Under strict and skip alike, only the unscheduled third is due: the scheduled ones
+    // ahead of it in the lane hold nothing back while they wait.
+    for skip in [Vec::new(), vec!["s".to_owned()]] {
+        let due = store
+            .due_deliveries(&["s".into()], &skip, &[], Some(&every_partition()), 100)
+            .await
+            .unwrap();
+        assert_eq!(due.len(), 1, "{skip:?}");
+        assert_eq!(due[0].message_id, now_id);
+    }
+    // The dispatcher's next wake-up is the sooner one's time.
+    let next = store.next_retry_at_ms().await.unwrap().unwrap();
+    assert!(next <= now_ms() + 300, "{next}");
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // Once due it takes its place in the lane: first, ahead of the unscheduled one.
+    let due = due_keys(store, &[]).await;
+    assert_eq!(due.len(), 1, "{due:?}");
+    let first = store
+        .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 100)
+        .await
+        .unwrap();
+    assert_ne!(first[0].message_id, now_id);
+    let pending = store
+        .list_deliveries(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    let scheduled: Vec<bool> = pending.iter().map(|d| d.scheduled).collect();
+    assert_eq!(scheduled.iter().filter(|s| **s).count(), 1, "{pending:?}");
 }
 
 async fn replay_all_and_stats_follow_the_filters(store: &Store) {
