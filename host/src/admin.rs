@@ -195,6 +195,8 @@ async fn replay(
     if !replayed.map_err(database)? {
         return Err(no_delivery(id));
     }
+    // Run at once, not at the dispatcher's next poll.
+    app.executor.committer().notify_committed();
     ok(&serde_json::json!({ "id": id, "replayed": true, "was": was }))
 }
 
@@ -216,6 +218,9 @@ async fn replay_dead(State(app): State<AppState>, Params(query): Params<DeadQuer
         .replay_matching(&filter, query.dry_run)
         .await
         .map_err(database)?;
+    if !query.dry_run && !ids.is_empty() {
+        app.executor.committer().notify_committed();
+    }
     ok(&serde_json::json!({ "replayed": ids, "dry_run": query.dry_run }))
 }
 

@@ -136,6 +136,12 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 || args.seconds <= 0.0 || args.concurrency == 0 {
         bail!("--runs, --seconds and --concurrency must be positive");
     }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this `host` is a debug build, whose figures say little about the product: \
+             measure with the installed one (`cargo install --locked --path host`)"
+        );
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     if args.soak {
@@ -1395,7 +1401,7 @@ fn machine_description() -> String {
 
 fn reproduce_command(args: &BenchArgs) -> String {
     format!(
-        "cargo run --release -- bench --out {} --runs {} --seconds {} --concurrency {}{}",
+        "host bench --out {} --runs {} --seconds {} --concurrency {}{}",
         args.out.display(),
         args.runs,
         args.seconds,

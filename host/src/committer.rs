@@ -29,6 +29,7 @@ struct Pending {
 #[derive(Clone)]
 pub struct Committer {
     queue: mpsc::Sender<Pending>,
+    committed: Arc<Notify>,
 }
 
 impl Committer {
@@ -44,6 +45,7 @@ impl Committer {
     /// When the operating system refuses a thread or a runtime (start-up only).
     pub fn spawn(store: Store, committed: Arc<Notify>) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let woken = committed.clone();
         std::thread::Builder::new()
             .name("committer".into())
             .spawn(move || {
@@ -51,10 +53,19 @@ impl Committer {
                     .enable_all()
                     .build()
                     .expect("building the committer's runtime")
-                    .block_on(run_writer(store, receiver, committed));
+                    .block_on(run_writer(store, receiver, committed.clone()));
             })
             .expect("starting the committer thread");
-        Self { queue }
+        Self {
+            queue,
+            committed: woken,
+        }
+    }
+
+    /// Tells whoever waits for commits (the dispatcher) that deliveries changed beside the
+    /// committer, as an operator's replay through the admin API does.
+    pub fn notify_committed(&self) {
+        self.committed.notify_one();
     }
 
     /// Commits `write` (with whatever else is waiting) and returns once it is durable.

@@ -2,7 +2,7 @@
 //! blocks in turn, with a reader's pause before each, against a host serving the five example
 //! plugins with the default settings, and every answer it shows (`# →` and the `#   ` lines
 //! after it) checked against what the line printed. `localhost:7878` becomes the test host's
-//! address and `cargo run --` the host binary built for the tests, on the test host's database.
+//! address and `host` the host binary built for the tests, on the test host's database.
 
 use crate::harness::{DEMO, FRAUD_CHECK, Host, NOTIFIER, host_binary, host_dir, workspace_root};
 use std::process::Command;
@@ -34,11 +34,12 @@ fn the_readme_walk_through_prints_what_it_shows_when_followed_a_line_at_a_time()
     let address = host.base_url().trim_start_matches("http://").to_owned();
     for step in &steps {
         std::thread::sleep(READER_PAUSE);
-        let line = step.command.replace("localhost:7878", &address).replacen(
-            "cargo run --",
-            host_binary(),
-            1,
-        );
+        let line = step.command.replace("localhost:7878", &address);
+        // `host` is the command the README installs: here, the binary built for the tests.
+        let line = match line.strip_prefix("host ") {
+            Some(rest) => format!("{} {rest}", host_binary()),
+            None => line,
+        };
         let output = Command::new("sh")
             .args(["-c", &line])
             .current_dir(host.plugins_dir().parent().unwrap())

@@ -184,7 +184,7 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
 
     let report = SoakReport {
         command: format!(
-            "cargo run --release -- bench --soak --soak-rate {} --soak-seconds {} --soak-calls-per-instance {}",
+            "host bench --soak --soak-rate {} --soak-seconds {} --soak-calls-per-instance {}",
             args.soak_rate, args.soak_seconds, args.soak_calls_per_instance
         ),
         calls_per_instance: args.soak_calls_per_instance,
