@@ -15,6 +15,7 @@
 //! database; ratios compare figures from the same run, which is what is comparable on a noisy
 //! machine. Writes `bench.md` and `bench.json` to `--out`.
 
+mod cold_start;
 mod soak;
 
 use crate::bindings::Envelope;
@@ -364,6 +365,15 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
     let (_, examples) =
         PluginDir::load(&bench.sandbox, &args.examples, BuildPolicy::BuildStale).await?;
+    let starts = if args.quick { 2 } else { 10 };
+    let loaded = examples.names().len();
+    let p8 = bench.repeat(|i| bench.cold_start(i, starts)).await?;
+    figures.push(p8.figure(
+        "P8",
+        "cold start: `host run` process start → serving, compiled components cached (p50)",
+        "ms",
+        &format!("{loaded} example plugins, a fresh SQLite database each start, {starts} starts"),
+    ));
     // The same examples again, each instance serving up to KEPT_CALLS calls.
     let keeping = Sandbox::new(Limits {
         calls_per_instance: KEPT_CALLS,
@@ -889,6 +899,22 @@ impl Bench {
 
     /// R1: the watcher path of `host run --watch`, timed from the rename of a new build into
     /// the plugins folder to the moment the executor routes to it.
+    async fn cold_start(&self, run: usize, starts: usize) -> anyhow::Result<Run> {
+        let scratch = self.scratch.join(format!("cold-start-{run}"));
+        std::fs::create_dir_all(&scratch)?;
+        let examples = self.args.examples.clone();
+        let mut timings = tokio::task::spawn_blocking(move || {
+            cold_start::time_starts(&examples, &scratch, starts)
+        })
+        .await??;
+        timings.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok(Run {
+            value: ms(percentile(&timings, 50.0)),
+            detail: vec![("p99 ms".into(), ms(percentile(&timings, 99.0)))],
+        })
+    }
+
     async fn hot_reload(&self, run: usize, swaps: usize) -> anyhow::Result<Run> {
         let rig = self.rig(StoreKind::Sqlite, "reload", run).await?;
         let folder = self.scratch.join(format!("reload-{run}"));

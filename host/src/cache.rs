@@ -8,6 +8,11 @@
 //! against the engine. A corrupt, truncated or incompatible entry is logged, recompiled and
 //! written again. Entries are written to a temporary file and renamed into place, so a crash
 //! or a concurrent host never leaves a half-written entry under a key.
+//!
+//! The folder is bounded: each hit marks its entry as used (its modification time), and
+//! each new entry evicts the least recently used ones while the folder is over its size cap
+//! ([`DEFAULT_MAX_BYTES`] unless configured), so the builds of a long `host dev` session do
+//! not pile up. Several hosts may share the folder: an evicted entry only costs a compile.
 
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
@@ -19,6 +24,11 @@ use wasmtime::component::Component;
 const MAGIC: &[u8; 8] = b"HHCACHE1";
 /// SHA-256 digest length.
 const DIGEST_LEN: usize = 32;
+/// The extension of an entry; nothing else in the folder is counted or evicted.
+const ENTRY_EXTENSION: &str = "cwasm";
+/// The size cap of the folder when none is configured: room for a few dozen builds of the
+/// interpreted languages, whose compiled components are tens of MiB each.
+pub const DEFAULT_MAX_BYTES: u64 = 2 << 30;
 
 /// How a component was obtained.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,12 +47,23 @@ pub enum Compiled {
 #[derive(Debug, Clone)]
 pub struct ComponentCache {
     dir: PathBuf,
+    max_bytes: u64,
 }
 
 impl ComponentCache {
-    /// A cache in `dir`, created when first written.
+    /// A cache in `dir`, created when first written, capped at [`DEFAULT_MAX_BYTES`].
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            max_bytes: DEFAULT_MAX_BYTES,
+        }
+    }
+
+    /// The same cache capped at `max_bytes` of entries.
+    #[must_use]
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> Self {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The default location: `$XDG_CACHE_HOME/handler-host/components`, else
@@ -78,7 +99,10 @@ impl ComponentCache {
         let path = self.entry_path(engine, digest);
         let how = match std::fs::read(&path) {
             Ok(entry) => match self.open_entry(engine, &entry) {
-                Ok(component) => return Ok((component, Compiled::Cached)),
+                Ok(component) => {
+                    mark_used(&path);
+                    return Ok((component, Compiled::Cached));
+                }
                 Err(reason) => {
                     tracing::warn!(entry = %path.display(), "compiled-component cache entry rejected, recompiling: {reason}");
                     Compiled::Rebuilt(reason)
@@ -90,6 +114,17 @@ impl ComponentCache {
         let component = Component::from_binary(engine, bytes)?;
         if let Err(e) = self.store_entry(&path, &component) {
             tracing::warn!(dir = %self.dir.display(), "cannot write the compiled-component cache: {e:#}");
+        }
+        match evict_least_recently_used(&self.dir, self.max_bytes, &path) {
+            Ok((0, _)) => {}
+            Ok((entries, bytes)) => tracing::info!(
+                dir = %self.dir.display(), entries, mib = bytes >> 20,
+                "compiled-component cache over its cap of {} MiB: evicted the least recently used entries",
+                self.max_bytes >> 20
+            ),
+            Err(e) => {
+                tracing::warn!(dir = %self.dir.display(), "cannot trim the compiled-component cache: {e:#}")
+            }
         }
         Ok((component, how))
     }
@@ -135,6 +170,56 @@ impl ComponentCache {
     }
 }
 
+/// Marks an entry as just used, so eviction takes it last. Best effort: a read-only cache
+/// still serves.
+fn mark_used(path: &Path) {
+    if let Ok(file) = std::fs::File::options().append(true).open(path) {
+        let _ = file.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes the least recently used entries of `dir`, never `keep` (the entry just written),
+/// until the rest take at most `max_bytes`; (entries removed, their bytes).
+fn evict_least_recently_used(
+    dir: &Path,
+    max_bytes: u64,
+    keep: &Path,
+) -> std::io::Result<(usize, u64)> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != ENTRY_EXTENSION) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        entries.push((meta.modified()?, meta.len(), path));
+    }
+    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    // Oldest first.
+    entries.sort();
+    let (mut removed, mut freed) = (0, 0);
+    for (_, len, path) in entries {
+        if total <= max_bytes {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        // Another host may have removed it first: it is gone either way.
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                removed += 1;
+                freed += len;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        total -= len;
+    }
+    Ok((removed, freed))
+}
+
 /// The hex SHA-256 of a component's bytes: its identity in the cache and in version labels.
 pub fn content_digest(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -162,6 +247,63 @@ mod tests {
             .collect();
         assert_eq!(entries.len(), 1, "{entries:?}");
         entries[0].clone()
+    }
+
+    #[test]
+    fn over_the_cap_the_least_recently_used_entries_go_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = std::time::SystemTime::now();
+        let entry = |name: &str, minutes_ago: u64| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![0u8; 100]).unwrap();
+            let file = std::fs::File::options().append(true).open(&path).unwrap();
+            file.set_modified(now - std::time::Duration::from_secs(60 * minutes_ago))
+                .unwrap();
+            path
+        };
+        let oldest = entry("a.cwasm", 30);
+        let older = entry("b.cwasm", 20);
+        let newest = entry("c.cwasm", 10);
+        let other = entry("notes.txt", 60);
+        let none = dir.path().join("none.cwasm");
+        let evict = |max, keep: &Path| evict_least_recently_used(dir.path(), max, keep).unwrap();
+        assert_eq!(evict(300, &none), (0, 0));
+        assert_eq!(evict(250, &none), (1, 100));
+        assert!(!oldest.exists() && older.exists() && newest.exists());
+        // Using an entry makes it the most recent: the other one goes.
+        mark_used(&older);
+        assert_eq!(evict(150, &none), (1, 100));
+        assert!(older.exists() && !newest.exists());
+        // The entry just written stays, even over the cap.
+        assert_eq!(evict(50, &older), (0, 0));
+        assert!(older.exists());
+        assert!(other.exists(), "only entries are counted and evicted");
+    }
+
+    #[test]
+    fn a_hit_marks_its_entry_used_and_a_new_entry_keeps_the_folder_under_its_cap() {
+        let (_dir, cache, engine, bytes, digest) = setup();
+        cache.load_or_compile(&engine, &bytes, &digest).unwrap();
+        let entry = only_entry(&cache);
+        let an_hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .append(true)
+            .open(&entry)
+            .unwrap()
+            .set_modified(an_hour_ago)
+            .unwrap();
+        cache.load_or_compile(&engine, &bytes, &digest).unwrap();
+        let used = std::fs::metadata(&entry).unwrap().modified().unwrap();
+        assert!(used > an_hour_ago + std::time::Duration::from_secs(3000));
+
+        // A cap below one entry: each new entry evicts the ones before, and stays.
+        let small = ComponentCache::new(cache.dir()).with_max_bytes(1);
+        let other = wat::parse_str("(component (core module (func (export \"g\"))))").unwrap();
+        small
+            .load_or_compile(&engine, &other, &content_digest(&other))
+            .unwrap();
+        assert!(!entry.exists());
+        assert_eq!(std::fs::read_dir(cache.dir()).unwrap().count(), 1);
     }
 
     #[test]

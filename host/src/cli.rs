@@ -99,6 +99,10 @@ pub struct CacheArg {
     /// Compile every component at load; read and write no cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Size cap of the cache folder in MiB: a new entry evicts the least recently used ones
+    /// while the folder is over it.
+    #[arg(long, env = "HOST_CACHE_MAX_MIB", default_value_t = crate::cache::DEFAULT_MAX_BYTES >> 20)]
+    pub cache_max_mib: u64,
 }
 
 impl CacheArg {
@@ -109,7 +113,7 @@ impl CacheArg {
         self.cache_dir
             .clone()
             .or_else(ComponentCache::default_dir)
-            .map(ComponentCache::new)
+            .map(|dir| ComponentCache::new(dir).with_max_bytes(self.cache_max_mib << 20))
     }
 }
 
@@ -379,6 +383,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         effective["watch"] = serde_json::json!(args.watch);
         effective["allow_stranding"] = serde_json::json!(args.allow_stranding);
         effective["cache_dir"] = serde_json::json!(args.cache.cache().map(|c| c.dir().to_owned()));
+        effective["cache_max_mib"] = serde_json::json!(args.cache.cache_max_mib);
         effective["admin_token"] = serde_json::json!(args.admin_token.as_ref().map(|_| "(set)"));
         effective["body_read_timeout_ms"] = serde_json::json!(args.body_read_timeout_ms);
         effective["lease_timeout_ms"] = serde_json::json!(args.lease_timeout_ms);

@@ -8,7 +8,7 @@ mod contract;
 mod schemas;
 
 use crate::bindings::{Envelope, HandlerError, PluginInfo};
-use crate::cache::{Compiled, content_digest};
+use crate::cache::Compiled;
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::sandbox::{self, GuestState, Sandbox};
@@ -94,7 +94,8 @@ pub struct CallResult<T> {
 }
 
 impl Plugin {
-    /// Compiles, links and describes the component in `bytes` read from `file`.
+    /// Compiles, links and describes the component in `bytes` read from `file`, whose
+    /// SHA-256 is `digest` (hex, as [`crate::cache::content_digest`] gives it).
     ///
     /// # Errors
     /// A [`LoadError`] naming the file when it is not a component, does not implement the
@@ -103,6 +104,7 @@ impl Plugin {
         sandbox: &Arc<Sandbox>,
         file: &Path,
         bytes: Vec<u8>,
+        digest: &str,
     ) -> Result<Self, LoadError> {
         if bytes.starts_with(&CORE_MODULE_HEADER) {
             return Err(LoadError::new(
@@ -110,7 +112,7 @@ impl Plugin {
                 "this is a core WebAssembly module, not a component; build it as a component (e.g. `--target wasm32-wasip2`)",
             ));
         }
-        let digest = content_digest(&bytes);
+        let digest = digest.to_owned();
         let compiler = sandbox.clone();
         let key = digest.clone();
         let started = Instant::now();
@@ -549,7 +551,14 @@ mod tests {
 
     async fn load(bytes: Vec<u8>) -> Result<Plugin, LoadError> {
         let sandbox = Sandbox::new(Limits::DEFAULT).unwrap();
-        Plugin::load(&sandbox, Path::new("plugins/under-test.wasm"), bytes).await
+        let digest = crate::cache::content_digest(&bytes);
+        Plugin::load(
+            &sandbox,
+            Path::new("plugins/under-test.wasm"),
+            bytes,
+            &digest,
+        )
+        .await
     }
 
     fn cause(result: Result<Plugin, LoadError>) -> String {

@@ -54,6 +54,14 @@ struct Failure {
     inputs_at: Option<SystemTime>,
 }
 
+/// A component read for loading, with its SHA-256 (hex).
+struct Candidate {
+    file: PathBuf,
+    /// Taken by the load.
+    bytes: Vec<u8>,
+    digest: String,
+}
+
 /// The plugin an entry serves.
 #[derive(Debug, Clone)]
 struct Serving {
@@ -140,10 +148,24 @@ impl PluginDir {
             seen.insert(folder.clone());
             self.fail(&folder, None, None, error, &next);
         }
+        // Builds run one at a time (each is a compiler of its own); what they give, and the
+        // components dropped in, are then loaded all at once: compiling or reading the cache
+        // and `describe` are independent per component.
+        let mut ready = Vec::new();
         for entry in entries {
             let path = entry.path().to_owned();
             seen.insert(path.clone());
-            changed |= self.update(&path, entry, &mut next).await;
+            if let Some(candidate) = self.prepare(&path, entry, &next).await {
+                ready.push((path, candidate));
+            }
+        }
+        let loads = ready.iter_mut().map(|(_, candidate)| {
+            let bytes = std::mem::take(&mut candidate.bytes);
+            Plugin::load(&self.sandbox, &candidate.file, bytes, &candidate.digest)
+        });
+        let loaded = futures::future::join_all(loads).await;
+        for ((path, candidate), loaded) in ready.into_iter().zip(loaded) {
+            changed |= self.apply(&path, candidate, loaded, &mut next).await;
         }
         self.failures.retain(|path, _| seen.contains(path));
         let gone: Vec<PathBuf> = self
@@ -184,8 +206,10 @@ impl PluginDir {
         Ok((changed || errors_changed).then_some(next))
     }
 
-    /// Brings one entry up to date; whether the set of serving plugins changed.
-    async fn update(&mut self, path: &Path, entry: Entry, next: &mut Registry) -> bool {
+    /// Builds one entry if it is stale and reads its component: the component to load, or
+    /// `None` when there is nothing to load (the build or the read failed, which is recorded,
+    /// or the same version already serves or was already refused).
+    async fn prepare(&mut self, path: &Path, entry: Entry, next: &Registry) -> Option<Candidate> {
         let file = match entry {
             Entry::Component(file) => file,
             Entry::Source { folder, manifest } => {
@@ -193,7 +217,7 @@ impl PluginDir {
                     Ok(file) => file,
                     Err(failure) => {
                         self.fail(path, failure.digest, failure.inputs_at, failure.error, next);
-                        return false;
+                        return None;
                     }
                 }
             }
@@ -203,7 +227,7 @@ impl PluginDir {
             Err(e) => {
                 let error = LoadError::new(&file, format!("cannot read the file: {e}"));
                 self.fail(path, None, None, error, next);
-                return false;
+                return None;
             }
         };
         let digest = content_digest(&bytes);
@@ -212,7 +236,7 @@ impl PluginDir {
             .get(path)
             .is_some_and(|f| f.digest.as_deref() == Some(digest.as_str()))
         {
-            return false; // the same broken version: already reported
+            return None; // the same broken version: already reported
         }
         if let Some(serving) = self.serving.get(path)
             && serving.digest == digest
@@ -223,16 +247,31 @@ impl PluginDir {
                     "the serving version is back in {}", path.display()
                 );
             }
-            return false;
+            return None;
         }
+        Some(Candidate {
+            file,
+            bytes,
+            digest,
+        })
+    }
+
+    /// Puts a loaded (or failed) candidate in place of what `path` served; whether the set
+    /// of serving plugins changed.
+    async fn apply(
+        &mut self,
+        path: &Path,
+        candidate: Candidate,
+        loaded: Result<Plugin, LoadError>,
+        next: &mut Registry,
+    ) -> bool {
+        let Candidate { file, digest, .. } = candidate;
         let previous = self.serving.get(path).map(|s| s.name.clone());
-        let loaded = Plugin::load(&self.sandbox, &file, bytes)
-            .await
-            .and_then(|plugin| {
-                let plugin = Arc::new(plugin);
-                let registry = next.with(plugin.clone(), previous.as_deref())?;
-                Ok((plugin, registry))
-            });
+        let loaded = loaded.and_then(|plugin| {
+            let plugin = Arc::new(plugin);
+            let registry = next.with(plugin.clone(), previous.as_deref())?;
+            Ok((plugin, registry))
+        });
         if let (Ok((_, registry)), Some(old)) = (&loaded, &previous) {
             let change = format!("the new version in {}", file.display());
             if let Some(refusal) = self.stranding(old, next, registry, &change).await {

@@ -1,0 +1,73 @@
+//! P8: how long `host run` takes from process start to serving — database opened and
+//! migrated, every example plugin loaded from a warm compiled-component cache, listening — the
+//! way an operator restarts it.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a start may take before the figure is abandoned as broken.
+const START_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Starts this executable as `host run` on `examples` `starts` times (after one untimed
+/// start that fills the cache in `scratch`), each on a fresh database, and returns each
+/// start's time to its listening line.
+///
+/// # Errors
+/// Fails when a start does not reach its listening line.
+pub fn time_starts(
+    examples: &Path,
+    scratch: &Path,
+    starts: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let host = std::env::current_exe().context("finding the host executable")?;
+    let cache = scratch.join("cache");
+    let mut timings = Vec::with_capacity(starts);
+    for start in 0..=starts {
+        let database = scratch.join(format!("start-{start}.db"));
+        let began = Instant::now();
+        let mut child = Command::new(&host)
+            .arg("run")
+            .arg("--plugins")
+            .arg(examples)
+            .arg("--database-url")
+            .arg(format!("sqlite://{}", database.display()))
+            .args(["--listen", "127.0.0.1:0", "--no-dispatch"])
+            .arg("--cache-dir")
+            .arg(&cache)
+            .env("HOST_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", host.display()))?;
+        let stdout = child.stdout.take().expect("piped");
+        let (lines, listening) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("host listening on ") {
+                    let _ = lines.send(());
+                    return;
+                }
+            }
+        });
+        let served = listening.recv_timeout(START_DEADLINE);
+        let took = began.elapsed();
+        let _ = child.kill();
+        let _ = child.wait();
+        if served.is_err() {
+            bail!(
+                "`host run --plugins {}` did not serve within {START_DEADLINE:?}",
+                examples.display()
+            );
+        }
+        // The first start compiles what the cache lacks: not a restart.
+        if start > 0 {
+            timings.push(took);
+        }
+    }
+    Ok(timings)
+}
