@@ -110,6 +110,13 @@ fn project_files(
     };
     let sdk = sdk.canonicalize()?;
     let wit = relative_to(project, &sdk.with_file_name("wit"));
+    let repository = repository_around(project, &sdk);
+    // Inside the repository, a Rust project builds into the folder where the examples built
+    // the SDK's dependencies already, with the repository's pinned versions.
+    let target = match &repository {
+        Some(root) if lang == Lang::Rust => relative_to(project, &root.join("target/plugins")),
+        _ => PathBuf::from("target"),
+    };
     let sdk = relative_to(project, &sdk);
     let artifact = name.replace('-', "_");
     let fill = |template: &str| {
@@ -118,6 +125,7 @@ fn project_files(
             .replace("{{artifact}}", &artifact)
             .replace("{{sdk}}", &slashed(&sdk))
             .replace("{{wit}}", &slashed(&wit))
+            .replace("{{target}}", &slashed(&target))
     };
     let files: &[(&str, &str)] = match lang {
         Lang::Rust => &[
@@ -137,10 +145,25 @@ fn project_files(
             (".gitignore", "/target\n"),
         ],
     };
-    Ok(files
+    let mut files: Vec<(PathBuf, String)> = files
         .iter()
         .map(|(path, template)| (PathBuf::from(path), fill(template)))
-        .collect())
+        .collect();
+    if let Some(root) = repository.filter(|_| lang == Lang::Rust) {
+        let lock = root.join("Cargo.lock");
+        let pinned = std::fs::read_to_string(&lock)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", lock.display()))?;
+        files.push((PathBuf::from("Cargo.lock"), pinned));
+    }
+    Ok(files)
+}
+
+/// The repository `sdk` belongs to, when `project` is created inside it (and it has its lock
+/// file); `None` for a project elsewhere, which stands alone.
+fn repository_around(project: &Path, sdk: &Path) -> Option<PathBuf> {
+    let root = sdk.parent()?;
+    let parent = project.parent()?.canonicalize().ok()?;
+    (parent.starts_with(root) && root.join("Cargo.lock").is_file()).then(|| root.to_owned())
 }
 
 fn is_sdk(dir: &Path) -> bool {
@@ -204,12 +227,17 @@ serde_json = "1"
 
 # A project of its own, even inside another Cargo workspace.
 [workspace]
+
+[profile.release]
+# Line tables for readable backtraces; the same as the repository's plugins, so a shared build
+# folder reuses what they built.
+debug = "line-tables-only"
 "#;
 
 const RUST_PLUGIN_TOML: &str = r#"# How the host builds this plugin (paths are relative to this folder).
 [build]
-command = ["cargo", "build", "--release", "--target", "wasm32-wasip2"]
-output = "target/wasm32-wasip2/release/{{artifact}}.wasm"
+command = ["cargo", "build", "--release", "--target", "wasm32-wasip2", "--target-dir", "{{target}}"]
+output = "{{target}}/wasm32-wasip2/release/{{artifact}}.wasm"
 # The component is stale when this crate, the SDK or the WIT contract changed.
 inputs = [".", "{{sdk}}", "{{wit}}"]
 "#;
@@ -441,6 +469,50 @@ mod tests {
         let project = root.path().join("plugins/demo");
         let sdk = sdk.canonicalize().unwrap();
         assert_eq!(relative_to(&project, &sdk), PathBuf::from("../../sdk"));
+    }
+
+    #[test]
+    fn inside_the_repository_a_rust_project_shares_its_lock_file_and_build_folder() {
+        let repository = Path::new(BUILT_WITH_SDK).parent().unwrap();
+        let inside = tempfile::tempdir_in(repository.join("target")).unwrap();
+        let project = inside.path().join("demo");
+        let files = project_files(Lang::Rust, "demo", &project, None).unwrap();
+        let file = |name: &str| {
+            files
+                .iter()
+                .find(|(path, _)| path == Path::new(name))
+                .map(|(_, text)| text.clone())
+        };
+        let lock = std::fs::read_to_string(repository.join("Cargo.lock")).unwrap();
+        assert_eq!(file("Cargo.lock").as_deref(), Some(lock.as_str()));
+        let plugin_toml = file("plugin.toml").unwrap();
+        assert!(
+            plugin_toml.contains(r#""--target-dir", "../../plugins""#),
+            "{plugin_toml}"
+        );
+        assert!(
+            plugin_toml.contains(r#"output = "../../plugins/wasm32-wasip2/release/demo.wasm""#),
+            "{plugin_toml}"
+        );
+
+        let outside = tempfile::tempdir().unwrap();
+        let sdk = PathBuf::from(BUILT_WITH_SDK);
+        let files =
+            project_files(Lang::Rust, "demo", &outside.path().join("demo"), Some(&sdk)).unwrap();
+        assert!(
+            files
+                .iter()
+                .all(|(path, _)| path != Path::new("Cargo.lock"))
+        );
+        let plugin_toml = &files
+            .iter()
+            .find(|(path, _)| path == Path::new("plugin.toml"))
+            .unwrap()
+            .1;
+        assert!(
+            plugin_toml.contains(r#"output = "target/wasm32-wasip2/release/demo.wasm""#),
+            "{plugin_toml}"
+        );
     }
 
     #[test]
