@@ -245,7 +245,8 @@ inputs = [".", "{{sdk}}", "{{wit}}"]
 const RUST_LIB_RS: &str = r#"//! The `{{name}}` plugin.
 //!
 //! - command `{{name}}.greet` `{"id","name"}`: stores a greeting and emits `{{name}}.greeted`;
-//!   answers `{"id","greeting"}`. An empty name is rejected (HTTP 422).
+//!   answers `{"id","greeting"}`. Its payload schema makes the host refuse one without a string
+//!   `id` and `name` (HTTP 422) before the handler runs; the handler rejects an empty name.
 //! - event `{{name}}.greeted`: counts the greetings.
 //! - query `{{name}}.get` `{"id"}`: `{"id","greeting","greeted_total"}`.
 //!
@@ -281,6 +282,15 @@ impl Plugin for Handler {
     fn info() -> PluginInfo {
         PluginInfo::new("{{name}}", env!("CARGO_PKG_VERSION"))
             .command("{{name}}.greet")
+            // Checked by the host before the handler runs: a mismatch answers 422.
+            .schema(
+                "{{name}}.greet",
+                serde_json::json!({
+                    "type": "object",
+                    "required": ["id", "name"],
+                    "properties": {"id": {"type": "string"}, "name": {"type": "string"}}
+                }),
+            )
             .event("{{name}}.greeted")
             .query("{{name}}.get")
     }
@@ -335,7 +345,8 @@ inputs = [".", "{{sdk}}/python", "{{wit}}"]
 const PYTHON_APP_PY: &str = r#""""The `{{name}}` plugin.
 
 - command `{{name}}.greet` `{"id","name"}`: stores a greeting and emits `{{name}}.greeted`;
-  answers `{"id","greeting"}`. An empty name is rejected (HTTP 422).
+  answers `{"id","greeting"}`. Its payload schema makes the host refuse one without a string
+  `id` and `name` (HTTP 422) before the handler runs; the handler rejects an empty name.
 - event `{{name}}.greeted`: counts the greetings.
 - query `{{name}}.get` `{"id"}`: `{"id","greeting","greeted_total"}`.
 
@@ -355,6 +366,14 @@ class Plugin(hh.Plugin):
     commands = ["{{name}}.greet"]
     events = ["{{name}}.greeted"]
     queries = ["{{name}}.get"]
+    # Checked by the host before the handler runs: a mismatch answers 422.
+    schemas = {
+        "{{name}}.greet": {
+            "type": "object",
+            "required": ["id", "name"],
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"}},
+        },
+    }
 
     def handle_command(self, msg):
         greet = msg.payload()
@@ -393,7 +412,8 @@ const JAVASCRIPT_APP_JS: &str = r#"/**
  * The `{{name}}` plugin.
  *
  * - command `{{name}}.greet` `{"id","name"}`: stores a greeting and emits `{{name}}.greeted`;
- *   answers `{"id","greeting"}`. An empty name is rejected (HTTP 422).
+ *   answers `{"id","greeting"}`. Its payload schema makes the host refuse one without a string
+ *   `id` and `name` (HTTP 422) before the handler runs; the handler rejects an empty name.
  * - event `{{name}}.greeted`: counts the greetings.
  * - query `{{name}}.get` `{"id"}`: `{"id","greeting","greeted_total"}`.
  *
@@ -412,6 +432,14 @@ export const { describe, handleCommand, handleEvent, handleQuery } = exportPlugi
   commands: ["{{name}}.greet"],
   events: ["{{name}}.greeted"],
   queries: ["{{name}}.get"],
+  // Checked by the host before the handler runs: a mismatch answers 422.
+  schemas: {
+    "{{name}}.greet": {
+      type: "object",
+      required: ["id", "name"],
+      properties: { id: { type: "string" }, name: { type: "string" } },
+    },
+  },
 
   handleCommand(msg) {
     const greet = msg.payload();

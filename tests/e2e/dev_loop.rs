@@ -46,6 +46,10 @@ fn new_project_follows_every_edit(lang: &str, source: &str) {
         "the template rejects an empty name: {empty:?}"
     );
     assert_eq!(empty.error_plugin(), "demo");
+    // The template declares the command's payload schema: the host refuses before it runs.
+    let untyped = host.command("demo.greet", json!({ "id": 2, "name": "Ada" }));
+    assert_eq!(untyped.status, 422, "{untyped:?}");
+    assert!(untyped.error_message().contains("`/id`"), "{untyped:?}");
 
     // Edit the source: the next commands are answered by the rebuilt plugin.
     let source = host.plugins_dir().join("demo").join(source);
