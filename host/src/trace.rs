@@ -6,7 +6,7 @@
 //! (its id and the plugin that handled it). A request whose command emitted nothing, or whose
 //! messages retention has deleted, leaves nothing to trace.
 
-use crate::store::{DeliveryStatus, Store, TracedDelivery, TracedMessage};
+use crate::store::{DeliveryStatus, Store, TracedDelivery, TracedMessage, now_ms};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -259,6 +259,10 @@ fn delivery_summary(d: &TracedDelivery, start: i64) -> String {
             d.completed_at_ms.map_or(0, |at| at - start)
         ),
         DeliveryStatus::Dead => format!("DEAD, {attempts}"),
+        // A scheduled event, not due yet.
+        DeliveryStatus::Pending if d.attempts == 0 && d.next_attempt_at_ms > now_ms() => {
+            format!("scheduled, due at +{} ms", d.next_attempt_at_ms - start)
+        }
         DeliveryStatus::Pending if d.attempts == 0 => "pending, not run yet".to_owned(),
         DeliveryStatus::Pending => format!(
             "pending, {attempts}, next at +{} ms",
@@ -319,6 +323,19 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_pending_delivery_says_whether_it_waits_for_its_time_or_a_turn() {
+        let mut delivery = message("a", None, "p", &["s"]).deliveries.remove(0);
+        delivery.status = DeliveryStatus::Pending;
+        delivery.attempts = 0;
+        delivery.next_attempt_at_ms = now_ms() + 60_000;
+        let start = now_ms();
+        let scheduled = delivery_summary(&delivery, start);
+        assert!(scheduled.starts_with("scheduled, due at +"), "{scheduled}");
+        delivery.next_attempt_at_ms = start;
+        assert_eq!(delivery_summary(&delivery, start), "pending, not run yet");
     }
 
     #[test]
