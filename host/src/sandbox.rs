@@ -49,8 +49,6 @@ pub const MAX_LOG_MESSAGES_PER_CALL: usize = 1_000;
 pub const KEEP_RESIDENT_MEMORY_BYTES: usize = 1 << 20;
 /// The same for tables.
 pub const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
-/// Slots decommitted at once, so one TLB shoot-down serves several.
-pub const DECOMMIT_BATCH: usize = 16;
 /// Longest key a guest may use. Keys are stored and indexed by the host.
 pub const MAX_KEY_BYTES: usize = 1024;
 
@@ -172,12 +170,11 @@ impl Sandbox {
         // pages the last instance dirtied, with `memset`, and keep them resident, rather than
         // `madvise` the whole memory away and fault it back in (with a TLB shoot-down per
         // reset). `pagemap_scan` finds the dirtied pages (Linux 6.7+; elsewhere the low
-        // `KEEP_RESIDENT` bytes are reset instead); what is past it is still decommitted, in
-        // batches.
+        // `KEEP_RESIDENT` bytes are reset instead); what is past them is decommitted at once,
+        // not batched, so a guest that grew to its memory cap gives it all back when it ends.
         pool.linear_memory_keep_resident(KEEP_RESIDENT_MEMORY_BYTES)
             .table_keep_resident(KEEP_RESIDENT_TABLE_BYTES)
-            .pagemap_scan(wasmtime::Enabled::Auto)
-            .decommit_batch_size(DECOMMIT_BATCH);
+            .pagemap_scan(wasmtime::Enabled::Auto);
         let mut config = Config::new();
         config
             .epoch_interruption(true)
