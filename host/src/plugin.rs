@@ -205,11 +205,6 @@ impl Plugin {
         &self.info
     }
 
-    /// The version of the contract its component was built against.
-    pub fn contract_version(&self) -> &'static str {
-        self.pre.version()
-    }
-
     /// Checks an incoming command or query against the schema the plugin declared for its
     /// kind, before any handler runs.
     ///

@@ -54,10 +54,15 @@ impl unit_of_work_api::Host for GuestState {
         payload: Vec<u8>,
         options: EmitOptions,
     ) -> wasmtime::Result<()> {
-        let now = now_ms();
-        let deliver_at_ms = options.deliver.map(|schedule| match schedule {
-            Schedule::AfterMs(ms) => now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
-            Schedule::AtMs(at) => i64::try_from(at).unwrap_or(i64::MAX),
+        // The clock is read only for a scheduled event.
+        let deliver_at_ms = options.deliver.and_then(|schedule| {
+            let now = now_ms();
+            let at = match schedule {
+                Schedule::AfterMs(ms) => now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX)),
+                Schedule::AtMs(at) => i64::try_from(at).unwrap_or(i64::MAX),
+            };
+            // One already due is due at once: it need not look scheduled.
+            (at > now).then_some(at)
         });
         Ok(self.unit_of_work()?.emit(EmittedEvent {
             kind,
@@ -65,8 +70,7 @@ impl unit_of_work_api::Host for GuestState {
             partition_key: options.partition_key,
             headers: options.headers,
             schema_version: options.schema_version.unwrap_or(1),
-            // One already due is due at once: it need not look scheduled.
-            deliver_at_ms: deliver_at_ms.filter(|&at| at > now),
+            deliver_at_ms,
         })?)
     }
 }
