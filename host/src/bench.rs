@@ -568,6 +568,14 @@ const LANGUAGES: &[Language] = &[
         command: "notify.channel",
         payload: r#"{"channel":"email"}"#,
     },
+    Language {
+        id: "L-c",
+        what: "invoke of a small command, C example (p50)",
+        language: "C",
+        plugin: "tally",
+        command: "tally.reset",
+        payload: r#"{"sku":"bench"}"#,
+    },
 ];
 
 /// One run's result: the headline value and its percentiles.

@@ -23,8 +23,8 @@ pub struct NewArgs {
     /// Folder to create the project in (as `DIR/NAME`).
     #[arg(long, default_value = "./plugins")]
     pub dir: PathBuf,
-    /// The `sdk/` folder of the Handler Host repository (the Rust SDK, with the Python and
-    /// JavaScript SDKs inside) [default: found above DIR, else the one this host was built
+    /// The `sdk/` folder of the Handler Host repository (the Rust SDK, with the Python,
+    /// JavaScript and C SDKs inside) [default: found above DIR, else the one this host was built
     /// from].
     #[arg(long)]
     pub sdk: Option<PathBuf>,
@@ -35,6 +35,7 @@ pub enum Lang {
     Rust,
     Python,
     Javascript,
+    C,
 }
 
 /// Creates the project and says what to do next.
@@ -55,6 +56,7 @@ pub fn create(args: &NewArgs) -> anyhow::Result<()> {
         Lang::Rust => "src/lib.rs",
         Lang::Python => "app.py",
         Lang::Javascript => "app.js",
+        Lang::C => "plugin.c",
     };
     for (path, text) in &files {
         let path = project.join(path);
@@ -142,6 +144,11 @@ fn project_files(
         Lang::Javascript => &[
             ("plugin.toml", JAVASCRIPT_PLUGIN_TOML),
             ("app.js", JAVASCRIPT_APP_JS),
+            (".gitignore", "/target\n"),
+        ],
+        Lang::C => &[
+            ("plugin.toml", C_PLUGIN_TOML),
+            ("plugin.c", C_PLUGIN_C),
             (".gitignore", "/target\n"),
         ],
     };
@@ -462,6 +469,103 @@ export const { describe, handleCommand, handleEvent, handleQuery } = exportPlugi
     return { ...greeting, greeted_total: state.get(TOTAL, 0) };
   },
 });
+"#;
+
+const C_PLUGIN_TOML: &str = r#"# How the host builds this plugin (paths are relative to this folder). The first build
+# compiles the C build tool beside the SDK; the compiler comes from the machine (Debian:
+# clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32).
+[build]
+command = ["cargo", "run", "--quiet", "--locked", "--manifest-path", "{{sdk}}/c/build/Cargo.toml", "--target-dir", "{{sdk}}/../target/c-toolchain", "--", "--output", "target/{{artifact}}.wasm", "plugin.c"]
+output = "target/{{artifact}}.wasm"
+# The component is stale when this plugin, the SDK or the WIT contract changed.
+inputs = [".", "{{sdk}}/c", "{{wit}}"]
+"#;
+
+const C_PLUGIN_C: &str = r#"/*
+ * The `{{name}}` plugin.
+ *
+ * - command `{{name}}.greet` `{"id","name"}`: stores a greeting and emits `{{name}}.greeted`;
+ *   answers `{"id","greeting"}`. Its payload schema makes the host refuse one without a string
+ *   `id` and `name` (HTTP 422) before the handler runs; the handler rejects an empty name.
+ * - event `{{name}}.greeted`: counts the greetings.
+ * - query `{{name}}.get` `{"id"}`: `{"id","greeting","greeted_total"}`.
+ *
+ * Everything one call does (state writes, emitted events) commits together, or nothing does.
+ * Return hh_rejected(...) for bad input, hh_retryable(...) for a transient failure (retried
+ * with backoff, then dead-lettered) and hh_permanent(...) for one that will never work.
+ * Every pointer the SDK hands out is freed by it when the handler returns: never free one.
+ */
+#include <string.h>
+
+#include "handler_host.h"
+
+static const char *const COMMANDS[] = {"{{name}}.greet", NULL};
+static const char *const EVENTS[] = {"{{name}}.greeted", NULL};
+static const char *const QUERIES[] = {"{{name}}.get", NULL};
+/* Checked by the host before the handler runs: a mismatch answers 422. */
+static const hh_schema SCHEMAS[] = {
+    {"{{name}}.greet", "{\"type\":\"object\",\"required\":[\"id\",\"name\"],"
+                       "\"properties\":{\"id\":{\"type\":\"string\"},"
+                       "\"name\":{\"type\":\"string\"}}}"},
+    {NULL, NULL},
+};
+
+const hh_plugin HH_PLUGIN = {
+    .name = "{{name}}",
+    .version = "0.1.0",
+    .commands = COMMANDS,
+    .events = EVENTS,
+    .queries = QUERIES,
+    .schemas = SCHEMAS,
+};
+
+#define TOTAL "greeted-total"
+
+hh_status hh_handle_command(const hh_message *msg, hh_json *reply) {
+    const hh_value *greet = hh_payload(msg);
+    const char *id = hh_string(hh_get(greet, "id"));
+    const char *name = hh_string(hh_get(greet, "name"));
+    if (!name || !*name) return hh_rejected("name must not be empty");
+
+    /* The answer is also what is stored and what the event carries. */
+    hh_json_object(reply);
+    hh_json_key(reply, "id");
+    hh_json_string(reply, id);
+    hh_json_key(reply, "greeting");
+    hh_json_string(reply, hh_sprintf("Hello, %s!", name));
+    hh_json_end(reply);
+
+    hh_state_put_json(hh_sprintf("greeting/%s", id), reply);
+    hh_emit_options options = {.partition_key = id};
+    hh_emit("{{name}}.greeted", reply, &options);
+    hh_info("greeted %s", id);
+    return HH_OK;
+}
+
+hh_status hh_handle_event(const hh_message *msg) {
+    int64_t total = 0;
+    hh_int(hh_state_get_json(TOTAL), &total);
+    const char *text = hh_sprintf("%lld", (long long)(total + 1));
+    hh_state_put(TOTAL, text, strlen(text));
+    return HH_OK;
+}
+
+hh_status hh_handle_query(const hh_message *msg, hh_json *reply) {
+    const char *id = hh_string(hh_get(hh_payload(msg), "id"));
+    const hh_value *greeting = hh_state_get_json(hh_sprintf("greeting/%s", id));
+    if (!greeting) return hh_rejected("no greeting `%s`", id ? id : "");
+    int64_t total = 0;
+    hh_int(hh_state_get_json(TOTAL), &total);
+    hh_json_object(reply);
+    for (size_t i = 0; i < hh_len(greeting); i++) {
+        hh_json_key(reply, hh_key_at(greeting, i));
+        hh_json_value(reply, hh_at(greeting, i));
+    }
+    hh_json_key(reply, "greeted_total");
+    hh_json_int(reply, total);
+    hh_json_end(reply);
+    return HH_OK;
+}
 "#;
 
 #[cfg(test)]

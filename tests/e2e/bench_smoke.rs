@@ -27,6 +27,7 @@ const FIGURES: &[&str] = &[
     "L-rust",
     "L-python",
     "L-javascript",
+    "L-c",
 ];
 
 #[test]

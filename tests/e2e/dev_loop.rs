@@ -104,3 +104,8 @@ fn python_project_from_host_new_serves_and_follows_every_edit() {
 fn javascript_project_from_host_new_serves_and_follows_every_edit() {
     new_project_follows_every_edit("javascript", "app.js");
 }
+
+#[test]
+fn c_project_from_host_new_serves_and_follows_every_edit() {
+    new_project_follows_every_edit("c", "plugin.c");
+}

@@ -58,6 +58,10 @@ pub const NOTIFIER: &str = "notifier";
 /// (`tests/plugins/probe-py`, `tests/plugins/probe-js`).
 pub const PROBE_PY: &str = "probe_py";
 pub const PROBE_JS: &str = "probe_js";
+/// The C example plugin (`plugins/tally`) and the test plugin that drives the C SDK
+/// (`tests/plugins/probe-c`).
+pub const TALLY: &str = "tally";
+pub const PROBE_C: &str = "probe_c";
 /// The example plugins of the demo: orders, stock reservation and the order projection.
 pub const DEMO: &[&str] = &[ORDERS, INVENTORY, ORDER_SUMMARY];
 
@@ -81,6 +85,7 @@ pub fn component(name: &str) -> PathBuf {
         rust.join(format!("{name}.wasm")),
         target.join("python").join(format!("{name}.wasm")),
         target.join("js").join(format!("{name}.wasm")),
+        target.join("c").join(format!("{name}.wasm")),
     ];
     candidates
         .iter()

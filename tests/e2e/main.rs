@@ -31,6 +31,8 @@
 //! - `contract`: a component built against contract 0.1.0 runs unchanged; scheduled events
 //!   wait for their time across a restart; payload schemas refuse what does not match.
 //! - `component_cache`: a warm restart compiles nothing; a corrupt cache entry is rebuilt.
+//! - `c_plugins`: C plugins built from source: a subscriber counts orders; the whole envelope,
+//!   emit options and JSON state through the C SDK; errors, a trap and dead letters as in Rust.
 //! - `polyglot`: Rust, Python and JavaScript plugins in one host: events flow between them, and
 //!   a retryable failure in each language is retried, dead-lettered and replayed alike.
 //! - `database_failure`: SQLite on a full disk, PostgreSQL stopped and started: 503 with the
@@ -91,6 +93,7 @@ mod admin_api;
 mod bench_smoke;
 mod bus_lifecycle;
 mod bus_via_host;
+mod c_plugins;
 mod cli;
 mod commands;
 mod component_cache;

@@ -1,10 +1,12 @@
 //! The README's walk through the demo, run as a reader runs it: each command line of its `sh`
-//! blocks in turn, with a reader's pause before each, against a host serving the five example
+//! blocks in turn, with a reader's pause before each, against a host serving the six example
 //! plugins with the default settings, and every answer it shows (`# →` and the `#   ` lines
 //! after it) checked against what the line printed. `localhost:7878` becomes the test host's
 //! address and `host` the host binary built for the tests, on the test host's database.
 
-use crate::harness::{DEMO, FRAUD_CHECK, Host, NOTIFIER, host_binary, host_dir, workspace_root};
+use crate::harness::{
+    DEMO, FRAUD_CHECK, Host, NOTIFIER, TALLY, host_binary, host_dir, workspace_root,
+};
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ fn the_readme_walk_through_prints_what_it_shows_when_followed_a_line_at_a_time()
     );
 
     let mut plugins = DEMO.to_vec();
-    plugins.extend([FRAUD_CHECK, NOTIFIER]);
+    plugins.extend([FRAUD_CHECK, NOTIFIER, TALLY]);
     let host = Host::start_in(host_dir(&plugins), &[], &[]);
     let address = host.base_url().trim_start_matches("http://").to_owned();
     for step in &steps {
