@@ -4,8 +4,9 @@
  * - event `order.placed` `{"order_id","sku","qty"}`: adds the order to its article's tally
  *   (`sku/{sku}`) and to the grand total (`total`).
  * - command `tally.reset` `{"sku"}`: starts the article's tally again (after a stock-take,
- *   say), taking it out of the grand total; answers `{"sku","orders":0,"units":0}`.
- * - query `tally.sku` `{"sku"}`: `{"sku","orders","units","all_orders","all_units"}`.
+ *   say); answers `{"sku","orders":0,"units":0}`. The grand total keeps counting.
+ * - query `tally.sku` `{"sku"}`: `{"sku","orders","units","all_orders","all_units"}`
+ *   (`all_*`: every order counted so far, whatever was reset).
  *
  * An event without a string `sku` and a whole `qty` of at least 1 cannot ever be counted: it
  * fails `permanent` and goes to the dead letters at once. Everything one call does commits
@@ -78,11 +79,7 @@ hh_status hh_handle_event(const hh_message *msg) {
 
 hh_status hh_handle_command(const hh_message *msg, hh_json *reply) {
     const char *sku = hh_string(hh_get(hh_payload(msg), "sku"));
-    const char *key = hh_sprintf("sku/%s", sku);
-    tally article = load(key), total = load("total");
-    total.orders -= article.orders, total.units -= article.units;
-    store("total", total);
-    hh_state_delete(key);
+    hh_state_delete(hh_sprintf("sku/%s", sku));
     hh_json_object(reply);
     hh_json_key(reply, "sku");
     hh_json_string(reply, sku);

@@ -81,7 +81,8 @@ size_t hh_len(const hh_value *value);
 const char *hh_key_at(const hh_value *object, size_t index);
 /* A string's text (NUL-terminated, UTF-8); NULL when not a string. */
 const char *hh_string(const hh_value *value);
-/* A number; `fallback` when not a number. */
+/* A number; `fallback` when not a number. Numbers are read as doubles, so integers beyond
+ * 2^53 lose precision: send such ids as strings. */
 double hh_number(const hh_value *value, double fallback);
 /* An integral number; false (and *out untouched) when not a number or not a whole one. */
 bool hh_int(const hh_value *value, int64_t *out);

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 const MAX_ATTEMPTS: u32 = 3;
 
 #[test]
-fn a_c_subscriber_counts_orders_and_answers_its_query() {
+fn a_c_subscriber_counts_orders_and_answers_its_command_and_query() {
     let host = Host::start(&[ORDERS, TALLY], &[]);
     for (order, sku, qty) in [
         ("c-1", "widget", 2),
@@ -30,6 +30,15 @@ fn a_c_subscriber_counts_orders_and_answers_its_query() {
     assert_eq!(
         widget,
         json!({ "sku": "widget", "orders": 2, "units": 5, "all_orders": 3, "all_units": 6 })
+    );
+    // Its command starts an article's tally again; the grand total keeps counting.
+    assert_eq!(
+        host.command_ok("tally.reset", json!({ "sku": "widget" })),
+        json!({ "sku": "widget", "orders": 0, "units": 0 })
+    );
+    assert_eq!(
+        host.query_ok("tally.sku", json!({ "sku": "widget" })),
+        json!({ "sku": "widget", "orders": 0, "units": 0, "all_orders": 3, "all_units": 6 })
     );
     // Its query declares a schema: the host refuses a non-string sku before C runs.
     let refused = host.query("tally.sku", json!({ "sku": 7 }));
