@@ -119,6 +119,8 @@ fn project_files(
         Some(root) if lang == Lang::Rust => relative_to(project, &root.join("target/plugins")),
         _ => PathBuf::from("target"),
     };
+    // The C build tool is compiled once per repository, beside the Python toolchain.
+    let c_toolchain = relative_to(project, &sdk.with_file_name("target").join("c-toolchain"));
     let sdk = relative_to(project, &sdk);
     let artifact = name.replace('-', "_");
     let fill = |template: &str| {
@@ -128,6 +130,7 @@ fn project_files(
             .replace("{{sdk}}", &slashed(&sdk))
             .replace("{{wit}}", &slashed(&wit))
             .replace("{{target}}", &slashed(&target))
+            .replace("{{c_toolchain}}", &slashed(&c_toolchain))
     };
     let files: &[(&str, &str)] = match lang {
         Lang::Rust => &[
@@ -475,7 +478,7 @@ const C_PLUGIN_TOML: &str = r#"# How the host builds this plugin (paths are rela
 # compiles the C build tool beside the SDK; the compiler comes from the machine (Debian:
 # clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32).
 [build]
-command = ["cargo", "run", "--quiet", "--locked", "--manifest-path", "{{sdk}}/c/build/Cargo.toml", "--target-dir", "{{sdk}}/../target/c-toolchain", "--", "--output", "target/{{artifact}}.wasm", "plugin.c"]
+command = ["cargo", "run", "--quiet", "--locked", "--manifest-path", "{{sdk}}/c/build/Cargo.toml", "--target-dir", "{{c_toolchain}}", "--", "--output", "target/{{artifact}}.wasm", "plugin.c"]
 output = "target/{{artifact}}.wasm"
 # The component is stale when this plugin, the SDK or the WIT contract changed.
 inputs = [".", "{{sdk}}/c", "{{wit}}"]
@@ -645,6 +648,24 @@ mod tests {
             plugin_toml.contains(r#"output = "target/wasm32-wasip2/release/demo.wasm""#),
             "{plugin_toml}"
         );
+    }
+
+    #[test]
+    fn a_c_project_builds_its_tool_in_the_repository_target_folder_by_a_plain_path() {
+        let repository = Path::new(BUILT_WITH_SDK).parent().unwrap();
+        let inside = tempfile::tempdir_in(repository.join("target")).unwrap();
+        let project = inside.path().join("demo");
+        let files = project_files(Lang::C, "demo", &project, None).unwrap();
+        let plugin_toml = &files
+            .iter()
+            .find(|(path, _)| path == Path::new("plugin.toml"))
+            .unwrap()
+            .1;
+        assert!(
+            plugin_toml.contains(r#""--target-dir", "../../c-toolchain""#),
+            "{plugin_toml}"
+        );
+        assert!(!plugin_toml.contains("{{"), "{plugin_toml}");
     }
 
     #[test]
