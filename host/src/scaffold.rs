@@ -606,21 +606,24 @@ mod tests {
         assert_eq!(relative_to(&project, &sdk), PathBuf::from("../../sdk"));
     }
 
+    /// The text of the project file `name`; panics when the project has none.
+    fn file_of<'a>(files: &'a [(PathBuf, String)], name: &str) -> &'a str {
+        files
+            .iter()
+            .find(|(path, _)| path == Path::new(name))
+            .map(|(_, text)| text.as_str())
+            .unwrap_or_else(|| panic!("the project has no {name}"))
+    }
+
     #[test]
     fn inside_the_repository_a_rust_project_shares_its_lock_file_and_build_folder() {
         let repository = Path::new(BUILT_WITH_SDK).parent().unwrap();
         let inside = tempfile::tempdir_in(repository.join("target")).unwrap();
         let project = inside.path().join("demo");
         let files = project_files(Lang::Rust, "demo", &project, None).unwrap();
-        let file = |name: &str| {
-            files
-                .iter()
-                .find(|(path, _)| path == Path::new(name))
-                .map(|(_, text)| text.clone())
-        };
         let lock = std::fs::read_to_string(repository.join("Cargo.lock")).unwrap();
-        assert_eq!(file("Cargo.lock").as_deref(), Some(lock.as_str()));
-        let plugin_toml = file("plugin.toml").unwrap();
+        assert_eq!(file_of(&files, "Cargo.lock"), lock);
+        let plugin_toml = file_of(&files, "plugin.toml");
         assert!(
             plugin_toml.contains(r#""--target-dir", "../../plugins""#),
             "{plugin_toml}"
@@ -639,11 +642,7 @@ mod tests {
                 .iter()
                 .all(|(path, _)| path != Path::new("Cargo.lock"))
         );
-        let plugin_toml = &files
-            .iter()
-            .find(|(path, _)| path == Path::new("plugin.toml"))
-            .unwrap()
-            .1;
+        let plugin_toml = file_of(&files, "plugin.toml");
         assert!(
             plugin_toml.contains(r#"output = "target/wasm32-wasip2/release/demo.wasm""#),
             "{plugin_toml}"
@@ -656,11 +655,7 @@ mod tests {
         let inside = tempfile::tempdir_in(repository.join("target")).unwrap();
         let project = inside.path().join("demo");
         let files = project_files(Lang::C, "demo", &project, None).unwrap();
-        let plugin_toml = &files
-            .iter()
-            .find(|(path, _)| path == Path::new("plugin.toml"))
-            .unwrap()
-            .1;
+        let plugin_toml = file_of(&files, "plugin.toml");
         assert!(
             plugin_toml.contains(r#""--target-dir", "../../c-toolchain""#),
             "{plugin_toml}"
