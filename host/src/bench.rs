@@ -94,6 +94,10 @@ pub struct BenchArgs {
     /// host's default, gives every call a fresh instance.
     #[arg(long, default_value_t = 1)]
     pub soak_calls_per_instance: usize,
+    /// Measure only these figures (ids as in the table, comma-separated: `--only P4-pg,B0-pg`);
+    /// a ratio is given when both of its figures were measured.
+    #[arg(long, value_delimiter = ',', value_name = "IDS")]
+    pub only: Vec<String>,
 }
 
 /// One reported figure.
@@ -137,6 +141,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     if args.runs == 0 || args.seconds <= 0.0 || args.concurrency == 0 {
         bail!("--runs, --seconds and --concurrency must be positive");
     }
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|only| !figure_ids().any(|id| id.eq_ignore_ascii_case(only)))
+    {
+        bail!(
+            "--only: no figure `{unknown}`; the figures are {}",
+            figure_ids().collect::<Vec<_>>().join(", ")
+        );
+    }
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this `host` is a debug build, whose figures say little about the product: \
@@ -175,268 +189,295 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     };
     let duration = Duration::from_secs_f64(args.seconds);
 
-    let mut figures = Vec::new();
-    let b0_full = bench
-        .repeat(|i| bench.raw_sqlite(i, SqliteSynchronous::Full, duration))
-        .await?;
-    figures.push(b0_full.figure(
-        "B0-FULL",
-        "raw SQLite single-row transactions",
-        "tx/s",
-        "WAL, synchronous=FULL, 1 connection, 16-byte rows",
-    ));
-    let b0_normal = bench
-        .repeat(|i| bench.raw_sqlite(i, SqliteSynchronous::Normal, duration))
-        .await?;
-    figures.push(b0_normal.figure(
-        "B0-NORMAL",
-        "raw SQLite single-row transactions",
-        "tx/s",
-        "WAL, synchronous=NORMAL, 1 connection, 16-byte rows",
-    ));
+    let mut table = Table::default();
+    if bench.wants("B0-FULL") {
+        let samples = bench
+            .repeat(|i| bench.raw_sqlite(i, SqliteSynchronous::Full, duration))
+            .await?;
+        table.push(
+            &samples,
+            "B0-FULL",
+            "raw SQLite single-row transactions",
+            "tx/s",
+            "WAL, synchronous=FULL, 1 connection, 16-byte rows",
+        );
+    }
+    if bench.wants("B0-NORMAL") {
+        let samples = bench
+            .repeat(|i| bench.raw_sqlite(i, SqliteSynchronous::Normal, duration))
+            .await?;
+        table.push(
+            &samples,
+            "B0-NORMAL",
+            "raw SQLite single-row transactions",
+            "tx/s",
+            "WAL, synchronous=NORMAL, 1 connection, 16-byte rows",
+        );
+    }
     let iterations = if args.quick { 200 } else { 20_000 };
-    let b1 = bench.repeat(|_| bench.raw_wasmtime(iterations)).await?;
-    figures.push(b1.figure(
-        "B1",
-        "raw wasmtime instantiate + call, empty component (p50)",
-        "µs",
-        &format!("pooling allocator, epoch deadline, {iterations} calls"),
-    ));
-    let p1 = bench
-        .repeat(|i| bench.commands(i, duration, Route::InProcess))
-        .await?;
-    figures.push(p1.figure(
-        "P1",
-        "durable commands/s, WASM handler, in-process",
-        "cmd/s",
-        &bench.command_conditions(),
-    ));
-    let p1_kept = bench
-        .repeat(|i| bench.commands(i, duration, Route::Kept))
-        .await?;
-    figures.push(p1_kept.figure(
-        "P1-kept",
-        "durable commands/s, WASM handler, in-process, instances kept",
-        "cmd/s",
-        &format!(
-            "{}; `calls_per_instance = {KEPT_CALLS}`",
-            bench.command_conditions()
-        ),
-    ));
-    let p1_http = bench
-        .repeat(|i| bench.commands(i, duration, Route::Http))
-        .await?;
-    figures.push(p1_http.figure(
-        "P1-HTTP",
-        "durable commands/s, WASM handler, over HTTP",
-        "cmd/s",
-        &bench.command_conditions(),
-    ));
-    let p2 = bench
-        .repeat(|i| bench.commands(i, duration, Route::Native))
-        .await?;
-    figures.push(p2.figure(
-        "P2-native",
-        "durable commands/s, native handler, in-process",
-        "cmd/s",
-        &bench.command_conditions(),
-    ));
-    let p3 = bench.repeat(|_| bench.invoke(iterations)).await?;
-    figures.push(p3.figure(
-        "P3",
-        "fresh-store invoke of the trivial handler (p50)",
-        "µs",
-        &format!("`bench.noop`, no state, {iterations} calls"),
-    ));
+    if bench.wants("B1") {
+        let samples = bench.repeat(|_| bench.raw_wasmtime(iterations)).await?;
+        table.push(
+            &samples,
+            "B1",
+            "raw wasmtime instantiate + call, empty component (p50)",
+            "µs",
+            &format!("pooling allocator, epoch deadline, {iterations} calls"),
+        );
+    }
+    // P5 runs at half of P1, so it needs P1 too.
+    if bench.wants("P1") || bench.wants("P5") {
+        let samples = bench
+            .repeat(|i| bench.commands(i, duration, Route::InProcess))
+            .await?;
+        table.push(
+            &samples,
+            "P1",
+            "durable commands/s, WASM handler, in-process",
+            "cmd/s",
+            &bench.command_conditions(),
+        );
+    }
+    if bench.wants("P1-kept") {
+        let samples = bench
+            .repeat(|i| bench.commands(i, duration, Route::Kept))
+            .await?;
+        table.push(
+            &samples,
+            "P1-kept",
+            "durable commands/s, WASM handler, in-process, instances kept",
+            "cmd/s",
+            &format!(
+                "{}; `calls_per_instance = {KEPT_CALLS}`",
+                bench.command_conditions()
+            ),
+        );
+    }
+    if bench.wants("P1-HTTP") {
+        let samples = bench
+            .repeat(|i| bench.commands(i, duration, Route::Http))
+            .await?;
+        table.push(
+            &samples,
+            "P1-HTTP",
+            "durable commands/s, WASM handler, over HTTP",
+            "cmd/s",
+            &bench.command_conditions(),
+        );
+    }
+    if bench.wants("P2-native") {
+        let samples = bench
+            .repeat(|i| bench.commands(i, duration, Route::Native))
+            .await?;
+        table.push(
+            &samples,
+            "P2-native",
+            "durable commands/s, native handler, in-process",
+            "cmd/s",
+            &bench.command_conditions(),
+        );
+    }
+    if bench.wants("P3") {
+        let samples = bench.repeat(|_| bench.invoke(iterations)).await?;
+        table.push(
+            &samples,
+            "P3",
+            "fresh-store invoke of the trivial handler (p50)",
+            "µs",
+            &format!("`bench.noop`, no state, {iterations} calls"),
+        );
+    }
     let backlog = if args.quick { 200 } else { 20_000 };
-    let p4 = bench
-        .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Sqlite, 1))
-        .await?;
-    figures.push(p4.figure(
-        "P4-backlog",
-        "events delivered/s from a pre-filled backlog",
-        "ev/s",
-        &format!(
-            "{backlog} events, 1 subscriber, inbox mark per event, dispatcher concurrency {}",
-            DispatchConfig::DEFAULT.concurrency
-        ),
-    ));
-    let p4_stream = bench.repeat(|i| bench.event_stream(i, duration)).await?;
-    figures.push(p4_stream.figure(
-        "P4-stream",
-        "events delivered/s while commands stream in",
-        "ev/s",
-        &bench.command_conditions(),
-    ));
-    let b2 = bench
-        .repeat(|i| bench.raw_group_commit(i, duration))
-        .await?;
-    figures.push(b2.figure(
-        "B2",
-        "storage limit: the row writes of `bench.touch`, group-committed",
-        "units/s",
-        &format!(
-            "SQLite WAL synchronous=FULL, {RAW_BATCH} units a transaction, prepared statements, 1 connection, no WASM/async"
-        ),
-    ));
-    let mut pg_ratios = Vec::new();
+    if bench.wants("P4-backlog") {
+        let samples = bench
+            .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Sqlite, 1))
+            .await?;
+        table.push(
+            &samples,
+            "P4-backlog",
+            "events delivered/s from a pre-filled backlog",
+            "ev/s",
+            &format!(
+                "{backlog} events, 1 subscriber, inbox mark per event, dispatcher concurrency {}",
+                DispatchConfig::DEFAULT.concurrency
+            ),
+        );
+    }
+    if bench.wants("P4-stream") {
+        let samples = bench.repeat(|i| bench.event_stream(i, duration)).await?;
+        table.push(
+            &samples,
+            "P4-stream",
+            "events delivered/s while commands stream in",
+            "ev/s",
+            &bench.command_conditions(),
+        );
+    }
+    if bench.wants("B2") {
+        let samples = bench
+            .repeat(|i| bench.raw_group_commit(i, duration))
+            .await?;
+        table.push(
+            &samples,
+            "B2",
+            "storage limit: the row writes of `bench.touch`, group-committed",
+            "units/s",
+            &format!(
+                "SQLite WAL synchronous=FULL, {RAW_BATCH} units a transaction, prepared statements, 1 connection, no WASM/async"
+            ),
+        );
+    }
     if args.no_postgres {
         tracing::warn!("--no-postgres: the PostgreSQL figures are left out");
     } else {
-        let b0_pg = bench.repeat(|i| bench.raw_postgres(i, duration)).await?;
-        figures.push(b0_pg.figure(
-            "B0-pg",
-            "raw PostgreSQL single-row transactions",
-            "tx/s",
-            &format!(
-                "{} connections (as pgbench would), autocommit INSERT of 16-byte rows, server defaults",
-                args.concurrency
-            ),
-        ));
-        let p1_pg = bench
-            .repeat(|i| bench.commands(i, duration, Route::Postgres))
-            .await?;
-        figures.push(p1_pg.figure(
-            "P1-pg",
-            "durable commands/s, WASM handler, in-process, PostgreSQL",
-            "cmd/s",
-            &bench.command_conditions(),
-        ));
-        let p4_pg = bench
-            .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres, 1))
-            .await?;
-        figures.push(p4_pg.figure(
-            "P4-pg",
-            "events delivered/s from a pre-filled backlog, PostgreSQL",
-            "ev/s",
-            &format!("{backlog} events, 1 subscriber, inbox mark per event"),
-        ));
-        let p1_pg3 = bench
-            .repeat(|i| bench.commands_on_hosts(i, duration, Route::Postgres, 3))
-            .await?;
-        figures.push(p1_pg3.figure(
-            "P1-pg-3",
-            "durable commands/s, WASM handler, PostgreSQL, 3 hosts",
-            "cmd/s",
-            "as P1-pg, the callers spread over 3 hosts (executor, committer, pool each) in one process",
-        ));
-        let p4_pg3 = bench
-            .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres, 3))
-            .await?;
-        figures.push(p4_pg3.figure(
-            "P4-pg-3",
-            "events delivered/s from a pre-filled backlog, PostgreSQL, 3 hosts",
-            "ev/s",
-            "as P4-pg, 3 hosts in one process sharing the partitions by lease",
-        ));
-        pg_ratios = vec![
-            ("P1-pg / B0-pg".to_owned(), p1_pg.median() / b0_pg.median()),
-            ("P4-pg / B0-pg".to_owned(), p4_pg.median() / b0_pg.median()),
-            (
-                "P1-pg-3 / P1-pg".to_owned(),
-                p1_pg3.median() / p1_pg.median(),
-            ),
-            (
-                "P4-pg-3 / P4-pg".to_owned(),
-                p4_pg3.median() / p4_pg.median(),
-            ),
-        ];
-    }
-    let rate = p1.median() / 2.0;
-    let p5 = bench.repeat(|i| bench.latency(i, duration, rate)).await?;
-    figures.push(p5.figure(
-        "P5",
-        "command latency at 50% of P1 (p50)",
-        "ms",
-        &format!("open loop at {rate:.0} cmd/s, dispatcher running"),
-    ));
-
-    let swaps = if args.quick { 3 } else { 20 };
-    let r1 = bench.repeat(|i| bench.hot_reload(i, swaps)).await?;
-    figures.push(r1.figure(
-        "R1",
-        "hot reload: component file renamed into place → new version serving (p50)",
-        "ms",
-        &format!(
-            "{swaps} swaps of `{PLUGIN}` (a new build each: compiled, no cache), watcher settle {} ms",
-            plugin_dir::SETTLE.as_millis()
-        ),
-    ));
-
-    let (_, examples) =
-        PluginDir::load(&bench.sandbox, &args.examples, BuildPolicy::BuildStale).await?;
-    let starts = if args.quick { 2 } else { 10 };
-    let loaded = examples.names().len();
-    let p8 = bench.repeat(|i| bench.cold_start(i, starts)).await?;
-    figures.push(p8.figure(
-        "P8",
-        "cold start: `host run` process start → serving, compiled components cached (p50)",
-        "ms",
-        &format!("{loaded} example plugins, a fresh SQLite database each start, {starts} starts"),
-    ));
-    // The same examples again, each instance serving up to KEPT_CALLS calls.
-    let keeping = Sandbox::new(Limits {
-        calls_per_instance: KEPT_CALLS,
-        ..Limits::DEFAULT
-    })?;
-    let (_, kept) = PluginDir::load(&keeping, &args.examples, BuildPolicy::LoadOnly).await?;
-    for language in LANGUAGES {
-        if examples.plugin(language.plugin).is_none() {
-            tracing::warn!(
-                "the {} example `{}` did not load from {}: its figure is left out",
-                language.language,
-                language.plugin,
-                args.examples.display()
+        if bench.wants("B0-pg") {
+            let samples = bench.repeat(|i| bench.raw_postgres(i, duration)).await?;
+            table.push(
+                &samples,
+                "B0-pg",
+                "raw PostgreSQL single-row transactions",
+                "tx/s",
+                &format!(
+                    "{} connections (as pgbench would), autocommit INSERT of 16-byte rows, server defaults",
+                    args.concurrency
+                ),
             );
-            continue;
         }
-        let samples = bench
-            .repeat(|_| bench.language_invoke([&examples, &kept], language, iterations / 10))
-            .await?;
-        figures.push(samples.figure(
-            language.id,
-            language.what,
-            "µs",
-            &format!(
-                "`{}` `{}` {}, fresh instance per call ({KEPT_CALLS} calls an instance for the kept figure), {} calls",
-                language.plugin,
-                language.command,
-                language.payload,
-                iterations / 10
-            ),
-        ));
+        if bench.wants("P1-pg") {
+            let samples = bench
+                .repeat(|i| bench.commands(i, duration, Route::Postgres))
+                .await?;
+            table.push(
+                &samples,
+                "P1-pg",
+                "durable commands/s, WASM handler, in-process, PostgreSQL",
+                "cmd/s",
+                &bench.command_conditions(),
+            );
+        }
+        if bench.wants("P4-pg") {
+            let samples = bench
+                .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres, 1))
+                .await?;
+            table.push(
+                &samples,
+                "P4-pg",
+                "events delivered/s from a pre-filled backlog, PostgreSQL",
+                "ev/s",
+                &format!("{backlog} events, 1 subscriber, inbox mark per event"),
+            );
+        }
+        if bench.wants("P1-pg-3") {
+            let samples = bench
+                .repeat(|i| bench.commands_on_hosts(i, duration, Route::Postgres, 3))
+                .await?;
+            table.push(
+                &samples,
+                "P1-pg-3",
+                "durable commands/s, WASM handler, PostgreSQL, 3 hosts",
+                "cmd/s",
+                "as P1-pg, the callers spread over 3 hosts (executor, committer, pool each) in one process",
+            );
+        }
+        if bench.wants("P4-pg-3") {
+            let samples = bench
+                .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres, 3))
+                .await?;
+            table.push(
+                &samples,
+                "P4-pg-3",
+                "events delivered/s from a pre-filled backlog, PostgreSQL, 3 hosts",
+                "ev/s",
+                "as P4-pg, 3 hosts in one process sharing the partitions by lease",
+            );
+        }
     }
-
-    let mut ratios = vec![
-        ("P1 / B0-FULL".to_owned(), p1.median() / b0_full.median()),
-        ("P1 / B2".to_owned(), p1.median() / b2.median()),
-        (
-            "P1-HTTP / B0-FULL".to_owned(),
-            p1_http.median() / b0_full.median(),
-        ),
-        (
-            "P1 / P2-native (WASM tax)".to_owned(),
-            p1.median() / p2.median(),
-        ),
-        (
-            "P1-kept / P2-native (WASM tax, instances kept)".to_owned(),
-            p1_kept.median() / p2.median(),
-        ),
-        ("P3 / B1".to_owned(), p3.median() / b1.median()),
-        (
-            "P4-backlog / B0-FULL".to_owned(),
-            p4.median() / b0_full.median(),
-        ),
-        (
-            "P4-stream / B0-FULL".to_owned(),
-            p4_stream.median() / b0_full.median(),
-        ),
-        (
-            "P4-stream / P1".to_owned(),
-            p4_stream.median() / p1.median(),
-        ),
-    ];
-    ratios.extend(pg_ratios);
+    if let Some(p1) = table.median("P1").filter(|_| bench.wants("P5")) {
+        let rate = p1 / 2.0;
+        let samples = bench.repeat(|i| bench.latency(i, duration, rate)).await?;
+        table.push(
+            &samples,
+            "P5",
+            "command latency at 50% of P1 (p50)",
+            "ms",
+            &format!("open loop at {rate:.0} cmd/s, dispatcher running"),
+        );
+    }
+    if bench.wants("R1") {
+        let swaps = if args.quick { 3 } else { 20 };
+        let samples = bench.repeat(|i| bench.hot_reload(i, swaps)).await?;
+        table.push(
+            &samples,
+            "R1",
+            "hot reload: component file renamed into place → new version serving (p50)",
+            "ms",
+            &format!(
+                "{swaps} swaps of `{PLUGIN}` (a new build each: compiled, no cache), watcher settle {} ms",
+                plugin_dir::SETTLE.as_millis()
+            ),
+        );
+    }
+    let languages: Vec<&Language> = LANGUAGES.iter().filter(|l| bench.wants(l.id)).collect();
+    if bench.wants("P8") || !languages.is_empty() {
+        let (_, examples) =
+            PluginDir::load(&bench.sandbox, &args.examples, BuildPolicy::BuildStale).await?;
+        if bench.wants("P8") {
+            let starts = if args.quick { 2 } else { 10 };
+            let loaded = examples.names().len();
+            let samples = bench.repeat(|i| bench.cold_start(i, starts)).await?;
+            table.push(
+                &samples,
+                "P8",
+                "cold start: `host run` process start → serving, compiled components cached (p50)",
+                "ms",
+                &format!(
+                    "{loaded} example plugins, a fresh SQLite database each start, {starts} starts"
+                ),
+            );
+        }
+        // The same examples again, each instance serving up to KEPT_CALLS calls.
+        let keeping = Sandbox::new(Limits {
+            calls_per_instance: KEPT_CALLS,
+            ..Limits::DEFAULT
+        })?;
+        let (_, kept) = PluginDir::load(&keeping, &args.examples, BuildPolicy::LoadOnly).await?;
+        for language in languages {
+            if examples.plugin(language.plugin).is_none() {
+                tracing::warn!(
+                    "the {} example `{}` did not load from {}: its figure is left out",
+                    language.language,
+                    language.plugin,
+                    args.examples.display()
+                );
+                continue;
+            }
+            let samples = bench
+                .repeat(|_| bench.language_invoke([&examples, &kept], language, iterations / 10))
+                .await?;
+            table.push(
+                &samples,
+                language.id,
+                language.what,
+                "µs",
+                &format!(
+                    "`{}` `{}` {}, fresh instance per call ({KEPT_CALLS} calls an instance for the kept figure), {} calls",
+                    language.plugin,
+                    language.command,
+                    language.payload,
+                    iterations / 10
+                ),
+            );
+        }
+    }
+    let ratios = RATIOS
+        .iter()
+        .filter_map(|(name, over, under)| {
+            Some((
+                (*name).to_owned(),
+                table.median(over)? / table.median(under)?,
+            ))
+        })
+        .collect();
     let created: Vec<String> = bench.postgres_databases.lock().unwrap().drain(..).collect();
     for url in created {
         if let Err(error) = Store::drop_postgres_database(&url).await {
@@ -449,7 +490,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         runs: args.runs,
         seconds_per_run: args.seconds,
         concurrency: args.concurrency,
-        figures,
+        figures: table.figures,
         ratios,
         peak_rss_mib: process_memory_mib("VmHWM"),
     };
@@ -479,6 +520,79 @@ enum Route {
 enum StoreKind {
     Sqlite,
     Postgres,
+}
+
+/// The ratios reported, as (name, figure over, figure under).
+const RATIOS: &[(&str, &str, &str)] = &[
+    ("P1 / B0-FULL", "P1", "B0-FULL"),
+    ("P1 / B2", "P1", "B2"),
+    ("P1-HTTP / B0-FULL", "P1-HTTP", "B0-FULL"),
+    ("P1 / P2-native (WASM tax)", "P1", "P2-native"),
+    (
+        "P1-kept / P2-native (WASM tax, instances kept)",
+        "P1-kept",
+        "P2-native",
+    ),
+    ("P3 / B1", "P3", "B1"),
+    ("P4-backlog / B0-FULL", "P4-backlog", "B0-FULL"),
+    ("P4-stream / B0-FULL", "P4-stream", "B0-FULL"),
+    ("P4-stream / P1", "P4-stream", "P1"),
+    ("P1-pg / B0-pg", "P1-pg", "B0-pg"),
+    ("P4-pg / B0-pg", "P4-pg", "B0-pg"),
+    ("P1-pg-3 / P1-pg", "P1-pg-3", "P1-pg"),
+    ("P4-pg-3 / P4-pg", "P4-pg-3", "P4-pg"),
+];
+
+/// The ids of every figure `host bench` measures, in the order it measures them.
+fn figure_ids() -> impl Iterator<Item = &'static str> {
+    [
+        "B0-FULL",
+        "B0-NORMAL",
+        "B1",
+        "P1",
+        "P1-kept",
+        "P1-HTTP",
+        "P2-native",
+        "P3",
+        "P4-backlog",
+        "P4-stream",
+        "B2",
+        "B0-pg",
+        "P1-pg",
+        "P4-pg",
+        "P1-pg-3",
+        "P4-pg-3",
+        "P5",
+        "R1",
+        "P8",
+    ]
+    .into_iter()
+    .chain(LANGUAGES.iter().map(|language| language.id))
+}
+
+/// The figures measured so far, in the order of the report.
+#[derive(Default)]
+struct Table {
+    figures: Vec<Figure>,
+}
+
+impl Table {
+    fn push(
+        &mut self,
+        samples: &Samples,
+        id: &'static str,
+        what: &'static str,
+        unit: &'static str,
+        conditions: &str,
+    ) {
+        self.figures
+            .push(samples.figure(id, what, unit, conditions));
+    }
+
+    /// The median of figure `id`, when it was measured.
+    fn median(&self, id: &str) -> Option<f64> {
+        self.figures.iter().find(|f| f.id == id).map(|f| f.value)
+    }
 }
 
 /// Calls an instance serves in the kept-instance figures of L-*.
@@ -649,6 +763,16 @@ impl RigDispatcher {
 }
 
 impl Bench {
+    /// Whether figure `id` is measured in this run (`--only`, or every figure).
+    fn wants(&self, id: &str) -> bool {
+        self.args.only.is_empty()
+            || self
+                .args
+                .only
+                .iter()
+                .any(|only| only.eq_ignore_ascii_case(id))
+    }
+
     async fn repeat<F, Fut>(&self, mut run: F) -> anyhow::Result<Samples>
     where
         F: FnMut(usize) -> Fut,
@@ -1115,7 +1239,7 @@ impl Bench {
             rig.wake.notify_one();
         }
         while pending(&rig.store).await? > 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let elapsed = start.elapsed();
         for dispatcher in dispatchers {
@@ -1351,8 +1475,10 @@ async fn serve(rig: &Rig) -> anyhow::Result<String> {
     Ok(format!("http://{address}"))
 }
 
+/// The deliveries waiting for the benchmark plugin: a count over the pending rows, not the
+/// whole table (the drain is timed by polling it).
 async fn pending(store: &Store) -> anyhow::Result<i64> {
-    Ok(store.stats().await?.by_status["pending"])
+    store.pending_count(PLUGIN).await
 }
 
 async fn done_deliveries(store: &Store) -> anyhow::Result<i64> {
@@ -1435,12 +1561,17 @@ fn machine_description() -> String {
 
 fn reproduce_command(args: &BenchArgs) -> String {
     format!(
-        "host bench --out {} --runs {} --seconds {} --concurrency {}{}",
+        "host bench --out {} --runs {} --seconds {} --concurrency {}{}{}",
         args.out.display(),
         args.runs,
         args.seconds,
         args.concurrency,
-        if args.quick { " --quick" } else { "" }
+        if args.quick { " --quick" } else { "" },
+        if args.only.is_empty() {
+            String::new()
+        } else {
+            format!(" --only {}", args.only.join(","))
+        }
     )
 }
 

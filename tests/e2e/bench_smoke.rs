@@ -30,29 +30,43 @@ const FIGURES: &[&str] = &[
     "L-c",
 ];
 
-#[test]
-fn quick_bench_writes_every_figure() {
-    let out = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(host_binary())
+/// `host bench --quick ARGS --out OUT`, from the repository's root.
+fn quick_bench(args: &[&str], out: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(host_binary())
         .current_dir(workspace_root())
-        .args(["bench", "--quick", "--out"])
-        .arg(out.path())
+        .args(["bench", "--quick"])
+        .args(args)
+        .arg("--out")
+        .arg(out)
         .output()
-        .expect("running host bench");
+        .expect("running host bench")
+}
+
+/// The `bench.json` a successful run wrote to `out`.
+fn report(output: &std::process::Output, out: &std::path::Path) -> serde_json::Value {
     assert!(
         output.status.success(),
-        "host bench --quick failed:\n{}",
+        "host bench failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("bench.json")).unwrap()).unwrap();
-    let ids: Vec<&str> = report["figures"]
+    serde_json::from_slice(&std::fs::read(out.join("bench.json")).unwrap()).unwrap()
+}
+
+/// The ids of the report's figures, in order.
+fn figure_ids(report: &serde_json::Value) -> Vec<&str> {
+    report["figures"]
         .as_array()
         .unwrap()
         .iter()
         .map(|f| f["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, FIGURES);
+        .collect()
+}
+
+#[test]
+fn quick_bench_writes_every_figure() {
+    let out = tempfile::tempdir().unwrap();
+    let report = report(&quick_bench(&[], out.path()), out.path());
+    assert_eq!(figure_ids(&report), FIGURES);
     for figure in report["figures"].as_array().unwrap() {
         let value = figure["value"].as_f64().unwrap();
         assert!(
@@ -65,6 +79,38 @@ fn quick_bench_writes_every_figure() {
     for ratio in ["P1 / B0-FULL", "P1 / B2", "P4-stream / P1", "P1-pg / B0-pg"] {
         assert!(markdown.contains(&format!("| {ratio} |")), "{markdown}");
     }
+}
+
+#[test]
+fn only_measures_the_figures_named_and_the_ratios_between_them() {
+    let out = tempfile::tempdir().unwrap();
+    let report = report(
+        &quick_bench(&["--only", "b0-pg,P4-pg"], out.path()),
+        out.path(),
+    );
+    assert_eq!(figure_ids(&report), ["B0-pg", "P4-pg"]);
+    let ratios: Vec<&str> = report["ratios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert_eq!(ratios, ["P4-pg / B0-pg"]);
+    assert!(
+        report["command"]
+            .as_str()
+            .unwrap()
+            .ends_with("--only b0-pg,P4-pg"),
+        "{report}"
+    );
+
+    let output = quick_bench(&["--only", "P9"], out.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("--only: no figure `P9`; the figures are B0-FULL, B0-NORMAL"),
+        "{stderr}"
+    );
 }
 
 #[test]
