@@ -151,6 +151,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             figure_ids().collect::<Vec<_>>().join(", ")
         );
     }
+    args.only = with_dependencies(args.only);
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this `host` is a debug build, whose figures say little about the product: \
@@ -190,60 +191,50 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let duration = Duration::from_secs_f64(args.seconds);
 
     let mut table = Table::default();
-    if bench.wants("B0-FULL") {
-        let samples = bench
-            .repeat(|i| bench.raw_sqlite(i, SqliteSynchronous::Full, duration))
-            .await?;
-        table.push(
-            &samples,
+    bench
+        .measure(
+            &mut table,
             "B0-FULL",
             "raw SQLite single-row transactions",
             "tx/s",
             "WAL, synchronous=FULL, 1 connection, 16-byte rows",
-        );
-    }
-    if bench.wants("B0-NORMAL") {
-        let samples = bench
-            .repeat(|i| bench.raw_sqlite(i, SqliteSynchronous::Normal, duration))
-            .await?;
-        table.push(
-            &samples,
+            |i| bench.raw_sqlite(i, SqliteSynchronous::Full, duration),
+        )
+        .await?;
+    bench
+        .measure(
+            &mut table,
             "B0-NORMAL",
             "raw SQLite single-row transactions",
             "tx/s",
             "WAL, synchronous=NORMAL, 1 connection, 16-byte rows",
-        );
-    }
+            |i| bench.raw_sqlite(i, SqliteSynchronous::Normal, duration),
+        )
+        .await?;
     let iterations = if args.quick { 200 } else { 20_000 };
-    if bench.wants("B1") {
-        let samples = bench.repeat(|_| bench.raw_wasmtime(iterations)).await?;
-        table.push(
-            &samples,
+    bench
+        .measure(
+            &mut table,
             "B1",
             "raw wasmtime instantiate + call, empty component (p50)",
             "µs",
             &format!("pooling allocator, epoch deadline, {iterations} calls"),
-        );
-    }
-    // P5 runs at half of P1, so it needs P1 too.
-    if bench.wants("P1") || bench.wants("P5") {
-        let samples = bench
-            .repeat(|i| bench.commands(i, duration, Route::InProcess))
-            .await?;
-        table.push(
-            &samples,
+            |_| bench.raw_wasmtime(iterations),
+        )
+        .await?;
+    bench
+        .measure(
+            &mut table,
             "P1",
             "durable commands/s, WASM handler, in-process",
             "cmd/s",
             &bench.command_conditions(),
-        );
-    }
-    if bench.wants("P1-kept") {
-        let samples = bench
-            .repeat(|i| bench.commands(i, duration, Route::Kept))
-            .await?;
-        table.push(
-            &samples,
+            |i| bench.commands(i, duration, Route::InProcess),
+        )
+        .await?;
+    bench
+        .measure(
+            &mut table,
             "P1-kept",
             "durable commands/s, WASM handler, in-process, instances kept",
             "cmd/s",
@@ -251,49 +242,43 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 "{}; `calls_per_instance = {KEPT_CALLS}`",
                 bench.command_conditions()
             ),
-        );
-    }
-    if bench.wants("P1-HTTP") {
-        let samples = bench
-            .repeat(|i| bench.commands(i, duration, Route::Http))
-            .await?;
-        table.push(
-            &samples,
+            |i| bench.commands(i, duration, Route::Kept),
+        )
+        .await?;
+    bench
+        .measure(
+            &mut table,
             "P1-HTTP",
             "durable commands/s, WASM handler, over HTTP",
             "cmd/s",
             &bench.command_conditions(),
-        );
-    }
-    if bench.wants("P2-native") {
-        let samples = bench
-            .repeat(|i| bench.commands(i, duration, Route::Native))
-            .await?;
-        table.push(
-            &samples,
+            |i| bench.commands(i, duration, Route::Http),
+        )
+        .await?;
+    bench
+        .measure(
+            &mut table,
             "P2-native",
             "durable commands/s, native handler, in-process",
             "cmd/s",
             &bench.command_conditions(),
-        );
-    }
-    if bench.wants("P3") {
-        let samples = bench.repeat(|_| bench.invoke(iterations)).await?;
-        table.push(
-            &samples,
+            |i| bench.commands(i, duration, Route::Native),
+        )
+        .await?;
+    bench
+        .measure(
+            &mut table,
             "P3",
             "fresh-store invoke of the trivial handler (p50)",
             "µs",
             &format!("`bench.noop`, no state, {iterations} calls"),
-        );
-    }
+            |_| bench.invoke(iterations),
+        )
+        .await?;
     let backlog = if args.quick { 200 } else { 20_000 };
-    if bench.wants("P4-backlog") {
-        let samples = bench
-            .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Sqlite, 1))
-            .await?;
-        table.push(
-            &samples,
+    bench
+        .measure(
+            &mut table,
             "P4-backlog",
             "events delivered/s from a pre-filled backlog",
             "ev/s",
@@ -301,113 +286,106 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 "{backlog} events, 1 subscriber, inbox mark per event, dispatcher concurrency {}",
                 DispatchConfig::DEFAULT.concurrency
             ),
-        );
-    }
-    if bench.wants("P4-stream") {
-        let samples = bench.repeat(|i| bench.event_stream(i, duration)).await?;
-        table.push(
-            &samples,
+            |i| bench.event_backlog(i, backlog, StoreKind::Sqlite, 1),
+        )
+        .await?;
+    bench
+        .measure(
+            &mut table,
             "P4-stream",
             "events delivered/s while commands stream in",
             "ev/s",
             &bench.command_conditions(),
-        );
-    }
-    if bench.wants("B2") {
-        let samples = bench
-            .repeat(|i| bench.raw_group_commit(i, duration))
-            .await?;
-        table.push(
-            &samples,
+            |i| bench.event_stream(i, duration),
+        )
+        .await?;
+    bench
+        .measure(
+            &mut table,
             "B2",
-            "storage limit: the row writes of `bench.touch`, group-committed",
-            "units/s",
-            &format!(
-                "SQLite WAL synchronous=FULL, {RAW_BATCH} units a transaction, prepared statements, 1 connection, no WASM/async"
-            ),
-        );
-    }
+        "storage limit: the row writes of `bench.touch`, group-committed",
+        "units/s",
+        &format!(
+            "SQLite WAL synchronous=FULL, {RAW_BATCH} units a transaction, prepared statements, 1 connection, no WASM/async"
+        ),
+            |i| bench.raw_group_commit(i, duration),
+        )
+        .await?;
     if args.no_postgres {
         tracing::warn!("--no-postgres: the PostgreSQL figures are left out");
     } else {
-        if bench.wants("B0-pg") {
-            let samples = bench.repeat(|i| bench.raw_postgres(i, duration)).await?;
-            table.push(
-                &samples,
+        bench
+            .measure(
+                &mut table,
                 "B0-pg",
-                "raw PostgreSQL single-row transactions",
-                "tx/s",
-                &format!(
-                    "{} connections (as pgbench would), autocommit INSERT of 16-byte rows, server defaults",
-                    args.concurrency
-                ),
-            );
-        }
-        if bench.wants("P1-pg") {
-            let samples = bench
-                .repeat(|i| bench.commands(i, duration, Route::Postgres))
-                .await?;
-            table.push(
-                &samples,
+            "raw PostgreSQL single-row transactions",
+            "tx/s",
+            &format!(
+                "{} connections (as pgbench would), autocommit INSERT of 16-byte rows, server defaults",
+                args.concurrency
+            ),
+                |i| bench.raw_postgres(i, duration),
+            )
+            .await?;
+        bench
+            .measure(
+                &mut table,
                 "P1-pg",
                 "durable commands/s, WASM handler, in-process, PostgreSQL",
                 "cmd/s",
                 &bench.command_conditions(),
-            );
-        }
-        if bench.wants("P4-pg") {
-            let samples = bench
-                .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres, 1))
-                .await?;
-            table.push(
-                &samples,
+                |i| bench.commands(i, duration, Route::Postgres),
+            )
+            .await?;
+        bench
+            .measure(
+                &mut table,
                 "P4-pg",
                 "events delivered/s from a pre-filled backlog, PostgreSQL",
                 "ev/s",
                 &format!("{backlog} events, 1 subscriber, inbox mark per event"),
-            );
-        }
-        if bench.wants("P1-pg-3") {
-            let samples = bench
-                .repeat(|i| bench.commands_on_hosts(i, duration, Route::Postgres, 3))
-                .await?;
-            table.push(
-                &samples,
+                |i| bench.event_backlog(i, backlog, StoreKind::Postgres, 1),
+            )
+            .await?;
+        bench
+            .measure(
+                &mut table,
                 "P1-pg-3",
-                "durable commands/s, WASM handler, PostgreSQL, 3 hosts",
-                "cmd/s",
-                "as P1-pg, the callers spread over 3 hosts (executor, committer, pool each) in one process",
-            );
-        }
-        if bench.wants("P4-pg-3") {
-            let samples = bench
-                .repeat(|i| bench.event_backlog(i, backlog, StoreKind::Postgres, 3))
-                .await?;
-            table.push(
-                &samples,
+            "durable commands/s, WASM handler, PostgreSQL, 3 hosts",
+            "cmd/s",
+            "as P1-pg, the callers spread over 3 hosts (executor, committer, pool each) in one process",
+                |i| bench.commands_on_hosts(i, duration, Route::Postgres, 3),
+            )
+            .await?;
+        bench
+            .measure(
+                &mut table,
                 "P4-pg-3",
                 "events delivered/s from a pre-filled backlog, PostgreSQL, 3 hosts",
                 "ev/s",
                 "as P4-pg, 3 hosts in one process sharing the partitions by lease",
-            );
-        }
+                |i| bench.event_backlog(i, backlog, StoreKind::Postgres, 3),
+            )
+            .await?;
     }
-    if let Some(p1) = table.median("P1").filter(|_| bench.wants("P5")) {
+    // P1 is measured whenever P5 is (see `with_dependencies`).
+    if let Some(p1) = table.median("P1") {
         let rate = p1 / 2.0;
-        let samples = bench.repeat(|i| bench.latency(i, duration, rate)).await?;
-        table.push(
-            &samples,
-            "P5",
-            "command latency at 50% of P1 (p50)",
-            "ms",
-            &format!("open loop at {rate:.0} cmd/s, dispatcher running"),
-        );
+        bench
+            .measure(
+                &mut table,
+                "P5",
+                "command latency at 50% of P1 (p50)",
+                "ms",
+                &format!("open loop at {rate:.0} cmd/s, dispatcher running"),
+                |i| bench.latency(i, duration, rate),
+            )
+            .await?;
     }
-    if bench.wants("R1") {
-        let swaps = if args.quick { 3 } else { 20 };
-        let samples = bench.repeat(|i| bench.hot_reload(i, swaps)).await?;
-        table.push(
-            &samples,
+    let swaps = if args.quick { 3 } else { 20 };
+    bench
+        .measure(
+            &mut table,
             "R1",
             "hot reload: component file renamed into place → new version serving (p50)",
             "ms",
@@ -415,26 +393,27 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 "{swaps} swaps of `{PLUGIN}` (a new build each: compiled, no cache), watcher settle {} ms",
                 plugin_dir::SETTLE.as_millis()
             ),
-        );
-    }
+            |i| bench.hot_reload(i, swaps),
+        )
+        .await?;
     let languages: Vec<&Language> = LANGUAGES.iter().filter(|l| bench.wants(l.id)).collect();
     if bench.wants("P8") || !languages.is_empty() {
         let (_, examples) =
             PluginDir::load(&bench.sandbox, &args.examples, BuildPolicy::BuildStale).await?;
-        if bench.wants("P8") {
-            let starts = if args.quick { 2 } else { 10 };
-            let loaded = examples.names().len();
-            let samples = bench.repeat(|i| bench.cold_start(i, starts)).await?;
-            table.push(
-                &samples,
+        let starts = if args.quick { 2 } else { 10 };
+        let loaded = examples.names().len();
+        bench
+            .measure(
+                &mut table,
                 "P8",
                 "cold start: `host run` process start → serving, compiled components cached (p50)",
                 "ms",
                 &format!(
                     "{loaded} example plugins, a fresh SQLite database each start, {starts} starts"
                 ),
-            );
-        }
+                |i| bench.cold_start(i, starts),
+            )
+            .await?;
         // The same examples again, each instance serving up to KEPT_CALLS calls.
         let keeping = Sandbox::new(Limits {
             calls_per_instance: KEPT_CALLS,
@@ -451,22 +430,22 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
                 );
                 continue;
             }
-            let samples = bench
-                .repeat(|_| bench.language_invoke([&examples, &kept], language, iterations / 10))
+            bench
+                .measure(
+                    &mut table,
+                    language.id,
+                    language.what,
+                    "µs",
+                    &format!(
+                        "`{}` `{}` {}, fresh instance per call ({KEPT_CALLS} calls an instance for the kept figure), {} calls",
+                        language.plugin,
+                        language.command,
+                        language.payload,
+                        iterations / 10
+                    ),
+                    |_| bench.language_invoke([&examples, &kept], language, iterations / 10),
+                )
                 .await?;
-            table.push(
-                &samples,
-                language.id,
-                language.what,
-                "µs",
-                &format!(
-                    "`{}` `{}` {}, fresh instance per call ({KEPT_CALLS} calls an instance for the kept figure), {} calls",
-                    language.plugin,
-                    language.command,
-                    language.payload,
-                    iterations / 10
-                ),
-            );
         }
     }
     let ratios = RATIOS
@@ -570,6 +549,15 @@ fn figure_ids() -> impl Iterator<Item = &'static str> {
     .chain(LANGUAGES.iter().map(|language| language.id))
 }
 
+/// `only` with the figures its figures are measured against: P5 runs at half of P1.
+fn with_dependencies(mut only: Vec<String>) -> Vec<String> {
+    let names = |id: &str| only.iter().any(|o| o.eq_ignore_ascii_case(id));
+    if names("P5") && !names("P1") {
+        only.push("P1".to_owned());
+    }
+    only
+}
+
 /// The figures measured so far, in the order of the report.
 #[derive(Default)]
 struct Table {
@@ -577,18 +565,6 @@ struct Table {
 }
 
 impl Table {
-    fn push(
-        &mut self,
-        samples: &Samples,
-        id: &'static str,
-        what: &'static str,
-        unit: &'static str,
-        conditions: &str,
-    ) {
-        self.figures
-            .push(samples.figure(id, what, unit, conditions));
-    }
-
     /// The median of figure `id`, when it was measured.
     fn median(&self, id: &str) -> Option<f64> {
         self.figures.iter().find(|f| f.id == id).map(|f| f.value)
@@ -771,6 +747,34 @@ impl Bench {
                 .only
                 .iter()
                 .any(|only| only.eq_ignore_ascii_case(id))
+    }
+
+    /// Measures figure `id` `--runs` times with `run` and adds it to `table`, unless `--only`
+    /// leaves it out.
+    async fn measure<F, Fut>(
+        &self,
+        table: &mut Table,
+        id: &'static str,
+        what: &'static str,
+        unit: &'static str,
+        conditions: &str,
+        run: F,
+    ) -> anyhow::Result<()>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<Run>>,
+    {
+        debug_assert!(
+            figure_ids().any(|known| known == id),
+            "figure {id} is not in figure_ids(), so --only cannot name it"
+        );
+        if self.wants(id) {
+            let samples = self.repeat(run).await?;
+            table
+                .figures
+                .push(samples.figure(id, what, unit, conditions));
+        }
+        Ok(())
     }
 
     async fn repeat<F, Fut>(&self, mut run: F) -> anyhow::Result<Samples>
