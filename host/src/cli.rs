@@ -1,16 +1,12 @@
 //! The `host` command line: `run`, `build`, `send`, `bench`, `trace` and `bus`.
 
+use crate::app::{Delivery, Host};
 use crate::cache::ComponentCache;
-use crate::committer::Committer;
 use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN, DispatchConfig};
-use crate::dispatcher;
-use crate::executor::{Executor, Reply, Request};
-use crate::http::{self, AppState};
-use crate::maintenance;
-use crate::partitions::PartitionLeases;
+use crate::executor::{Reply, Request};
+use crate::http;
 use crate::plugin_dir::{self, BuildPolicy, PluginDir};
 use crate::policy::{ConfigError, HostConfig, PluginPolicy};
-use crate::registry::Registry;
 use crate::sandbox::Sandbox;
 use crate::store::Store;
 mod bus;
@@ -23,7 +19,6 @@ pub use remote::Reach;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,8 +63,14 @@ pub enum Command {
     },
     /// Run one command in-process against the database and print its answer.
     Send(SendArgs),
-    /// Measure throughput and latency against raw SQLite and raw wasmtime baselines.
-    Bench(crate::bench::BenchArgs),
+    /// Measure throughput and latency against raw SQLite, PostgreSQL and wasmtime baselines:
+    /// runs `host-bench`, installed beside `host` (`host bench --help` for its options).
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Passed to `host-bench` as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Show one request's causal tree from the database: the command, the events it emitted,
     /// each subscriber's delivery with attempts, outcome, error and timing, and the events
     /// those emitted in turn.
@@ -263,17 +264,6 @@ fn sandbox_for(config: &HostConfig, cache: &CacheArg) -> anyhow::Result<Arc<Sand
     Sandbox::with_plugin_limits(config.defaults.limits, plugin_limits, cache.cache())
 }
 
-/// The executor with the configured idempotency key lifetimes.
-fn executor_for(
-    config: &HostConfig,
-    registry: Registry,
-    store: Store,
-    committer: Committer,
-) -> Executor {
-    Executor::new(registry, store, committer, config.idempotency.ttl)
-        .with_idempotency_ttls(config.idempotency.ttl_by_kind.clone())
-}
-
 #[derive(Debug, Args)]
 pub struct SendArgs {
     /// The command kind, e.g. `order.place`.
@@ -304,15 +294,14 @@ pub struct PluginLoad {
 }
 
 impl PluginLoad {
-    /// An executor for one piece of work from the command line: the plugins loaded as they
-    /// are built (`host build` builds them) on `store`, no dispatcher.
-    async fn executor(&self, store: Store) -> anyhow::Result<Executor> {
+    /// A host for one piece of work from the command line: the plugins loaded as they are
+    /// built (`host build` builds them) on `store`, nothing in the background.
+    async fn host(&self, store: Store) -> anyhow::Result<Host> {
         let config = self.tuning.host_config()?;
         let sandbox = sandbox_for(&config, &self.cache)?;
         let (_, registry) =
             PluginDir::load(&sandbox, &self.plugins.plugins, BuildPolicy::LoadOnly).await?;
-        let committer = Committer::spawn(store.clone(), Arc::new(Notify::new()));
-        Ok(executor_for(&config, registry, store, committer))
+        Ok(Host::new(store, registry, Arc::new(config)))
     }
 }
 
@@ -351,7 +340,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::New(args) => crate::scaffold::create(&args),
         Command::Build { plugins } => build(plugins).await,
         Command::Send(args) => send(args).await,
-        Command::Bench(args) => crate::bench::run(args).await,
+        Command::Bench { args } => bench(&args),
         Command::Trace(args) => trace(args).await,
         Command::Bus { command } => bus::run(command).await,
     }
@@ -418,46 +407,27 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             );
         }
     }
-    let wake = Arc::new(Notify::new());
-    let committer = Committer::spawn(store.clone(), wake.clone());
-    let executor = Arc::new(executor_for(&config, registry, store.clone(), committer));
+    let host = Host::new(store.clone(), registry, config.clone());
     if args.watch {
         plugin_dir::watch(
             plugins,
-            executor.clone(),
+            host.executor().clone(),
             store.clone(),
-            wake.clone(),
+            host.wake().clone(),
             args.allow_stranding,
         )?;
     }
-    // Commits of other processes (other hosts, `host send`, `host bus replay`) wake the
-    // dispatcher at once on PostgreSQL; on SQLite its poll finds them.
-    store.notify_on_commit(wake.clone());
-    // Deliveries committed before a crash or by another process are found by the first scan.
-    wake.notify_one();
-    // On PostgreSQL, this host's share of the partitions, taken once its plugins are loaded.
-    let (leases, dispatcher) = if args.no_dispatch {
+    let delivery = if args.no_dispatch {
         tracing::info!("background dispatch is off: `host bus flush` delivers what is due");
-        (None, None)
+        None
     } else {
-        let leases = PartitionLeases::join(
-            &store,
-            &address.to_string(),
-            Duration::from_millis(args.lease_timeout_ms),
-            wake.clone(),
-        )
-        .await;
-        let dispatcher = dispatcher::spawn(
-            executor.clone(),
-            store.clone(),
+        Some(Delivery {
+            lease_timeout: Duration::from_millis(args.lease_timeout_ms),
             dispatch,
-            config.clone(),
-            leases.clone(),
-            wake,
-        );
-        (leases, Some(dispatcher))
+            ..Delivery::new(address.to_string())
+        })
     };
-    let maintenance = maintenance::spawn(store.clone(), config.retention, leases.clone());
+    let background = host.start(delivery.as_ref()).await;
 
     // `host bus` and `host trace` find this host here and go through its admin API.
     let registration = crate::store::RunningHost {
@@ -468,22 +438,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Err(error) = store.register_running_host(&registration).await {
         tracing::warn!("`host bus` will not find this host in the database: {error:#}");
     }
-    tracing::info!(%address, plugins = executor.registry().names().len(), "serving");
+    tracing::info!(%address, plugins = host.executor().registry().names().len(), "serving");
     // A machine-readable line on stdout for scripts and tests that wait for readiness.
     println!("host listening on http://{address}");
     let ingress = http::Ingress {
         body_read_timeout: Duration::from_millis(args.body_read_timeout_ms.max(1)),
         admin_token: args.admin_token.as_deref().map(Arc::from),
     };
-    let app = http::router_with(
-        AppState {
-            executor,
-            policies: config.clone(),
-            leases: leases.clone(),
-            dispatcher: dispatcher.as_ref().map(dispatcher::Dispatcher::liveness),
-        },
-        ingress,
-    );
+    let app = http::router_with(host.app_state(Some(&background)), ingress);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -491,20 +453,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Requests are answered; let the deliveries that run finish, give the partitions back so
     // other hosts take them over at once, then close the database (on SQLite this folds the
     // WAL back into the file and removes it).
-    maintenance.abort();
-    let unfinished = match dispatcher {
-        Some(dispatcher) => dispatcher.drain(SHUTDOWN_GRACE).await,
-        None => 0,
-    };
+    let unfinished = background.stop(SHUTDOWN_GRACE).await;
     if unfinished > 0 {
         tracing::warn!(
             unfinished,
             "deliveries still running after {} s are left to the next start",
             SHUTDOWN_GRACE.as_secs()
         );
-    }
-    if let Some(leases) = &leases {
-        leases.leave().await;
     }
     if let Err(error) = store.unregister_running_host(&registration.id).await {
         tracing::warn!("{error:#}");
@@ -574,9 +529,31 @@ async fn build(plugins: PluginsArg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `host bench`: the benchmark is its own binary, `host-bench`, installed beside `host` (as
+/// `cargo install --path host` does, and as both sit in cargo's target folder).
+fn bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    let host = std::env::current_exe().context("finding the host executable")?;
+    let bench = host.with_file_name(format!("host-bench{}", std::env::consts::EXE_SUFFIX));
+    if !bench.is_file() {
+        bail!(
+            "`host bench` runs {}, which is not there: install it with `cargo install --locked --path host`",
+            bench.display()
+        );
+    }
+    let status = std::process::Command::new(&bench)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", bench.display()))?;
+    if !status.success() {
+        // host-bench has said why on stderr.
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let store = Store::open(&args.database.database_url).await?;
-    let executor = args.load.executor(store).await?;
+    let host = args.load.host(store).await?;
     let request = Request {
         kind: args.kind,
         payload: args.payload.into_bytes(),
@@ -586,7 +563,7 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     };
     serde_json::from_slice::<serde::de::IgnoredAny>(&request.payload)
         .context("--payload must be JSON")?;
-    match executor.command(&request).await {
+    match host.executor().command(&request).await {
         Ok(Reply::Success(body)) => println!("{}", String::from_utf8_lossy(&body)),
         Ok(Reply::Replayed { status, body }) => {
             println!("{}", String::from_utf8_lossy(&body));

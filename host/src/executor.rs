@@ -162,7 +162,8 @@ impl Executor {
         &self.store
     }
 
-    pub(crate) fn committer(&self) -> &Committer {
+    /// The single writer this executor commits through.
+    pub fn committer(&self) -> &Committer {
         &self.committer
     }
 
@@ -388,7 +389,7 @@ impl Executor {
     /// Envelopes the events a handler emitted, as children of `cause` (which lies at
     /// `cause_depth` in its causal chain), and addresses each to the plugins subscribed to its
     /// kind now.
-    pub(crate) fn address(
+    pub fn address(
         &self,
         cause: &Envelope,
         cause_depth: u32,

@@ -7,6 +7,8 @@
 //! [`bindings`]) → [`committer`] (group commit into the [`store`]) → [`dispatcher`] (delivers the
 //! outbox to subscribers, with [`retry`] and the dead-letter queue).
 //!
+//! - [`app`]: the one place a running host is assembled from its configuration (committer,
+//!   executor, dispatcher, leases, maintenance), for `run`, `dev`, `send`, `bus` and the bench.
 //! - [`bindings`]: the Rust side of the WIT contract, generated once.
 //! - [`sandbox`]: the wasmtime engine, limits, traps and what a guest may touch.
 //! - [`plugin`]: one loaded component and the typed calls into it.
@@ -39,10 +41,12 @@
 //! - [`error`]: the failure classes that decide what happens to a message.
 //! - [`trace`]: `host trace`, one request's causal tree from the database.
 //! - [`cli`]: the `host` command line.
-//! - [`bench`]: `host bench`, the project measured against its baselines.
+//!
+//! Beside the library: the `host` binary (`main.rs`) and `host-bench` (`bin/host-bench`), the
+//! project measured against its baselines through this library's public surface.
 
 pub mod admin;
-pub mod bench;
+pub mod app;
 pub mod bindings;
 pub mod cache;
 pub mod cli;

@@ -174,8 +174,8 @@ impl Target {
                 let Some(letter) = store.dead_letter(id).await? else {
                     return Ok(None);
                 };
-                let executor = load.executor(store.clone()).await?;
-                let rehearsal = executor.rehearse(&letter).await;
+                let host = load.host(store.clone()).await?;
+                let rehearsal = host.executor().rehearse(&letter).await;
                 Ok(Some(rehearsal_report(&letter, rehearsal)))
             }
             Self::Host(host) => {
@@ -277,9 +277,8 @@ impl Target {
     ) -> anyhow::Result<Vec<FlushedDelivery>> {
         match self {
             Self::Database(store) => {
-                let policies = load.tuning.host_config()?;
-                let executor = load.executor(store.clone()).await?;
-                crate::dispatcher::flush(&executor, &policies, limit, dry_run).await
+                let host = load.host(store.clone()).await?;
+                crate::dispatcher::flush(host.executor(), host.config(), limit, dry_run).await
             }
             Self::Host(host) => {
                 #[derive(Serialize)]

@@ -22,7 +22,10 @@ pub fn time_starts(
     scratch: &Path,
     starts: usize,
 ) -> anyhow::Result<Vec<Duration>> {
-    let host = std::env::current_exe().context("finding the host executable")?;
+    // The `host` beside this binary: where `cargo install` and cargo's target folder put it.
+    let host = std::env::current_exe()
+        .context("finding the host-bench executable")?
+        .with_file_name(format!("host{}", std::env::consts::EXE_SUFFIX));
     let cache = scratch.join("cache");
     let mut timings = Vec::with_capacity(starts);
     for start in 0..=starts {

@@ -3,21 +3,18 @@
 //! deliveries and the process's RSS; when the load stops it measures how long the backlog takes
 //! to drain. A host that keeps pace holds the pending count flat and its memory level.
 
-use crate::committer::Committer;
-use crate::config::{DispatchConfig, Limits};
-use crate::dispatcher;
-use crate::executor::Executor;
-use crate::http::{self, AppState};
-use crate::plugin_dir::{BuildPolicy, PluginDir};
-use crate::policy::HostConfig;
-use crate::sandbox::Sandbox;
-use crate::store::Store;
 use anyhow::{Context, bail};
+use handler_host::app::{Delivery, Host};
+use handler_host::config::Limits;
+use handler_host::http;
+use handler_host::plugin_dir::{BuildPolicy, PluginDir};
+use handler_host::policy::HostConfig;
+use handler_host::sandbox::Sandbox;
+use handler_host::store::Store;
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
 
 /// How long the soak waits for the backlog to drain after the load before it gives up.
 const DRAIN_LIMIT: Duration = Duration::from_secs(300);
@@ -72,30 +69,11 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
     }
     let url = format!("sqlite://{}", scratch.path().join("soak.db").display());
     let store = Store::open(&url).await?;
-    let wake = Arc::new(Notify::new());
-    let committer = Committer::spawn(store.clone(), wake.clone());
-    let executor = Arc::new(Executor::new(
-        registry,
-        store.clone(),
-        committer,
-        Duration::from_secs(3600),
-    ));
-    let dispatch = dispatcher::spawn(
-        executor.clone(),
-        store.clone(),
-        DispatchConfig::DEFAULT,
-        Arc::new(HostConfig::default()),
-        None,
-        wake,
-    );
+    let host = Host::new(store.clone(), registry, Arc::new(HostConfig::default()));
+    let background = host.start(Some(&Delivery::new("soak"))).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let app = http::router(AppState {
-        executor,
-        policies: Arc::new(HostConfig::default()),
-        leases: None,
-        dispatcher: Some(dispatch.liveness()),
-    });
+    let app = http::router(host.app_state(Some(&background)));
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     let client = reqwest::Client::new();
@@ -162,7 +140,7 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         let sample = Sample {
             second: start.elapsed().as_secs(),
             pending: store.stats().await?.by_status["pending"],
-            rss_mib: super::process_memory_mib("VmRSS"),
+            rss_mib: crate::report::process_memory_mib("VmRSS"),
         };
         tracing::info!(
             second = sample.second,
@@ -180,7 +158,7 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
     }
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     let pending_after_drain = store.stats().await?.by_status["pending"];
-    dispatch.abort();
+    background.stop(Duration::ZERO).await;
 
     let report = SoakReport {
         command: format!(

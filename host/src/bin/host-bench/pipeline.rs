@@ -1,0 +1,374 @@
+//! The pipeline's figures: **P1**/**P2** durable commands per second, **P4** events delivered
+//! per second from a backlog and while commands stream in, **P5** latency; on SQLite and on
+//! PostgreSQL, with one host or several sharing the database.
+
+use crate::report::Run;
+use crate::{Bench, PLUGIN, close};
+use handler_host::app::{Delivery, Host};
+use handler_host::bindings::Envelope;
+use handler_host::executor::{Executor, Request};
+use handler_host::http;
+use handler_host::store::{StateChanges, Store, Write, now_ms};
+use handler_host::telemetry::percentile;
+use handler_host::unit_of_work::{Access, UnitOfWork};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy)]
+pub(crate) enum Route {
+    InProcess,
+    /// In-process, the plugin's instances kept between calls.
+    Kept,
+    Http,
+    Native,
+    /// In-process, on PostgreSQL.
+    Postgres,
+}
+
+/// Which backend a rig's database is on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl Bench {
+    /// P1/P2: closed loop, `concurrency` callers, each command on its own key.
+    pub(crate) async fn commands(
+        &self,
+        run: usize,
+        duration: Duration,
+        route: Route,
+    ) -> anyhow::Result<Run> {
+        self.commands_on_hosts(run, duration, route, 1).await
+    }
+
+    /// [`Bench::commands`] with the callers spread over `hosts` hosts (rigs) on one database,
+    /// in this process.
+    pub(crate) async fn commands_on_hosts(
+        &self,
+        run: usize,
+        duration: Duration,
+        route: Route,
+        hosts: usize,
+    ) -> anyhow::Result<Run> {
+        let kind = match route {
+            Route::Postgres => StoreKind::Postgres,
+            Route::InProcess | Route::Kept | Route::Http | Route::Native => StoreKind::Sqlite,
+        };
+        let registry = match route {
+            Route::Kept => &self.kept,
+            _ => &self.registry,
+        };
+        let mut rigs = Vec::new();
+        for _ in 0..hosts {
+            rigs.push(self.rig_with(registry, kind, "commands", run).await?);
+        }
+        let rig = &rigs[0];
+        let http_base = match route {
+            Route::Http => Some(serve(rig).await?),
+            Route::InProcess | Route::Kept | Route::Native | Route::Postgres => None,
+        };
+        let done = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + duration;
+        let start = Instant::now();
+        let mut callers = Vec::new();
+        for caller in 0..self.args.concurrency {
+            let rig = &rigs[caller % hosts];
+            let (executor, store, done, http_base) = (
+                rig.executor().clone(),
+                rig.store().clone(),
+                done.clone(),
+                http_base.clone(),
+            );
+            let client = reqwest::Client::new();
+            callers.push(tokio::spawn(async move {
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let key = format!("c{caller}-{i}");
+                    let payload = format!("{{\"key\":\"{key}\"}}").into_bytes();
+                    match (&http_base, route) {
+                        (Some(base), _) => {
+                            let response = client
+                                .post(format!("{base}/commands/bench.touch"))
+                                .body(payload)
+                                .send()
+                                .await?;
+                            anyhow::ensure!(
+                                response.status().is_success(),
+                                "HTTP {}",
+                                response.status()
+                            );
+                            response.bytes().await?;
+                        }
+                        (None, Route::Native) => native_touch(&executor, &store, &key).await?,
+                        (None, _) => {
+                            let request = Request {
+                                kind: "bench.touch".into(),
+                                payload,
+                                ..Request::default()
+                            };
+                            executor
+                                .command(&request)
+                                .await
+                                .map_err(|e| anyhow::anyhow!("{e}"))?;
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += 1;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for caller in callers {
+            caller.await??;
+        }
+        let value = done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64();
+        close(&rigs).await;
+        Ok(Run {
+            value,
+            detail: vec![],
+        })
+    }
+
+    /// P4 backlog: commands fill the outbox with the dispatcher off; then it drains, on
+    /// `hosts` hosts (rigs in this process) sharing the database's partitions.
+    pub(crate) async fn event_backlog(
+        &self,
+        run: usize,
+        events: usize,
+        kind: StoreKind,
+        hosts: usize,
+    ) -> anyhow::Result<Run> {
+        let mut rigs = Vec::new();
+        for _ in 0..hosts {
+            rigs.push(self.rig(kind, "backlog", run).await?);
+        }
+        let rig = &rigs[0];
+        let mut fill = tokio::task::JoinSet::new();
+        for chunk in 0..self.args.concurrency {
+            let executor = rig.executor().clone();
+            let per_chunk = events.div_ceil(self.args.concurrency);
+            fill.spawn(async move {
+                for i in 0..per_chunk {
+                    let request = Request {
+                        kind: "bench.touch".into(),
+                        payload: format!("{{\"key\":\"b{chunk}-{i}\"}}").into_bytes(),
+                        ..Request::default()
+                    };
+                    executor
+                        .command(&request)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(result) = fill.join_next().await {
+            result??;
+        }
+        let total = pending(rig.store()).await?;
+        let start = Instant::now();
+        let mut dispatchers = Vec::new();
+        for rig in &rigs {
+            dispatchers.push(rig.start(Some(&Delivery::new("bench"))).await);
+        }
+        while pending(rig.store()).await? > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let elapsed = start.elapsed();
+        for dispatcher in dispatchers {
+            dispatcher.stop(Duration::ZERO).await;
+        }
+        close(&rigs).await;
+        Ok(Run {
+            value: total as f64 / elapsed.as_secs_f64(),
+            detail: vec![],
+        })
+    }
+
+    /// P4 stream: commands at full concurrency with the dispatcher running; events done per second.
+    pub(crate) async fn event_stream(&self, run: usize, duration: Duration) -> anyhow::Result<Run> {
+        let rig = self.rig(StoreKind::Sqlite, "stream", run).await?;
+        let task = rig.start(Some(&Delivery::new("bench"))).await;
+        let deadline = Instant::now() + duration;
+        let start = Instant::now();
+        let mut callers = tokio::task::JoinSet::new();
+        for caller in 0..self.args.concurrency {
+            let executor = rig.executor().clone();
+            callers.spawn(async move {
+                let mut i = 0u64;
+                while Instant::now() < deadline {
+                    let request = Request {
+                        kind: "bench.touch".into(),
+                        payload: format!("{{\"key\":\"s{caller}-{i}\"}}").into_bytes(),
+                        ..Request::default()
+                    };
+                    executor
+                        .command(&request)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    i += 1;
+                }
+                anyhow::Ok(())
+            });
+        }
+        while let Some(result) = callers.join_next().await {
+            result??;
+        }
+        let elapsed = start.elapsed();
+        let delivered = done_deliveries(rig.store()).await?;
+        task.stop(Duration::ZERO).await;
+        Ok(Run {
+            value: delivered as f64 / elapsed.as_secs_f64(),
+            detail: vec![],
+        })
+    }
+
+    /// P5: open loop at `rate` commands/s; latency of each command, and command → subscriber
+    /// done for a sample (detected by polling the subscriber's state every millisecond).
+    pub(crate) async fn latency(
+        &self,
+        run: usize,
+        duration: Duration,
+        rate: f64,
+    ) -> anyhow::Result<Run> {
+        let rig = self.rig(StoreKind::Sqlite, "latency", run).await?;
+        let task = rig.start(Some(&Delivery::new("bench"))).await;
+        let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let deadline = Instant::now() + duration;
+        let mut requests = tokio::task::JoinSet::new();
+        let mut i = 0u64;
+        let sample_every = ((rate * duration.as_secs_f64()) / 200.0).max(1.0) as u64;
+        while Instant::now() < deadline {
+            ticker.tick().await;
+            let (executor, store) = (rig.executor().clone(), rig.store().clone());
+            let end_to_end = i.is_multiple_of(sample_every);
+            requests.spawn(async move {
+                let key = format!("l{i}");
+                let request = Request {
+                    kind: "bench.touch".into(),
+                    payload: format!("{{\"key\":\"{key}\"}}").into_bytes(),
+                    ..Request::default()
+                };
+                let start = Instant::now();
+                executor
+                    .command(&request)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let answered = start.elapsed();
+                let mut delivered = None;
+                if end_to_end {
+                    let seen_key = format!("seen/{key}");
+                    while store.read_state(PLUGIN, &seen_key).await?.0.is_none() {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    delivered = Some(start.elapsed());
+                }
+                anyhow::Ok((answered, delivered))
+            });
+            i += 1;
+        }
+        let mut answered = Vec::new();
+        let mut delivered = Vec::new();
+        while let Some(result) = requests.join_next().await {
+            let (a, d) = result??;
+            answered.push(a);
+            delivered.extend(d);
+        }
+        task.stop(Duration::ZERO).await;
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+        answered.sort();
+        delivered.sort();
+        Ok(Run {
+            value: ms(&percentile(&answered, 50.0)),
+            detail: vec![
+                ("p99 ms".into(), ms(&percentile(&answered, 99.0))),
+                ("p99.9 ms".into(), ms(&percentile(&answered, 99.9))),
+                (
+                    "to subscriber done p50 ms".into(),
+                    ms(&percentile(&delivered, 50.0)),
+                ),
+                (
+                    "to subscriber done p99 ms".into(),
+                    ms(&percentile(&delivered, 99.0)),
+                ),
+                ("commands".into(), answered.len() as f64),
+            ],
+        })
+    }
+}
+
+/// P2's handler: what `bench.touch` does, in native code, through the same unit of work,
+/// addressing and committer as a WASM handler.
+pub(crate) async fn native_touch(
+    executor: &Executor,
+    store: &Store,
+    key: &str,
+) -> anyhow::Result<()> {
+    let envelope = bench_envelope("bench.touch", format!("{{\"key\":\"{key}\"}}").into_bytes());
+    let mut unit = UnitOfWork::new(PLUGIN, Access::ReadWrite, store.clone());
+    let count_key = format!("count/{key}");
+    let count: u64 = match unit.get(&count_key).await? {
+        Some(bytes) => serde_json::from_slice(&bytes)?,
+        None => 0,
+    };
+    unit.put(count_key, serde_json::to_vec(&(count + 1))?)?;
+    unit.emit(handler_host::unit_of_work::EmittedEvent::new(
+        "bench.touched",
+        serde_json::to_vec(&serde_json::json!({ "key": key }))?,
+        Some(key.to_owned()),
+    ))?;
+    let (changes, emitted): (StateChanges, _) = unit.finish();
+    let outbox = executor.address(&envelope, 0, PLUGIN, emitted);
+    executor
+        .committer()
+        .submit(Write::Command {
+            changes,
+            outbox,
+            idempotency: None,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+pub(crate) fn bench_envelope(kind: &str, payload: Vec<u8>) -> Envelope {
+    let id = uuid::Uuid::now_v7().to_string();
+    Envelope {
+        correlation_id: id.clone(),
+        id,
+        kind: kind.into(),
+        partition_key: None,
+        tenant_id: None,
+        causation_id: None,
+        actor: None,
+        schema_version: 1,
+        occurred_at_ms: now_ms() as u64,
+        attempt: 1,
+        headers: Vec::new(),
+        payload,
+    }
+}
+
+pub(crate) async fn serve(rig: &Host) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    // P1-HTTP measures commands; the rig's dispatcher, if any, is not the server's concern.
+    let app = http::router(rig.app_state(None));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{address}"))
+}
+
+/// The deliveries waiting for the benchmark plugin: a count over the pending rows, not the
+/// whole table (the drain is timed by polling it).
+pub(crate) async fn pending(store: &Store) -> anyhow::Result<i64> {
+    store.pending_count(PLUGIN).await
+}
+
+pub(crate) async fn done_deliveries(store: &Store) -> anyhow::Result<i64> {
+    Ok(store.stats().await?.by_status["done"])
+}

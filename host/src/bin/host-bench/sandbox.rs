@@ -1,0 +1,216 @@
+//! The sandbox's figures: **P3** one call on a fresh instance, **L-*** a small command of each
+//! language's example, **R1** hot reload, **P8** cold start.
+
+use crate::pipeline::{StoreKind, bench_envelope};
+use crate::report::{Run, percentiles_us};
+use crate::{Bench, PLUGIN, cold_start};
+use anyhow::bail;
+use handler_host::plugin_dir::{self, BuildPolicy, PluginDir};
+use handler_host::registry::Registry;
+use handler_host::telemetry::percentile;
+use handler_host::unit_of_work::{Access, UnitOfWork};
+use std::time::{Duration, Instant};
+
+/// An example plugin per language, and a small command of each: one JSON payload parsed, one
+/// state key written (buffered in the unit of work, not committed), one JSON reply.
+pub(crate) struct Language {
+    pub(crate) id: &'static str,
+    pub(crate) what: &'static str,
+    pub(crate) language: &'static str,
+    pub(crate) plugin: &'static str,
+    pub(crate) command: &'static str,
+    pub(crate) payload: &'static str,
+}
+
+pub(crate) const LANGUAGES: &[Language] = &[
+    Language {
+        id: "L-rust",
+        what: "invoke of a small command, Rust example (p50)",
+        language: "Rust",
+        plugin: "inventory",
+        command: "stock.add",
+        payload: r#"{"sku":"bench","qty":1}"#,
+    },
+    Language {
+        id: "L-python",
+        what: "invoke of a small command, Python example (p50)",
+        language: "Python",
+        plugin: "fraud-check",
+        command: "fraud.rules",
+        payload: r#"{"max_qty":5}"#,
+    },
+    Language {
+        id: "L-javascript",
+        what: "invoke of a small command, JavaScript example (p50)",
+        language: "JavaScript",
+        plugin: "notifier",
+        command: "notify.channel",
+        payload: r#"{"channel":"email"}"#,
+    },
+    Language {
+        id: "L-c",
+        what: "invoke of a small command, C example (p50)",
+        language: "C",
+        plugin: "tally",
+        command: "tally.reset",
+        payload: r#"{"sku":"bench"}"#,
+    },
+];
+
+impl Bench {
+    /// P3: a fresh store, instantiation and one call of the trivial plugin's no-op command.
+    pub(crate) async fn invoke(&self, iterations: usize) -> anyhow::Result<Run> {
+        let rig = self.rig(StoreKind::Sqlite, "invoke", 0).await?;
+        let plugin = self.registry.plugin(PLUGIN).expect("checked at start");
+        let envelope = bench_envelope("bench.noop", b"{}".to_vec());
+        let mut timings = Vec::with_capacity(iterations);
+        for _ in 0..iterations {
+            let unit = UnitOfWork::new(PLUGIN, Access::ReadWrite, rig.store().clone());
+            let start = Instant::now();
+            let call = plugin.handle_command(&envelope, unit).await;
+            timings.push(start.elapsed());
+            call.outcome.map_err(|f| anyhow::anyhow!("{f}"))?;
+        }
+        Ok(percentiles_us(timings))
+    }
+
+    /// L-*: a small command of each language's example on a fresh instance, the linear
+    /// memory that instance holds, and the same command on kept instances
+    /// ([`Limits::calls_per_instance`]).
+    pub(crate) async fn language_invoke(
+        &self,
+        [fresh, kept]: [&Registry; 2],
+        language: &Language,
+        iterations: usize,
+    ) -> anyhow::Result<Run> {
+        let rig = self.rig(StoreKind::Sqlite, language.id, 0).await?;
+        let envelope = bench_envelope(language.command, language.payload.as_bytes().to_vec());
+        let mut timings = [Vec::new(), Vec::new()];
+        let mut memory_bytes = 0;
+        for (registry, timings) in [fresh, kept].into_iter().zip(&mut timings) {
+            let plugin = registry
+                .plugin(language.plugin)
+                .expect("checked by the caller");
+            for _ in 0..iterations.max(1) {
+                let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, rig.store().clone());
+                let start = Instant::now();
+                let call = plugin.handle_command(&envelope, unit).await;
+                timings.push(start.elapsed());
+                call.outcome.map_err(|f| anyhow::anyhow!("{f}"))?;
+                memory_bytes = memory_bytes.max(call.memory_bytes);
+            }
+        }
+        let [fresh, kept] = timings;
+        let kept = percentiles_us(kept);
+        let mut run = percentiles_us(fresh);
+        run.detail.push(("kept instance p50 µs".into(), kept.value));
+        run.detail.push((
+            "linear memory MiB".into(),
+            memory_bytes as f64 / f64::from(1 << 20),
+        ));
+        Ok(run)
+    }
+
+    /// R1: the watcher path of `host run --watch`, timed from the rename of a new build into
+    /// the plugins folder to the moment the executor routes to it.
+    pub(crate) async fn cold_start(&self, run: usize, starts: usize) -> anyhow::Result<Run> {
+        let scratch = self.scratch.join(format!("cold-start-{run}"));
+        std::fs::create_dir_all(&scratch)?;
+        let examples = self.args.examples.clone();
+        let mut timings = tokio::task::spawn_blocking(move || {
+            cold_start::time_starts(&examples, &scratch, starts)
+        })
+        .await??;
+        timings.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok(Run {
+            value: ms(percentile(&timings, 50.0)),
+            detail: vec![("p99 ms".into(), ms(percentile(&timings, 99.0)))],
+        })
+    }
+
+    pub(crate) async fn hot_reload(&self, run: usize, swaps: usize) -> anyhow::Result<Run> {
+        let rig = self.rig(StoreKind::Sqlite, "reload", run).await?;
+        let folder = self.scratch.join(format!("reload-{run}"));
+        std::fs::create_dir_all(&folder)?;
+        let original = std::fs::read(
+            self.registry
+                .plugin(PLUGIN)
+                .expect("checked at start")
+                .source(),
+        )?;
+        let file = folder.join(format!("{PLUGIN}.wasm"));
+        std::fs::write(&file, &original)?;
+        let (plugins, registry) =
+            PluginDir::load(&self.sandbox, &folder, BuildPolicy::LoadOnly).await?;
+        rig.executor().replace_registry(registry);
+        let watcher = plugin_dir::watch(
+            plugins,
+            rig.executor().clone(),
+            rig.store().clone(),
+            rig.wake().clone(),
+            false,
+        )?;
+        let mut timings = Vec::with_capacity(swaps);
+        for swap in 0..swaps {
+            // A new build: the same code with a custom section that makes its digest new.
+            let build = with_custom_section(
+                &original,
+                "bench-build",
+                &(run * swaps + swap).to_le_bytes(),
+            );
+            let expected = handler_host::cache::content_digest(&build);
+            let staging = folder.join("next.partial");
+            std::fs::write(&staging, &build)?;
+            let start = Instant::now();
+            std::fs::rename(&staging, &file)?;
+            loop {
+                if rig
+                    .executor()
+                    .registry()
+                    .plugin(PLUGIN)
+                    .is_some_and(|p| p.digest() == expected)
+                {
+                    break;
+                }
+                if start.elapsed() > Duration::from_secs(30) {
+                    watcher.abort();
+                    bail!("swap {swap} did not take effect within 30 s");
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            timings.push(start.elapsed());
+        }
+        watcher.abort();
+        timings.sort();
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok(Run {
+            value: ms(percentile(&timings, 50.0)),
+            detail: vec![("p99 ms".into(), ms(percentile(&timings, 99.0)))],
+        })
+    }
+}
+
+/// `component` with a custom section appended: the same code under another digest.
+pub(crate) fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = component.to_vec();
+    out.push(0); // custom section id
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
