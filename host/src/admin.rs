@@ -370,8 +370,8 @@ pub(crate) fn rehearsal_report(
     let mut report = serde_json::json!({
         "delivery": letter.delivery_id,
         "subscriber": letter.subscriber,
-        "kind": letter.kind,
-        "message_id": letter.message_id,
+        "kind": letter.message.kind,
+        "message_id": letter.message.id,
         "changed": "nothing: this was a dry run",
     });
     match rehearsal {

@@ -179,6 +179,7 @@ async fn run(
             Ok(due) => {
                 for mut delivery in due {
                     let key = delivery
+                        .message
                         .partition_key
                         .clone()
                         .map(|k| (delivery.subscriber.clone(), k));
@@ -352,8 +353,8 @@ impl FlushedDelivery {
         Self {
             id: due.delivery_id,
             subscriber: due.subscriber.clone(),
-            kind: due.kind.clone(),
-            partition_key: due.partition_key.clone(),
+            kind: due.message.kind.clone(),
+            partition_key: due.message.partition_key.clone(),
             attempt: due.attempts + 1,
             outcome: outcome.map(|o| o.as_str().to_owned()),
             class,

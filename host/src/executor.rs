@@ -2,9 +2,9 @@
 //! handler in a fresh unit of work, addresses what it emitted, and hands the result to the
 //! committer — re-running the handler when a key it read changed before commit.
 
-use crate::bindings::Envelope;
 use crate::committer::Committer;
 use crate::error::{ErrorClass, HandlerFailure, error_body};
+use crate::message::Message;
 use crate::plugin::Plugin;
 use crate::registry::Registry;
 use crate::store::{Applied, IdempotencyRecord, OutboxEvent, StateChanges, Store, Write, now_ms};
@@ -277,10 +277,11 @@ impl Executor {
         key: Option<(&str, &str)>,
     ) -> Result<Reply, CommandError> {
         let plugin_name = plugin.name();
-        let envelope = request_envelope(request);
+        let message = request_message(request);
+        let envelope = message.envelope(1);
         let span = tracing::Span::current();
-        span.record("message_id", envelope.id.as_str());
-        span.record("correlation_id", envelope.correlation_id.as_str());
+        span.record("message_id", message.id.as_str());
+        span.record("correlation_id", message.correlation_id.as_str());
         for _ in 0..MAX_CONFLICT_RERUNS {
             let unit = UnitOfWork::new(plugin_name, Access::ReadWrite, self.store.clone());
             let call = plugin.handle_command(&envelope, unit).await;
@@ -290,8 +291,7 @@ impl Executor {
                         .unit_of_work
                         .expect("a successful call returns its unit of work")
                         .finish();
-                    // A command starts a causal chain.
-                    let outbox = self.address(&envelope, 0, plugin_name, emitted);
+                    let outbox = self.address(&message, plugin_name, emitted);
                     let idempotency = key.map(|(key, hash)| {
                         self.idempotency_record(key, &request.kind, hash, 200, body.clone())
                     });
@@ -333,7 +333,7 @@ impl Executor {
             match self.committer.submit(write).await {
                 Ok(Applied::Committed) => {
                     tracing::debug!(
-                        command = %envelope.id, kind = %request.kind,
+                        command = %message.id, kind = %request.kind,
                         version = plugin.identity(), "command committed"
                     );
                     return reply;
@@ -369,15 +369,15 @@ impl Executor {
                 what: "query",
                 kind: request.kind.clone(),
             })?;
-        let envelope = request_envelope(request);
+        let message = request_message(request);
         let unit = UnitOfWork::new(plugin.name(), Access::ReadOnly, self.store.clone());
         let span = tracing::info_span!(
             "query",
             kind = %request.kind,
-            correlation_id = %envelope.correlation_id,
+            correlation_id = %message.correlation_id,
         );
         let result = plugin
-            .handle_query(&envelope, unit)
+            .handle_query(&message.envelope(1), unit)
             .instrument(span)
             .await
             .outcome
@@ -386,13 +386,11 @@ impl Executor {
         result
     }
 
-    /// Envelopes the events a handler emitted, as children of `cause` (which lies at
-    /// `cause_depth` in its causal chain), and addresses each to the plugins subscribed to its
-    /// kind now.
+    /// Envelopes the events a handler emitted, as children of `cause`, and addresses each to
+    /// the plugins subscribed to its kind now.
     pub fn address(
         &self,
-        cause: &Envelope,
-        cause_depth: u32,
+        cause: &Message,
         emitted_by: &str,
         emitted: Vec<EmittedEvent>,
     ) -> Vec<OutboxEvent> {
@@ -403,21 +401,23 @@ impl Executor {
         emitted
             .into_iter()
             .map(|event| OutboxEvent {
-                id: uuid::Uuid::now_v7().to_string(),
                 subscribers: registry.subscribers(&event.kind),
-                kind: event.kind,
-                partition_key: event.partition_key,
-                tenant_id: cause.tenant_id.clone(),
-                correlation_id: cause.correlation_id.clone(),
-                causation_id: Some(cause.id.clone()),
-                actor: cause.actor.clone(),
-                schema_version: event.schema_version,
-                occurred_at_ms: now,
-                headers: with_trace(event.headers, &trace),
-                payload: event.payload,
                 emitted_by: emitted_by.to_owned(),
-                depth: cause_depth.saturating_add(1),
                 deliver_at_ms: event.deliver_at_ms,
+                message: Message {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    kind: event.kind,
+                    partition_key: event.partition_key,
+                    tenant_id: cause.tenant_id.clone(),
+                    correlation_id: cause.correlation_id.clone(),
+                    causation_id: Some(cause.id.clone()),
+                    actor: cause.actor.clone(),
+                    schema_version: event.schema_version,
+                    occurred_at_ms: now,
+                    headers: with_trace(event.headers, &trace),
+                    payload: event.payload,
+                    depth: cause.depth.saturating_add(1),
+                },
             })
             .collect()
     }
@@ -474,11 +474,11 @@ fn into_exec(error: CommandError) -> ExecError {
     }
 }
 
-/// The envelope of a command or query as it enters: a new id, which also starts the
-/// correlation unless the caller continues one.
-fn request_envelope(request: &Request) -> Envelope {
+/// A command or query as it enters: a new id, which also starts the correlation unless the
+/// caller continues one, at the start of its causal chain.
+fn request_message(request: &Request) -> Message {
     let id = uuid::Uuid::now_v7().to_string();
-    Envelope {
+    Message {
         correlation_id: request.correlation_id.clone().unwrap_or_else(|| id.clone()),
         id,
         kind: request.kind.clone(),
@@ -487,10 +487,10 @@ fn request_envelope(request: &Request) -> Envelope {
         causation_id: None,
         actor: request.actor.clone(),
         schema_version: request.schema_version.unwrap_or(SCHEMA_VERSION),
-        occurred_at_ms: now_ms() as u64,
-        attempt: 1,
+        occurred_at_ms: now_ms(),
         headers: request.headers.clone(),
         payload: request.payload.clone(),
+        depth: 0,
     }
 }
 

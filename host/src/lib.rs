@@ -19,6 +19,7 @@
 //! - [`cache`]: compiled components on disk, keyed by content and engine configuration.
 //! - [`scaffold`]: `host new`, a plugin project to start from.
 //! - [`manifest`]: `plugin.toml`, how a plugin folder is built into a component.
+//! - [`message`]: the one envelope type inside the host, and its WIT record.
 //! - [`unit_of_work`]: what one handler call reads and writes, before it commits.
 //! - [`store`]: the database behind one interface, SQLite or PostgreSQL by URL: reads,
 //!   batches planned in memory and written in a fixed handful of statements, the queue and
@@ -59,6 +60,7 @@ pub mod fault;
 pub mod http;
 pub mod maintenance;
 pub mod manifest;
+pub mod message;
 pub mod partitions;
 pub mod plugin;
 pub mod plugin_dir;

@@ -227,7 +227,7 @@ fn error_outcome(error: &ExecError) -> &'static str {
 
 /// The delivery `due` ended as `delivered`.
 pub fn delivery_finished(due: &DueDelivery, delivered: &Delivered) {
-    let (subscriber, kind) = (due.subscriber.clone(), due.kind.clone());
+    let (subscriber, kind) = (due.subscriber.clone(), due.message.kind.clone());
     counter!(
         "handler_host_deliveries_total",
         "subscriber" => subscriber.clone(), "kind" => kind.clone(), "outcome" => delivered.as_str()
@@ -235,7 +235,7 @@ pub fn delivery_finished(due: &DueDelivery, delivered: &Delivered) {
     .increment(1);
     match delivered {
         Delivered::Done => {
-            let waited = (now_ms() - due.occurred_at_ms).max(0) as f64 / 1000.0;
+            let waited = (now_ms() - due.message.occurred_at_ms).max(0) as f64 / 1000.0;
             histogram!(
                 "handler_host_delivery_latency_seconds",
                 "subscriber" => subscriber, "kind" => kind

@@ -3,7 +3,6 @@
 //! loop guard; and the rehearsal a dry-run replay runs.
 
 use super::{Executor, MAX_CONFLICT_RERUNS};
-use crate::bindings::Envelope;
 use crate::error::{ErrorClass, HandlerFailure};
 use crate::fault::{self, FaultPoint};
 use crate::policy::PluginPolicy;
@@ -60,24 +59,6 @@ pub struct RehearsedWrite {
     pub after: Option<Vec<u8>>,
 }
 
-/// The envelope a subscriber is handed for `due`, on its `attempt`.
-fn delivery_envelope(due: &DueDelivery, attempt: u32) -> Envelope {
-    Envelope {
-        id: due.message_id.clone(),
-        kind: due.kind.clone(),
-        partition_key: due.partition_key.clone(),
-        tenant_id: due.tenant_id.clone(),
-        correlation_id: due.correlation_id.clone(),
-        causation_id: due.causation_id.clone(),
-        actor: due.actor.clone(),
-        schema_version: due.schema_version,
-        occurred_at_ms: due.occurred_at_ms as u64,
-        attempt,
-        headers: due.headers.clone(),
-        payload: due.payload.clone(),
-    }
-}
-
 impl Executor {
     /// Runs one delivery: the subscriber's effects commit together with its inbox mark, or
     /// the failure is recorded with its retry time or as dead, by the subscriber's `policy`.
@@ -87,14 +68,17 @@ impl Executor {
             "delivery",
             delivery = due.delivery_id,
             subscriber = %due.subscriber,
-            kind = %due.kind,
-            message_id = %due.message_id,
-            correlation_id = %due.correlation_id,
-            causation_id = due.causation_id.as_deref(),
+            kind = %due.message.kind,
+            message_id = %due.message.id,
+            correlation_id = %due.message.correlation_id,
+            causation_id = due.message.causation_id.as_deref(),
         );
         telemetry::continue_trace(
             &span,
-            due.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            due.message
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
         );
         let delivered = self.run_delivery(due, policy).instrument(span).await;
         telemetry::delivery_finished(due, &delivered);
@@ -107,9 +91,9 @@ impl Executor {
             return Delivered::NotRecorded;
         };
         let attempt = due.attempts + 1;
-        let envelope = delivery_envelope(due, attempt);
+        let envelope = due.message.envelope(attempt);
         // The loop guard: one comparison, and the chain is read only when it trips.
-        let too_deep = if due.depth > policy.max_causal_depth {
+        let too_deep = if due.message.depth > policy.max_causal_depth {
             Some(self.loop_failure(due, policy, plugin.name()).await)
         } else {
             None
@@ -129,7 +113,7 @@ impl Executor {
                     let (changes, emitted) = unit_of_work
                         .expect("a successful call returns its unit of work")
                         .finish();
-                    let outbox = self.address(&envelope, due.depth, plugin.name(), emitted);
+                    let outbox = self.address(&due.message, plugin.name(), emitted);
                     fault::hit(FaultPoint::AfterEffects);
                     (
                         Write::Delivered {
@@ -180,7 +164,7 @@ impl Executor {
             match self.committer.submit(write).await {
                 Ok(Applied::Committed) => {
                     tracing::debug!(
-                        delivery = due.delivery_id, message = %due.message_id,
+                        delivery = due.delivery_id, message = %due.message.id,
                         version = plugin.identity(), ?fate, "delivery recorded"
                     );
                     return fate;
@@ -189,7 +173,7 @@ impl Executor {
                 Ok(Applied::DeliveryStale) => return Delivered::Skipped,
                 Ok(Applied::LeaseLost) => {
                     tracing::info!(
-                        delivery = due.delivery_id, message = %due.message_id,
+                        delivery = due.delivery_id, message = %due.message.id,
                         partition = due.partition,
                         "outcome not recorded: the partition passed to another host, which runs the delivery"
                     );
@@ -255,7 +239,7 @@ impl Executor {
                 )
             })?;
         // A replay resets the attempts: the rehearsal is its first.
-        let envelope = delivery_envelope(due, 1);
+        let envelope = due.message.envelope(1);
         let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone());
         let call = plugin.handle_event(&envelope, unit).await;
         call.outcome?;
@@ -290,10 +274,10 @@ impl Executor {
         /// Links named from the newest; the rest are counted.
         const SHOWN: usize = 6;
         let mut links = Vec::new();
-        let mut next = Some(due.message_id.clone());
+        let mut next = Some(due.message.id.clone());
         // Bounded by the depth: each link is one step closer to the command.
         while let Some(id) = next.take() {
-            if links.len() > due.depth as usize {
+            if links.len() > due.message.depth as usize {
                 break;
             }
             match self.store.message_cause(&id).await {
@@ -319,7 +303,7 @@ impl Executor {
             format!(
                 "causal depth {} is past `max_causal_depth` {}: handlers keep emitting what \
                  they handle; the chain, newest first: {chain}",
-                due.depth, policy.max_causal_depth
+                due.message.depth, policy.max_causal_depth
             ),
         )
     }

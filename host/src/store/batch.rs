@@ -11,6 +11,7 @@
 
 use super::StateVersion;
 use crate::error::HandlerFailure;
+use crate::message::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The state part of a unit of work: what it read (and at which version) and what it writes.
@@ -26,21 +27,10 @@ pub struct StateChanges {
 /// An event ready for the outbox: fully enveloped and addressed to its subscribers.
 #[derive(Debug, Clone)]
 pub struct OutboxEvent {
-    pub id: String,
-    pub kind: String,
-    pub partition_key: Option<String>,
-    pub tenant_id: Option<String>,
-    pub correlation_id: String,
-    pub causation_id: Option<String>,
-    pub actor: Option<String>,
-    pub schema_version: u32,
-    pub occurred_at_ms: i64,
-    pub headers: Vec<(String, String)>,
-    pub payload: Vec<u8>,
+    pub message: Message,
+    /// The plugin whose handler emitted it.
     pub emitted_by: String,
-    /// How deep in its causal chain: one more than the message whose handler emitted it.
-    pub depth: u32,
-    /// Plugins whose event patterns match `kind`; one delivery row each.
+    /// Plugins whose event patterns match its kind; one delivery row each.
     pub subscribers: Vec<String>,
     /// Not delivered before this instant (milliseconds since the Unix epoch); `None` is at
     /// once.

@@ -2,6 +2,7 @@
 //! retention, and the SQL both backends share (`$N` placeholders work on both). How operators
 //! inspect and repair the queue is in [`super::inspect`].
 
+use crate::message::Message;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
@@ -12,20 +13,9 @@ pub struct DueDelivery {
     pub subscriber: String,
     /// Attempts already made (the next one is `attempts + 1`).
     pub attempts: u32,
-    pub message_id: String,
+    /// The message's place in commit order.
     pub message_seq: i64,
-    pub kind: String,
-    pub partition_key: Option<String>,
-    pub tenant_id: Option<String>,
-    pub correlation_id: String,
-    pub causation_id: Option<String>,
-    pub actor: Option<String>,
-    pub schema_version: u32,
-    pub occurred_at_ms: i64,
-    pub headers: Vec<(String, String)>,
-    pub payload: Vec<u8>,
-    /// How deep in its causal chain the message lies (0: a command).
-    pub depth: u32,
+    pub message: Message,
     /// The partition it was claimed from (PostgreSQL); `None` where there are none.
     pub partition: Option<i64>,
     /// The epoch of the partition lease it was claimed under, which its outcome's commit
@@ -390,20 +380,22 @@ impl TryFrom<DueRow> for DueDelivery {
             delivery_id: row.id,
             subscriber: row.subscriber,
             attempts: row.attempts as u32,
-            message_id: row.message_id,
             message_seq: row.seq,
-            kind: row.kind,
-            partition_key: row.partition_key,
-            tenant_id: row.tenant_id,
-            correlation_id: row.correlation_id,
-            causation_id: row.causation_id,
-            actor: row.actor,
-            schema_version: row.schema_version as u32,
-            occurred_at_ms: row.occurred_at_ms,
-            headers: serde_json::from_str(&row.headers)
-                .context("message headers are not valid JSON")?,
-            payload: row.payload,
-            depth: u32::try_from(row.depth).unwrap_or(u32::MAX),
+            message: Message {
+                id: row.message_id,
+                kind: row.kind,
+                partition_key: row.partition_key,
+                tenant_id: row.tenant_id,
+                correlation_id: row.correlation_id,
+                causation_id: row.causation_id,
+                actor: row.actor,
+                schema_version: row.schema_version as u32,
+                occurred_at_ms: row.occurred_at_ms,
+                headers: serde_json::from_str(&row.headers)
+                    .context("message headers are not valid JSON")?,
+                payload: row.payload,
+                depth: u32::try_from(row.depth).unwrap_or(u32::MAX),
+            },
             partition: row.partition,
             lease: None,
         })

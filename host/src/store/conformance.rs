@@ -194,7 +194,10 @@ async fn a_delivery_commits_its_effects_once(store: &Store) {
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
-    assert_eq!(due[0].headers, vec![("h".to_owned(), "v".to_owned())]);
+    assert_eq!(
+        due[0].message.headers,
+        vec![("h".to_owned(), "v".to_owned())]
+    );
     let delivered = || Write::Delivered {
         delivery_id: due[0].delivery_id,
         attempt: 1,
@@ -239,7 +242,7 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
         .unwrap();
     let keys: Vec<_> = due
         .iter()
-        .map(|d| d.partition_key.clone().unwrap())
+        .map(|d| d.message.partition_key.clone().unwrap())
         .collect();
     assert_eq!(
         keys,
@@ -266,7 +269,7 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
         1,
         "k1 is held back by its dead letter, k2 is due"
     );
-    assert_eq!(due[0].partition_key.as_deref(), Some("k2"));
+    assert_eq!(due[0].message.partition_key.as_deref(), Some("k2"));
     assert!(store.replay(first).await.unwrap());
     assert!(
         !store.replay(first).await.unwrap(),
@@ -290,18 +293,21 @@ async fn a_dead_letter_holds_back_its_key_until_replayed(store: &Store) {
 
 async fn an_event_keeps_its_depth_and_its_cause_is_readable(store: &Store) {
     let mut first = event("a.ping", "k", &["s"]);
-    first.causation_id = Some("the-command".into());
+    first.message.causation_id = Some("the-command".into());
     // Another key: not held back behind the first.
     let mut second = event("b.pong", "j", &["s"]);
-    second.depth = 2;
-    second.causation_id = Some(first.id.clone());
-    let second_id = second.id.clone();
+    second.message.depth = 2;
+    second.message.causation_id = Some(first.message.id.clone());
+    let second_id = second.message.id.clone();
     emit(store, vec![first.clone(), second]).await;
     let due = store
         .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 10)
         .await
         .unwrap();
-    let depths: Vec<(String, u32)> = due.iter().map(|d| (d.kind.clone(), d.depth)).collect();
+    let depths: Vec<(String, u32)> = due
+        .iter()
+        .map(|d| (d.message.kind.clone(), d.message.depth))
+        .collect();
     assert_eq!(depths, [("a.ping".into(), 1), ("b.pong".into(), 2)]);
     let cause = store.message_cause(&second_id).await.unwrap().unwrap();
     assert_eq!(
@@ -309,10 +315,14 @@ async fn an_event_keeps_its_depth_and_its_cause_is_readable(store: &Store) {
         MessageCause {
             kind: "b.pong".into(),
             emitted_by: "p".into(),
-            causation_id: Some(first.id.clone()),
+            causation_id: Some(first.message.id.clone()),
         }
     );
-    let origin = store.message_cause(&first.id).await.unwrap().unwrap();
+    let origin = store
+        .message_cause(&first.message.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(origin.causation_id.as_deref(), Some("the-command"));
     assert_eq!(store.message_cause("the-command").await.unwrap(), None);
 }
@@ -350,7 +360,7 @@ async fn due_keys(store: &Store, skip: &[String]) -> Vec<(i64, String)> {
         .await
         .unwrap()
         .into_iter()
-        .map(|d| (d.delivery_id, d.partition_key.unwrap()))
+        .map(|d| (d.delivery_id, d.message.partition_key.unwrap()))
         .collect()
 }
 
@@ -403,7 +413,7 @@ async fn a_scheduled_event_is_not_due_before_its_time_and_holds_nothing_back(sto
         ..event("e", "k", &["s"])
     };
     let now = event("e", "k", &["s"]);
-    let now_id = now.id.clone();
+    let now_id = now.message.id.clone();
     emit(store, vec![later, soon, now]).await;
     // Under strict and skip alike, only the unscheduled third is due: the scheduled ones
     // ahead of it in the lane hold nothing back while they wait.
@@ -413,7 +423,7 @@ async fn a_scheduled_event_is_not_due_before_its_time_and_holds_nothing_back(sto
             .await
             .unwrap();
         assert_eq!(due.len(), 1, "{skip:?}");
-        assert_eq!(due[0].message_id, now_id);
+        assert_eq!(due[0].message.id, now_id);
     }
     // The dispatcher's next wake-up is the sooner one's time.
     let next = store.next_retry_at_ms().await.unwrap().unwrap();
@@ -426,7 +436,7 @@ async fn a_scheduled_event_is_not_due_before_its_time_and_holds_nothing_back(sto
         .due_deliveries(&["s".into()], &[], &[], Some(&every_partition()), 100)
         .await
         .unwrap();
-    assert_ne!(first[0].message_id, now_id);
+    assert_ne!(first[0].message.id, now_id);
     let pending = store
         .list_deliveries(&DeliveryFilter::default())
         .await
@@ -601,8 +611,8 @@ async fn a_large_mixed_batch_commits_in_order(store: &Store) {
     let mut batch = Vec::new();
     for i in 0..300 {
         let mut e = event("e", &format!("k{}", i % 7), &["s", "t"]);
-        e.payload = format!("{{\"i\":{i}}}").into_bytes();
-        e.tenant_id = (i % 2 == 0).then(|| "tenant".to_owned());
+        e.message.payload = format!("{{\"i\":{i}}}").into_bytes();
+        e.message.tenant_id = (i % 2 == 0).then(|| "tenant".to_owned());
         batch.push(Write::Command {
             changes: StateChanges {
                 plugin: "p".into(),
@@ -651,7 +661,7 @@ async fn a_large_mixed_batch_commits_in_order(store: &Store) {
         .unwrap();
     assert_eq!(due.len(), 7, "one per key");
     // The first message of each key, in `seq` order: the messages were numbered in commit order.
-    let firsts: Vec<&[u8]> = due.iter().map(|d| d.payload.as_slice()).collect();
+    let firsts: Vec<&[u8]> = due.iter().map(|d| d.message.payload.as_slice()).collect();
     let expected: Vec<Vec<u8>> = (0..7)
         .map(|i| format!("{{\"i\":{i}}}").into_bytes())
         .collect();
@@ -660,7 +670,7 @@ async fn a_large_mixed_batch_commits_in_order(store: &Store) {
         expected.iter().map(Vec::as_slice).collect::<Vec<_>>()
     );
     let first = &due[0];
-    assert_eq!(first.tenant_id.as_deref(), Some("tenant"));
+    assert_eq!(first.message.tenant_id.as_deref(), Some("tenant"));
     // A running delivery is left out of the scan and still holds back its key.
     let without_first = store
         .due_deliveries(
@@ -676,7 +686,7 @@ async fn a_large_mixed_batch_commits_in_order(store: &Store) {
     assert!(
         without_first
             .iter()
-            .all(|d| d.partition_key != first.partition_key)
+            .all(|d| d.message.partition_key != first.message.partition_key)
     );
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.by_status["pending"], 500);

@@ -561,19 +561,21 @@ pub(crate) mod test_support {
     /// An event of `kind` with partition key `key`, addressed to `subscribers`.
     pub fn event(kind: &str, key: &str, subscribers: &[&str]) -> OutboxEvent {
         OutboxEvent {
-            id: uuid::Uuid::now_v7().to_string(),
-            kind: kind.into(),
-            partition_key: Some(key.into()),
-            tenant_id: None,
-            correlation_id: "c".into(),
-            causation_id: None,
-            actor: None,
-            schema_version: 1,
-            occurred_at_ms: now_ms(),
-            headers: vec![("h".into(), "v".into())],
-            payload: b"{}".to_vec(),
+            message: crate::message::Message {
+                id: uuid::Uuid::now_v7().to_string(),
+                kind: kind.into(),
+                partition_key: Some(key.into()),
+                tenant_id: None,
+                correlation_id: "c".into(),
+                causation_id: None,
+                actor: None,
+                schema_version: 1,
+                occurred_at_ms: now_ms(),
+                headers: vec![("h".into(), "v".into())],
+                payload: b"{}".to_vec(),
+                depth: 1,
+            },
             emitted_by: "p".into(),
-            depth: 1,
             subscribers: subscribers.iter().map(|s| s.to_string()).collect(),
             deliver_at_ms: None,
         }

@@ -361,23 +361,24 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> a
         let mut messages = Vec::with_capacity(plan.messages.len());
         let mut deliveries = Vec::new();
         for event in &plan.messages {
+            let message = &event.message;
             messages.push(serde_json::json!([
-                event.id,
-                event.kind,
-                event.partition_key,
-                event.tenant_id,
-                event.correlation_id,
-                event.causation_id,
-                event.actor,
-                event.schema_version,
-                event.occurred_at_ms,
-                serde_json::to_string(&event.headers)?,
-                hex::encode(&event.payload),
+                message.id,
+                message.kind,
+                message.partition_key,
+                message.tenant_id,
+                message.correlation_id,
+                message.causation_id,
+                message.actor,
+                message.schema_version,
+                message.occurred_at_ms,
+                serde_json::to_string(&message.headers)?,
+                hex::encode(&message.payload),
                 event.emitted_by,
-                event.depth,
+                message.depth,
             ]));
             let due = event.deliver_at_ms.unwrap_or(now);
-            deliveries.extend(event.subscribers.iter().map(|s| (&event.id, s, due)));
+            deliveries.extend(event.subscribers.iter().map(|s| (&message.id, s, due)));
         }
         // Inserted in array order, so `seq` follows commit order.
         sqlx::query(

@@ -216,14 +216,7 @@ async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         ratios,
         peak_rss_mib: process_memory_mib("VmHWM"),
     };
-    let markdown = render_markdown(&report);
-    std::fs::write(args.out.join("bench.md"), &markdown)?;
-    std::fs::write(
-        args.out.join("bench.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    println!("{markdown}");
-    Ok(())
+    report::write(&args.out, "bench", &render_markdown(&report), &report)
 }
 
 struct Bench {

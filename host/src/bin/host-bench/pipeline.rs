@@ -5,9 +5,9 @@
 use crate::report::Run;
 use crate::{Bench, PLUGIN, close};
 use handler_host::app::{Delivery, Host};
-use handler_host::bindings::Envelope;
 use handler_host::executor::{Executor, Request};
 use handler_host::http;
+use handler_host::message::Message;
 use handler_host::store::{StateChanges, Store, Write, now_ms};
 use handler_host::telemetry::percentile;
 use handler_host::unit_of_work::{Access, UnitOfWork};
@@ -309,7 +309,7 @@ pub(crate) async fn native_touch(
     store: &Store,
     key: &str,
 ) -> anyhow::Result<()> {
-    let envelope = bench_envelope("bench.touch", format!("{{\"key\":\"{key}\"}}").into_bytes());
+    let message = bench_message("bench.touch", format!("{{\"key\":\"{key}\"}}").into_bytes());
     let mut unit = UnitOfWork::new(PLUGIN, Access::ReadWrite, store.clone());
     let count_key = format!("count/{key}");
     let count: u64 = match unit.get(&count_key).await? {
@@ -323,7 +323,7 @@ pub(crate) async fn native_touch(
         Some(key.to_owned()),
     ))?;
     let (changes, emitted): (StateChanges, _) = unit.finish();
-    let outbox = executor.address(&envelope, 0, PLUGIN, emitted);
+    let outbox = executor.address(&message, PLUGIN, emitted);
     executor
         .committer()
         .submit(Write::Command {
@@ -336,9 +336,10 @@ pub(crate) async fn native_touch(
     Ok(())
 }
 
-pub(crate) fn bench_envelope(kind: &str, payload: Vec<u8>) -> Envelope {
+/// A request of `kind` with `payload`, as the ingress would make it.
+pub(crate) fn bench_message(kind: &str, payload: Vec<u8>) -> Message {
     let id = uuid::Uuid::now_v7().to_string();
-    Envelope {
+    Message {
         correlation_id: id.clone(),
         id,
         kind: kind.into(),
@@ -347,10 +348,10 @@ pub(crate) fn bench_envelope(kind: &str, payload: Vec<u8>) -> Envelope {
         causation_id: None,
         actor: None,
         schema_version: 1,
-        occurred_at_ms: now_ms() as u64,
-        attempt: 1,
+        occurred_at_ms: now_ms(),
         headers: Vec::new(),
         payload,
+        depth: 0,
     }
 }
 

@@ -251,3 +251,19 @@ pub(crate) fn render_markdown(report: &Report) -> String {
     ));
     md
 }
+
+/// Writes `NAME.md` and `NAME.json` into `out` and prints the markdown.
+pub(crate) fn write(
+    out: &std::path::Path,
+    name: &str,
+    markdown: &str,
+    report: &impl Serialize,
+) -> anyhow::Result<()> {
+    std::fs::write(out.join(format!("{name}.md")), markdown)?;
+    std::fs::write(
+        out.join(format!("{name}.json")),
+        serde_json::to_string_pretty(report)?,
+    )?;
+    println!("{markdown}");
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! The sandbox's figures: **P3** one call on a fresh instance, **L-*** a small command of each
 //! language's example, **R1** hot reload, **P8** cold start.
 
-use crate::pipeline::{StoreKind, bench_envelope};
+use crate::pipeline::{StoreKind, bench_message};
 use crate::report::{Run, percentiles_us};
 use crate::{Bench, PLUGIN, cold_start};
 use anyhow::bail;
@@ -62,7 +62,7 @@ impl Bench {
     pub(crate) async fn invoke(&self, iterations: usize) -> anyhow::Result<Run> {
         let rig = self.rig(StoreKind::Sqlite, "invoke", 0).await?;
         let plugin = self.registry.plugin(PLUGIN).expect("checked at start");
-        let envelope = bench_envelope("bench.noop", b"{}".to_vec());
+        let envelope = bench_message("bench.noop", b"{}".to_vec()).envelope(1);
         let mut timings = Vec::with_capacity(iterations);
         for _ in 0..iterations {
             let unit = UnitOfWork::new(PLUGIN, Access::ReadWrite, rig.store().clone());
@@ -84,7 +84,8 @@ impl Bench {
         iterations: usize,
     ) -> anyhow::Result<Run> {
         let rig = self.rig(StoreKind::Sqlite, language.id, 0).await?;
-        let envelope = bench_envelope(language.command, language.payload.as_bytes().to_vec());
+        let envelope =
+            bench_message(language.command, language.payload.as_bytes().to_vec()).envelope(1);
         let mut timings = [Vec::new(), Vec::new()];
         let mut memory_bytes = 0;
         for (registry, timings) in [fresh, kept].into_iter().zip(&mut timings) {

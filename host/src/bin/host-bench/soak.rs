@@ -192,12 +192,7 @@ pub async fn run(args: &super::BenchArgs) -> anyhow::Result<()> {
         report.rss_first_mib,
         report.rss_last_mib,
     );
-    std::fs::write(args.out.join("soak.md"), &markdown)?;
-    std::fs::write(
-        args.out.join("soak.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    println!("{markdown}");
+    crate::report::write(&args.out, "soak", &markdown, &report)?;
     if report.orders_failed > 0 {
         bail!("{} orders were not answered 2xx", report.orders_failed);
     }

@@ -257,14 +257,14 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
     let messages = &plan.messages;
     let headers = messages
         .iter()
-        .map(|m| serde_json::to_string(&m.headers))
+        .map(|m| serde_json::to_string(&m.message.headers))
         .collect::<Result<Vec<_>, _>>()?;
     let mut delivery_messages = Vec::new();
     let mut subscribers = Vec::new();
     let mut due = Vec::new();
     for m in messages.iter() {
         for subscriber in &m.subscribers {
-            delivery_messages.push(m.id.as_str());
+            delivery_messages.push(m.message.id.as_str());
             subscribers.push(subscriber.as_str());
             due.push(m.deliver_at_ms.unwrap_or(now));
         }
@@ -293,22 +293,22 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
          JOIN m ON m.id = s.message_id
          ORDER BY s.n",
     )
-    .bind(messages.iter().map(|m| m.id.as_str()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.kind.as_str()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.partition_key.as_deref()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.tenant_id.as_deref()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.correlation_id.as_str()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.causation_id.as_deref()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.actor.as_deref()).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| i64::from(m.schema_version)).collect::<Vec<_>>())
-    .bind(messages.iter().map(|m| m.occurred_at_ms).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.id.as_str()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.kind.as_str()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.partition_key.as_deref()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.tenant_id.as_deref()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.correlation_id.as_str()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.causation_id.as_deref()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.actor.as_deref()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| i64::from(m.message.schema_version)).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.occurred_at_ms).collect::<Vec<_>>())
     .bind(&headers)
-    .bind(messages.iter().map(|m| m.payload.as_slice()).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| m.message.payload.as_slice()).collect::<Vec<_>>())
     .bind(messages.iter().map(|m| m.emitted_by.as_str()).collect::<Vec<_>>())
     .bind(&delivery_messages)
     .bind(&subscribers)
     .bind(&due)
-    .bind(messages.iter().map(|m| i64::from(m.depth)).collect::<Vec<_>>())
+    .bind(messages.iter().map(|m| i64::from(m.message.depth)).collect::<Vec<_>>())
     .execute(&mut *conn)
     .await
     .context("writing messages and deliveries")?;
