@@ -5,13 +5,12 @@
 //! them start here, so what one measures or tests is what the others run.
 
 use crate::committer::Committer;
-use crate::config::{DEFAULT_LEASE_TIMEOUT, DispatchConfig};
+use crate::config::{DEFAULT_LEASE_TIMEOUT, DispatchConfig, HostConfig};
 use crate::dispatcher::{self, Dispatcher};
 use crate::executor::Executor;
 use crate::http::AppState;
 use crate::maintenance;
 use crate::partitions::PartitionLeases;
-use crate::policy::HostConfig;
 use crate::registry::Registry;
 use crate::store::Store;
 use std::sync::Arc;

@@ -80,6 +80,7 @@ impl ComponentCache {
         Some(base.join("handler-host").join("components"))
     }
 
+    /// The folder the entries are kept in.
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -2,24 +2,27 @@
 
 use crate::app::{Delivery, Host};
 use crate::cache::ComponentCache;
-use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN, DispatchConfig};
+use crate::config::{
+    ConfigError, DEFAULT_DATABASE_URL, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN, DispatchConfig,
+    HostConfig, PluginPolicy,
+};
 use crate::executor::{Reply, Request};
 use crate::http;
 use crate::plugin_dir::{self, BuildPolicy, PluginDir};
-use crate::policy::{ConfigError, HostConfig, PluginPolicy};
 use crate::sandbox::Sandbox;
-use crate::store::Store;
+use crate::store::{FirstOutcome, Store};
 mod bus;
 mod remote;
 
 use anyhow::{Context, bail};
-pub use bus::{BusCommand, BusFilter, ListType};
+pub(crate) use bus::{BusCommand, BusFilter, ListType};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-pub use remote::Reach;
+pub(crate) use remote::Reach;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The `host` command line: the global options and the subcommand to run.
 #[derive(Debug, Parser)]
 #[command(
     name = "host",
@@ -36,18 +39,20 @@ pub struct Cli {
     #[arg(long, global = true, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Plain lines, for people reading a terminal.
     Text,
+    /// One JSON object a line, for log collectors.
     Json,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Load the plugins and serve commands, queries and event delivery.
     Run(RunArgs),
     /// `run --build --watch`: build, serve, and rebuild and swap in each plugin as its sources
@@ -83,7 +88,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct PluginsArg {
+pub(crate) struct PluginsArg {
     /// Folder of plugins: component files (*.wasm) and source folders with a plugin.toml.
     #[arg(long, env = "HOST_PLUGINS", default_value = "./plugins")]
     pub plugins: PathBuf,
@@ -91,7 +96,7 @@ pub struct PluginsArg {
 
 /// Where compiled components are kept between runs.
 #[derive(Debug, Args)]
-pub struct CacheArg {
+pub(crate) struct CacheArg {
     /// Folder of compiled components, reused across restarts; an entry is keyed by the
     /// component's content and the engine configuration, and checked before use
     /// [default: $XDG_CACHE_HOME/handler-host/components, else ~/.cache/handler-host/components].
@@ -119,7 +124,7 @@ impl CacheArg {
 }
 
 #[derive(Debug, Args)]
-pub struct DatabaseArg {
+pub(crate) struct DatabaseArg {
     /// Database URL: `sqlite://FILE` (the embedded default) or
     /// `postgres://USER@HOST:PORT/DATABASE`. Either is created and migrated if missing.
     #[arg(long, env = "HOST_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
@@ -127,7 +132,7 @@ pub struct DatabaseArg {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub plugins: PluginsArg,
     #[command(flatten)]
@@ -183,7 +188,7 @@ pub struct RunArgs {
 /// flags override the file's `[defaults]`, and `[plugins.NAME]` sections override all three
 /// for their plugin.
 #[derive(Debug, Args)]
-pub struct Tuning {
+pub(crate) struct Tuning {
     /// Host config file (TOML): per-plugin retry, ordering, deadline and memory; idempotency
     /// key lifetimes; retention. See `docs/guarantees.md` and `host::policy`.
     #[arg(long, env = "HOST_CONFIG")]
@@ -224,7 +229,7 @@ impl Tuning {
                 defaults.limits.call_deadline = Duration::from_millis(ms);
             }
             if let Some(mib) = self.memory_mib {
-                if mib == 0 || mib as u64 > crate::policy::MAX_MEMORY_MIB {
+                if mib == 0 || mib as u64 > crate::config::MAX_MEMORY_MIB {
                     return Err(flag("memory-mib", "must be between 1 and 4096"));
                 }
                 defaults.limits.memory_bytes = mib << 20;
@@ -265,7 +270,7 @@ fn sandbox_for(config: &HostConfig, cache: &CacheArg) -> anyhow::Result<Arc<Sand
 }
 
 #[derive(Debug, Args)]
-pub struct SendArgs {
+pub(crate) struct SendArgs {
     /// The command kind, e.g. `order.place`.
     pub kind: String,
     /// The JSON payload.
@@ -284,7 +289,7 @@ pub struct SendArgs {
 /// What a command that runs handlers outside a host (`send`, `bus flush`, a dry-run replay)
 /// needs to load the plugins as the host does: give it the host's folder, config and flags.
 #[derive(Debug, Args)]
-pub struct PluginLoad {
+pub(crate) struct PluginLoad {
     #[command(flatten)]
     pub plugins: PluginsArg,
     #[command(flatten)]
@@ -306,7 +311,7 @@ impl PluginLoad {
 }
 
 #[derive(Debug, Args)]
-pub struct TraceArgs {
+pub(crate) struct TraceArgs {
     /// The request's correlation id (the `Correlation-Id` header of the command's answer), or
     /// the id of any message of the request.
     pub id: String,
@@ -317,7 +322,7 @@ pub struct TraceArgs {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Format {
+pub(crate) enum Format {
     Table,
     Json,
 }
@@ -565,16 +570,13 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         .context("--payload must be JSON")?;
     match host.executor().command(&request).await {
         Ok(Reply::Success(body)) => println!("{}", String::from_utf8_lossy(&body)),
-        Ok(Reply::Replayed { status, body }) => {
+        Ok(Reply::Replayed(FirstOutcome::Succeeded(body))) => {
             println!("{}", String::from_utf8_lossy(&body));
-            if status >= 400 {
-                bail!("replayed answer: HTTP {status}");
-            }
         }
-        Err(error) => {
-            eprintln!("{}", String::from_utf8_lossy(&error.body()));
-            bail!("{error}");
+        Ok(Reply::Replayed(FirstOutcome::Rejected(failure))) => {
+            bail!("{failure} (the first answer of this idempotency key, replayed)")
         }
+        Err(error) => bail!("{error}"),
     }
     Ok(())
 }

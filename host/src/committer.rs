@@ -5,6 +5,7 @@
 //! sender — so a caller is never told "done" before its data is durable, and the disk's
 //! commit rate is shared by many units of work instead of capping them one by one.
 
+use crate::error::HostError;
 use crate::store::{Applied, Store, Write};
 use std::sync::Arc;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -15,14 +16,9 @@ pub const MAX_BATCH: usize = 512;
 /// Units of work that may wait for the writer before senders are slowed down.
 const QUEUE_DEPTH: usize = 4096;
 
-/// The writer failed the whole batch: nothing of it was committed.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("the database did not commit: {0}")]
-pub struct CommitError(String);
-
 struct Pending {
     write: Write,
-    reply: oneshot::Sender<Result<Applied, CommitError>>,
+    reply: oneshot::Sender<Result<Applied, HostError>>,
 }
 
 /// A handle for submitting units of work to the writer; cheap to clone.
@@ -71,16 +67,15 @@ impl Committer {
     /// Commits `write` (with whatever else is waiting) and returns once it is durable.
     ///
     /// # Errors
-    /// Fails when the transaction failed or the writer has stopped; nothing was committed.
-    pub async fn submit(&self, write: Write) -> Result<Applied, CommitError> {
+    /// [`HostError::Database`] when the transaction failed (the whole batch: nothing of it
+    /// was committed), [`HostError::WriterStopped`] when the writer has stopped.
+    pub async fn submit(&self, write: Write) -> Result<Applied, HostError> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { write, reply })
             .await
-            .map_err(|_| CommitError("the writer has stopped".into()))?;
-        answer
-            .await
-            .map_err(|_| CommitError("the writer stopped before answering".into()))?
+            .map_err(|_| HostError::WriterStopped)?;
+        answer.await.map_err(|_| HostError::WriterStopped)?
     }
 }
 
@@ -112,7 +107,7 @@ async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Pending>, committ
                     units = writes.len(),
                     "batch commit failed"
                 );
-                let error = CommitError(format!("{error:#}"));
+                let error = HostError::database(error);
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }

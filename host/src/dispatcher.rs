@@ -4,17 +4,16 @@
 //! for due deliveries and runs them concurrently — but never two of the same subscriber and
 //! partition key at once, and never one whose key has an earlier unfinished delivery, so each
 //! subscriber sees a key's messages in commit order. Each subscriber's deliveries follow its
-//! own [`crate::policy::PluginPolicy`]: retry schedule, dead-letter classes, and whether a
+//! own [`crate::config::PluginPolicy`]: retry schedule, dead-letter classes, and whether a
 //! failing message holds back its key (`strict`) or is parked so the key moves on (`skip`).
 //!
 //! On PostgreSQL it claims only deliveries of the partitions this host leases
 //! ([`crate::partitions`]), each under the epoch of its lease, which the commit checks.
 
-use crate::config::DispatchConfig;
+use crate::config::{DispatchConfig, HostConfig, Ordering};
 use crate::executor::{Delivered, Executor};
 use crate::partitions::PartitionLeases;
-use crate::policy::{HostConfig, Ordering};
-use crate::store::{DueDelivery, Partitions, Store, now_ms};
+use crate::store::{DeliveryFate, DueDelivery, Partitions, Store, now_ms};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
@@ -67,11 +66,6 @@ impl Dispatcher {
     /// Whether the loop runs, for readiness checks.
     pub fn liveness(&self) -> Liveness {
         self.liveness.clone()
-    }
-
-    /// Stops at once, leaving what runs unfinished (it is delivered again later).
-    pub fn abort(&self) {
-        self.task.abort();
     }
 
     /// Stops claiming deliveries and waits up to `grace` for the running ones to finish;
@@ -344,10 +338,13 @@ pub struct FlushedDelivery {
 impl FlushedDelivery {
     pub fn of(due: &DueDelivery, outcome: Option<&Delivered>) -> Self {
         let (class, retry_at_ms) = match outcome {
-            Some(Delivered::WillRetry { at, class }) => {
-                (Some(class.as_str().to_owned()), Some(*at))
-            }
-            Some(Delivered::Dead(class)) => (Some(class.as_str().to_owned()), None),
+            Some(Delivered::Failed { class, fate }) => (
+                Some(class.as_str().to_owned()),
+                match fate {
+                    DeliveryFate::RetryAt(at) => Some(*at),
+                    DeliveryFate::Dead => None,
+                },
+            ),
             _ => (None, None),
         };
         Self {

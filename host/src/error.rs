@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Why a handler call did not succeed. Matched exhaustively wherever a decision is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -99,18 +100,76 @@ impl fmt::Display for ErrorClass {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{class} in plugin `{plugin}`: {message}")]
 pub struct HandlerFailure {
+    /// What kind of failure: decides the status a command answers and whether a delivery is
+    /// retried.
     pub class: ErrorClass,
+    /// The name of the plugin whose call failed; empty when read back from an error body that
+    /// named none.
     pub plugin: String,
+    /// What went wrong, for people: the handler's own words, or the host's account of the trap.
     pub message: String,
 }
 
 impl HandlerFailure {
+    /// A failure of `class` in the plugin named `plugin`, explained by `message`.
     pub fn new(class: ErrorClass, plugin: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             class,
             plugin: plugin.into(),
             message: message.into(),
         }
+    }
+
+    /// This failure as the JSON error body ([`error_body`]).
+    pub fn to_error_body(&self) -> Vec<u8> {
+        error_body(self.class.as_str(), Some(&self.plugin), &self.message)
+    }
+
+    /// Reads back a body written by [`HandlerFailure::to_error_body`]; `None` when `body` is
+    /// not one, or names a class this host does not know.
+    pub fn from_error_body(body: &[u8]) -> Option<Self> {
+        #[derive(Deserialize)]
+        struct Body {
+            error: Fields,
+        }
+        #[derive(Deserialize)]
+        struct Fields {
+            class: ErrorClass,
+            plugin: Option<String>,
+            message: String,
+        }
+        let Body { error } = serde_json::from_slice(body).ok()?;
+        Some(Self::new(
+            error.class,
+            error.plugin.unwrap_or_default(),
+            error.message,
+        ))
+    }
+}
+
+/// The host failed, not the plugin: every such error a caller can get, kept typed up to the
+/// boundary that answers it (an HTTP status, a CLI message). Cheap to clone, because one
+/// failed commit answers every unit of work of its batch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HostError {
+    /// A read or a commit failed in the database; nothing was committed.
+    #[error("the database failed: {0:#}")]
+    Database(Arc<anyhow::Error>),
+    /// The single writer has stopped: the host is shutting down.
+    #[error("the database writer has stopped")]
+    WriterStopped,
+    /// Another caller holds this idempotency key for longer than its claim allows.
+    #[error("idempotency key `{key}` is contended; try again")]
+    KeyContended {
+        /// The idempotency key that could not be claimed.
+        key: String,
+    },
+}
+
+impl HostError {
+    /// A database failure, with the chain of causes `error` carries.
+    pub fn database(error: anyhow::Error) -> Self {
+        Self::Database(Arc::new(error))
     }
 }
 
@@ -134,6 +193,21 @@ mod tests {
             assert_eq!(ErrorClass::parse(class.as_str()), Some(class));
         }
         assert_eq!(ErrorClass::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn a_failure_reads_back_from_its_error_body() {
+        let failure = HandlerFailure::new(ErrorClass::Rejected, "orders", "no such \"sku\"");
+        let body = failure.to_error_body();
+        assert_eq!(HandlerFailure::from_error_body(&body), Some(failure));
+        assert_eq!(HandlerFailure::from_error_body(b"{}"), None);
+        let unknown = error_body("no_such_class", None, "m");
+        assert_eq!(HandlerFailure::from_error_body(&unknown), None);
+        let no_plugin = error_body("host", None, "m");
+        assert_eq!(
+            HandlerFailure::from_error_body(&no_plugin),
+            Some(HandlerFailure::new(ErrorClass::Host, "", "m"))
+        );
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! committer — re-running the handler when a key it read changed before commit.
 
 use crate::committer::Committer;
-use crate::error::{ErrorClass, HandlerFailure, error_body};
+use crate::error::{ErrorClass, HandlerFailure, HostError};
 use crate::message::Message;
 use crate::plugin::Plugin;
 use crate::registry::Registry;
-use crate::store::{Applied, IdempotencyRecord, OutboxEvent, StateChanges, Store, Write, now_ms};
+use crate::store::{
+    Applied, FirstOutcome, IdempotencyRecord, OutboxEvent, StateChanges, Store, Write, now_ms,
+};
 use crate::telemetry;
 use crate::unit_of_work::{Access, EmittedEvent, UnitOfWork};
 use arc_swap::ArcSwap;
@@ -34,12 +36,22 @@ const SCHEMA_VERSION: u32 = 1;
 /// A command or query as it arrives from a caller.
 #[derive(Debug, Clone, Default)]
 pub struct Request {
+    /// The command or query kind; names the plugin that owns it.
     pub kind: String,
+    /// The body handed to the handler (a JSON document over HTTP).
     pub payload: Vec<u8>,
+    /// Commands only: a later request with the same key gets the first one's outcome replayed
+    /// instead of running again; `None` runs every request.
     pub idempotency_key: Option<String>,
+    /// The message's partition key, handed to the handler in its envelope.
     pub partition_key: Option<String>,
+    /// The causal chain the caller continues; `None` starts a new one, named by the message's
+    /// own id.
     pub correlation_id: Option<String>,
+    /// The tenant the request acts for; handed to the handler, and inherited by every event it
+    /// causes.
     pub tenant_id: Option<String>,
+    /// Who made the request; handed to the handler, and inherited by every event it causes.
     pub actor: Option<String>,
     /// The caller's W3C trace context (`traceparent`), which the command's span continues
     /// when spans are exported.
@@ -56,54 +68,33 @@ pub enum Reply {
     /// The handler ran and its effects are durable.
     Success(Vec<u8>),
     /// The stored first outcome of this idempotency key, replayed without running anything.
-    Replayed { status: u16, body: Vec<u8> },
+    Replayed(FirstOutcome),
 }
 
-/// Why a command or query was not answered with success.
+/// Why a command or query was not answered with success. Kept typed up to the boundary that
+/// answers the caller: the HTTP ingress decides the status code, the CLI the message.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecError {
+    /// No loaded plugin owns this command or query kind.
     #[error("no plugin handles {what} `{kind}`")]
-    UnknownKind { what: &'static str, kind: String },
+    UnknownKind {
+        /// `"command"` or `"query"`.
+        what: &'static str,
+        /// The kind asked for.
+        kind: String,
+    },
+    /// The handler failed: its class says whose fault and what it means.
     #[error(transparent)]
     Failure(HandlerFailure),
+    /// The idempotency key came before with another kind or payload.
     #[error("idempotency key `{key}` was already used with a different request")]
-    IdempotencyMismatch { key: String },
-    #[error("{0}")]
-    Host(String),
-}
-
-impl ExecError {
-    /// The HTTP status this error answers with.
-    pub fn status(&self) -> u16 {
-        match self {
-            Self::UnknownKind { .. } => 404,
-            Self::IdempotencyMismatch { .. } => 422,
-            Self::Host(_) => 503,
-            Self::Failure(failure) => match failure.class {
-                ErrorClass::Rejected => 422,
-                ErrorClass::Retryable | ErrorClass::Host => 503,
-                ErrorClass::Permanent
-                | ErrorClass::Deadline
-                | ErrorClass::MemoryLimit
-                | ErrorClass::StackOverflow
-                | ErrorClass::Panic
-                | ErrorClass::Trap
-                | ErrorClass::Loop => 500,
-            },
-        }
-    }
-
-    /// The JSON error body (see [`error_body`]).
-    pub fn body(&self) -> Vec<u8> {
-        match self {
-            Self::UnknownKind { .. } => error_body("unknown_kind", None, &self.to_string()),
-            Self::IdempotencyMismatch { .. } => {
-                error_body("idempotency_mismatch", None, &self.to_string())
-            }
-            Self::Host(message) => error_body("host", None, message),
-            Self::Failure(f) => error_body(f.class.as_str(), Some(&f.plugin), &f.message),
-        }
-    }
+    IdempotencyMismatch {
+        /// The idempotency key that was reused.
+        key: String,
+    },
+    /// The host failed (the database, its writer); nothing was committed.
+    #[error(transparent)]
+    Host(#[from] HostError),
 }
 
 /// Runs messages through plugins and into the committer.
@@ -121,6 +112,9 @@ pub struct Executor {
 }
 
 impl Executor {
+    /// An executor routing by `registry`, reading `store` and committing through `committer`;
+    /// idempotency keys live `idempotency_ttl` unless their command kind is given its own
+    /// ([`Executor::with_idempotency_ttls`]).
     pub fn new(
         registry: Registry,
         store: Store,
@@ -232,28 +226,26 @@ impl Executor {
                 .store
                 .idempotency_record(key)
                 .await
-                .map_err(|e| ExecError::Host(format!("{e:#}")))?;
+                .map_err(HostError::database)?;
             if let Some(record) = stored {
                 if record.request_hash != hash {
                     return Err(ExecError::IdempotencyMismatch {
                         key: key.to_owned(),
                     });
                 }
-                return Ok(Reply::Replayed {
-                    status: record.status,
-                    body: record.body,
-                });
+                return Ok(Reply::Replayed(record.outcome));
             }
             if tokio::time::Instant::now() > give_up {
-                return Err(ExecError::Host(format!(
-                    "idempotency key `{key}` is contended; try again"
-                )));
+                return Err(HostError::KeyContended {
+                    key: key.to_owned(),
+                }
+                .into());
             }
             let claimed = self
                 .store
                 .claim_idempotency_key(key, claim_ttl)
                 .await
-                .map_err(|e| ExecError::Host(format!("{e:#}")))?;
+                .map_err(HostError::database)?;
             if !claimed {
                 tokio::time::sleep(CLAIM_POLL).await;
                 continue;
@@ -293,7 +285,8 @@ impl Executor {
                         .finish();
                     let outbox = self.address(&message, plugin_name, emitted);
                     let idempotency = key.map(|(key, hash)| {
-                        self.idempotency_record(key, &request.kind, hash, 200, body.clone())
+                        let outcome = FirstOutcome::Succeeded(body.clone());
+                        self.idempotency_record(key, &request.kind, hash, outcome)
                     });
                     (
                         Write::Command {
@@ -307,14 +300,8 @@ impl Executor {
                 Err(failure) if failure.class == ErrorClass::Rejected && key.is_some() => {
                     // A rejection is an answer too: it is stored and replayed like a success.
                     let (key, hash) = key.expect("checked");
-                    let error = ExecError::Failure(failure);
-                    let record = self.idempotency_record(
-                        key,
-                        &request.kind,
-                        hash,
-                        error.status(),
-                        error.body(),
-                    );
+                    let outcome = FirstOutcome::Rejected(failure.clone());
+                    let record = self.idempotency_record(key, &request.kind, hash, outcome);
                     let changes = StateChanges {
                         plugin: plugin_name.to_owned(),
                         ..StateChanges::default()
@@ -325,7 +312,7 @@ impl Executor {
                             outbox: Vec::new(),
                             idempotency: Some(record),
                         },
-                        Err(CommandError::Exec(error)),
+                        Err(CommandError::Exec(ExecError::Failure(failure))),
                     )
                 }
                 Err(failure) => return Err(CommandError::Exec(ExecError::Failure(failure))),
@@ -343,7 +330,7 @@ impl Executor {
                 Ok(Applied::DeliveryStale | Applied::LeaseLost) => {
                     unreachable!("a command write has no delivery")
                 }
-                Err(error) => return Err(CommandError::Exec(ExecError::Host(error.to_string()))),
+                Err(error) => return Err(CommandError::Exec(error.into())),
             }
         }
         Err(CommandError::Exec(ExecError::Failure(HandlerFailure::new(
@@ -427,8 +414,7 @@ impl Executor {
         key: &str,
         kind: &str,
         hash: &str,
-        status: u16,
-        body: Vec<u8>,
+        outcome: FirstOutcome,
     ) -> IdempotencyRecord {
         let now = now_ms();
         let ttl = self
@@ -440,8 +426,7 @@ impl Executor {
             key: key.to_owned(),
             command_kind: kind.to_owned(),
             request_hash: hash.to_owned(),
-            status,
-            body,
+            outcome,
             created_at_ms: now,
             expires_at_ms: now + ttl.as_millis() as i64,
         }
@@ -470,7 +455,11 @@ enum CommandError {
 fn into_exec(error: CommandError) -> ExecError {
     match error {
         CommandError::Exec(e) => e,
-        CommandError::KeyTaken => ExecError::Host("idempotency key taken concurrently".into()),
+        CommandError::KeyTaken => {
+            unreachable!(
+                "only a write with an idempotency key finds it taken, and that one replays"
+            )
+        }
     }
 }
 

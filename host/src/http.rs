@@ -15,7 +15,7 @@
 //! - `GET /ready` — 200 while plugins are loaded, the database works and the dispatcher runs;
 //!   503 with the reasons otherwise.
 //! - `GET /metrics` — Prometheus text exposition (see [`crate::telemetry`]).
-//! - `/admin/…` — the `host bus` operations and `host trace` (see [`crate::admin`]), behind
+//! - `/admin/…` — the `host bus` operations and `host trace` (the admin API), behind
 //!   the admin token.
 //!
 //! Every answer, errors included, is a JSON document. The body is read completely, within
@@ -25,11 +25,18 @@
 //! behind. A server bound to a non-loopback address refuses to start without an admin token
 //! ([`check_exposure`]); admin routes are wrapped in [`require_admin_token`].
 
+mod answer;
+mod request;
+
+pub(crate) use answer::json_response;
+use answer::{error_response, failure_status, host_error, with_correlation_id};
+use request::{What, read_request};
+
 use crate::error::error_body;
-use crate::executor::{ExecError, Executor, Reply, Request};
-use crate::unit_of_work::{MAX_MESSAGE_HEADER_VALUE_BYTES, MAX_MESSAGE_HEADERS};
+use crate::executor::{Executor, Reply};
+use crate::store::FirstOutcome;
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -38,6 +45,7 @@ use axum::routing::{get, post};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use subtle::ConstantTimeEq;
 
 /// Longest accepted `Idempotency-Key` (and other id-like headers).
 pub const MAX_HEADER_ID_BYTES: usize = 255;
@@ -65,6 +73,8 @@ pub struct Ingress {
 }
 
 impl Ingress {
+    /// The built-in defaults, used when the command line does not set them: no admin token, so
+    /// admin routes are open and only a loopback address is allowed.
     pub const DEFAULT: Self = Self {
         // A megabyte takes well under a second on any link a host serves; ten seconds is
         // generous to slow clients without letting one park a request indefinitely.
@@ -89,9 +99,11 @@ pub fn instance_id() -> &'static str {
 /// What every handler needs.
 #[derive(Clone)]
 pub struct AppState {
+    /// Runs the commands and queries the routes receive; its registry and store also answer
+    /// health, readiness and the admin API.
     pub executor: Arc<Executor>,
     /// Each plugin's policy, for the deliveries the admin API's flush runs.
-    pub policies: Arc<crate::policy::HostConfig>,
+    pub policies: Arc<crate::config::HostConfig>,
     /// This host's partition leases (PostgreSQL), shown by `GET /health`.
     pub leases: Option<Arc<crate::partitions::PartitionLeases>>,
     /// Whether the dispatcher runs, for `GET /ready`; `None` when background dispatch is off.
@@ -184,14 +196,7 @@ fn admin_authorized(token: Option<&str>, headers: &HeaderMap) -> bool {
                 .and_then(|v| v.strip_prefix("Bearer "))
         });
     // Compared in constant time: the comparison must not tell how much of a guess was right.
-    given.is_some_and(|given| {
-        given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    })
+    given.is_some_and(|given| bool::from(given.as_bytes().ct_eq(token.as_bytes())))
 }
 
 async fn command(
@@ -212,9 +217,13 @@ async fn command(
     let run = tokio::spawn(async move { executor.command(&request).await });
     let response = match run.await {
         Ok(Ok(Reply::Success(body))) => json_response(StatusCode::OK, body),
-        Ok(Ok(Reply::Replayed { status, body })) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-            let mut response = json_response(status, body);
+        Ok(Ok(Reply::Replayed(outcome))) => {
+            let mut response = match outcome {
+                FirstOutcome::Succeeded(body) => json_response(StatusCode::OK, body),
+                FirstOutcome::Rejected(failure) => {
+                    json_response(failure_status(failure.class), failure.to_error_body())
+                }
+            };
             response
                 .headers_mut()
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -224,14 +233,6 @@ async fn command(
         Err(panicked) => host_error(&kind, &panicked),
     };
     with_correlation_id(response, correlation_id.as_deref())
-}
-
-/// `response` with the request's correlation id in the [`CORRELATION_ID`] header.
-fn with_correlation_id(mut response: Response, correlation_id: Option<&str>) -> Response {
-    if let Some(value) = correlation_id.and_then(|id| HeaderValue::from_str(id).ok()) {
-        response.headers_mut().insert(CORRELATION_ID, value);
-    }
-    response
 }
 
 async fn query(
@@ -254,111 +255,6 @@ async fn query(
         Err(panicked) => host_error(&kind, &panicked),
     };
     with_correlation_id(response, correlation_id.as_deref())
-}
-
-#[derive(Clone, Copy)]
-enum What {
-    Command,
-    Query,
-}
-
-/// Routes, checks and reads a request: the kind must be owned, the body must arrive in time,
-/// fit the owner's `payload_in_bytes` and be JSON, and the id headers must be well formed.
-async fn read_request(
-    routed: &Routed,
-    what: What,
-    kind: Result<Path<String>, PathRejection>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Request, Response> {
-    let Ok(Path(kind)) = kind else {
-        return Err(bad_request("the kind in the path is not valid UTF-8"));
-    };
-    let registry = routed.app.executor.registry();
-    let (owner, noun) = match what {
-        What::Command => (registry.command_owner(&kind), "command"),
-        What::Query => (registry.query_owner(&kind), "query"),
-    };
-    let Some(owner) = owner else {
-        // Only the caller's own input is echoed; never the kinds or plugins that exist. That
-        // the kind is one of the other sort says no more than asking at its path would.
-        let other = match what {
-            What::Command => registry.query_owner(&kind).map(|_| ("query", "queries")),
-            What::Query => registry
-                .command_owner(&kind)
-                .map(|_| ("command", "commands")),
-        };
-        let message = if kind.len() > MAX_ECHOED_KIND_BYTES {
-            format!("no plugin handles this {noun} (its kind is longer than any kind)")
-        } else if let Some((other, path)) = other {
-            format!(
-                "no plugin handles {noun} `{kind}`; `{kind}` is a {other}: POST it to /{path}/{kind}"
-            )
-        } else {
-            format!("no plugin handles {noun} `{kind}`")
-        };
-        return Err(json_response(
-            StatusCode::NOT_FOUND,
-            error_body("unknown_kind", None, &message),
-        ));
-    };
-    let limit = owner.limits().payload_in_bytes;
-    let too_large = |size: &dyn std::fmt::Display| {
-        json_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            error_body(
-                "payload_too_large",
-                Some(owner.name()),
-                &format!(
-                    "the body of {size} bytes is over the limit `payload_in_bytes` of {limit} bytes of plugin `{}`",
-                    owner.name()
-                ),
-            ),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(declared) = declared.filter(|&n| n > limit as u64) {
-        return Err(too_large(&declared));
-    }
-    let read = tokio::time::timeout(
-        routed.ingress.body_read_timeout,
-        axum::body::to_bytes(body, limit),
-    )
-    .await;
-    let body = match read {
-        Ok(Ok(body)) => body,
-        Ok(Err(error)) if is_length_limit(&error) => return Err(too_large(&"more than")),
-        Ok(Err(_)) => return Err(bad_request("the request body could not be read")),
-        Err(_) => {
-            return Err(json_response(
-                StatusCode::REQUEST_TIMEOUT,
-                error_body(
-                    "request_timeout",
-                    None,
-                    &format!(
-                        "the request body did not arrive within {} ms",
-                        routed.ingress.body_read_timeout.as_millis()
-                    ),
-                ),
-            ));
-        }
-    };
-    parse_request(kind, headers, body).map_err(|message| bad_request(&message))
-}
-
-/// Whether reading the body failed on its length limit (rather than on the connection).
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = source {
-        if error.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        source = error.source();
-    }
-    false
 }
 
 async fn not_found() -> Response {
@@ -471,125 +367,4 @@ async fn metrics(State(routed): State<Routed>) -> Response {
         text,
     )
         .into_response()
-}
-
-/// The request, or why it is a bad request.
-fn parse_request(kind: String, headers: &HeaderMap, body: Bytes) -> Result<Request, String> {
-    if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-        return Err("the request body must be a JSON document".to_owned());
-    }
-    Ok(Request {
-        idempotency_key: id_header(headers, "idempotency-key")?,
-        partition_key: id_header(headers, "partition-key")?,
-        // Every request gets a correlation id, answered in the same header, for `host trace`.
-        correlation_id: Some(
-            id_header(headers, CORRELATION_ID)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
-        ),
-        tenant_id: id_header(headers, "tenant-id")?,
-        actor: id_header(headers, "actor")?,
-        headers: message_headers(headers)?,
-        schema_version: schema_version(headers)?,
-        // An unreadable trace context is ignored, as W3C Trace Context asks.
-        traceparent: headers
-            .get(crate::telemetry::TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        kind,
-        payload: body.to_vec(),
-    })
-}
-
-/// The `Message-Header-*` headers, prefix taken off (names are lower case, as HTTP gives
-/// them), in the order sent.
-fn message_headers(headers: &HeaderMap) -> Result<Vec<(String, String)>, String> {
-    let mut found = Vec::new();
-    for (name, value) in headers {
-        let Some(name) = name.as_str().strip_prefix(MESSAGE_HEADER_PREFIX) else {
-            continue;
-        };
-        let value = value
-            .to_str()
-            .ok()
-            .filter(|v| v.len() <= MAX_MESSAGE_HEADER_VALUE_BYTES)
-            .ok_or_else(|| {
-                format!(
-                    "header `{MESSAGE_HEADER_PREFIX}{name}` must be printable ASCII of at most \
-                     {MAX_MESSAGE_HEADER_VALUE_BYTES} bytes"
-                )
-            })?;
-        if name.is_empty() {
-            return Err(format!(
-                "a message header needs a name after `{MESSAGE_HEADER_PREFIX}`"
-            ));
-        }
-        found.push((name.to_owned(), value.to_owned()));
-    }
-    if found.len() > MAX_MESSAGE_HEADERS {
-        return Err(format!(
-            "{} message headers (`{MESSAGE_HEADER_PREFIX}*`): at most {MAX_MESSAGE_HEADERS}",
-            found.len()
-        ));
-    }
-    Ok(found)
-}
-
-/// The `Schema-Version` header: a number from 1; `None` when absent.
-fn schema_version(headers: &HeaderMap) -> Result<Option<u32>, String> {
-    let Some(value) = headers.get(SCHEMA_VERSION) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .filter(|&v| v >= 1)
-        .map(Some)
-        .ok_or_else(|| "header `schema-version` must be a whole number from 1".to_owned())
-}
-
-/// An optional id-like header: 1 to [`MAX_HEADER_ID_BYTES`] printable ASCII characters.
-fn id_header(headers: &HeaderMap, name: &str) -> Result<Option<String>, String> {
-    let Some(value) = headers.get(name) else {
-        return Ok(None);
-    };
-    let text = value.to_str().ok().filter(|v| {
-        !v.is_empty() && v.len() <= MAX_HEADER_ID_BYTES && v.bytes().all(|b| b.is_ascii_graphic())
-    });
-    match text {
-        Some(text) => Ok(Some(text.to_owned())),
-        None => Err(format!(
-            "header `{name}` must be 1 to {MAX_HEADER_ID_BYTES} printable ASCII characters without spaces"
-        )),
-    }
-}
-
-fn bad_request(message: &str) -> Response {
-    json_response(
-        StatusCode::BAD_REQUEST,
-        error_body("bad_request", None, message),
-    )
-}
-
-fn host_error(kind: &str, panicked: &tokio::task::JoinError) -> Response {
-    tracing::error!(kind, "the request task failed: {panicked}");
-    json_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        error_body("host", None, "the host failed while running this request"),
-    )
-}
-
-fn error_response(routed: &Routed, kind: &str, error: ExecError) -> Response {
-    let status = StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let database_failing = routed.app.executor.store().health().is_failing();
-    if status.is_server_error() && !(database_failing && matches!(error, ExecError::Host(_))) {
-        tracing::warn!(kind, %status, "{error}");
-    } else if status.is_server_error() {
-        // The database failure behind it is logged once by the store's health.
-        tracing::debug!(kind, %status, "{error}");
-    }
-    json_response(status, error.body())
-}
-
-pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

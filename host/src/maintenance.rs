@@ -3,8 +3,8 @@
 //! each batch its own short transaction, so the writer is never held for long. When several
 //! hosts share a PostgreSQL database, only the holder of partition 0's lease runs it.
 
+use crate::config::RetentionConfig;
 use crate::partitions::PartitionLeases;
-use crate::policy::RetentionConfig;
 use crate::store::{Store, now_ms};
 use std::sync::Arc;
 

@@ -12,19 +12,27 @@ use crate::bindings::Envelope;
 pub struct Message {
     /// Unique (a UUIDv7, so ids sort by creation).
     pub id: String,
+    /// The command, query or event kind; decides which handler gets it.
     pub kind: String,
     /// The ordering key: messages of one key reach each subscriber in order.
     pub partition_key: Option<String>,
+    /// The tenant it acts for, as the request gave it; every event it causes inherits it.
     pub tenant_id: Option<String>,
     /// The id of the request that started the causal chain.
     pub correlation_id: String,
     /// The id of the message whose handler emitted this one; `None` for a request.
     pub causation_id: Option<String>,
+    /// Who made the request that began the chain, as the request gave it; inherited like the
+    /// tenant.
     pub actor: Option<String>,
+    /// The version of the payload's schema, from 1: as the caller (1 when it declared none) or
+    /// the emitting handler gave it.
     pub schema_version: u32,
     /// When it was created, in milliseconds since the Unix epoch.
     pub occurred_at_ms: i64,
+    /// The message's own headers (name, value), in the order given; not the transport's.
     pub headers: Vec<(String, String)>,
+    /// The body, as its sender wrote it.
     pub payload: Vec<u8>,
     /// How deep in its causal chain: 0 for a request, one more than its cause otherwise.
     pub depth: u32,

@@ -112,7 +112,7 @@ impl PartitionLeases {
 
     /// The partitions the dispatcher may claim deliveries from now; `None` when there are
     /// none (no lease held, or the leases ran out without a renewal).
-    pub fn claimable(&self) -> Option<Partitions> {
+    pub(crate) fn claimable(&self) -> Option<Partitions> {
         let state = self.lock();
         if !state.is_valid() {
             return None;

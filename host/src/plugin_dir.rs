@@ -19,28 +19,30 @@
 //! plugin that has any. The old version keeps serving and the error names the kinds and
 //! counts; `--allow-stranding` lets such changes through with a warning (see [`Strands`]).
 
+mod strands;
+mod watch;
+
 use crate::cache::content_digest;
-use crate::executor::Executor;
 use crate::manifest::{self, Entry, Manifest};
 use crate::plugin::{LoadError, Plugin};
 use crate::registry::Registry;
 use crate::sandbox::Sandbox;
-use crate::store::Store;
-use notify::{RecursiveMode, Watcher};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{Notify, mpsc};
+use std::time::{Instant, SystemTime};
 
-/// Quiet time after the last file event before a scan: editors and compilers write a file in
-/// several steps, and one scan should see the end result.
-pub const SETTLE: Duration = Duration::from_millis(100);
+pub use strands::Strands;
+pub use watch::{SETTLE, watch};
 
 /// Whether to build source folders whose component is missing or stale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildPolicy {
+    /// Build each source folder whose component is missing or older than its inputs, then
+    /// load it (`host run --build`, `host dev`).
     BuildStale,
+    /// Never build: a source folder without a component is refused, and a stale component is
+    /// loaded as it is, with a warning.
     LoadOnly,
 }
 
@@ -84,16 +86,6 @@ pub struct PluginDir {
     strands: Option<Strands>,
 }
 
-/// What a running host does with a change of the folder that would leave pending or
-/// dead-lettered deliveries without a handler.
-#[derive(Clone)]
-pub struct Strands {
-    /// Where the deliveries are.
-    pub store: Store,
-    /// Refuse the change (the default), or only warn (`--allow-stranding`).
-    pub refuse: bool,
-}
-
 impl PluginDir {
     /// Loads every plugin of `dir`. A plugin that cannot be built, compiled, described or
     /// registered is left out, and the returned registry's
@@ -128,6 +120,7 @@ impl PluginDir {
         Ok((plugins, registry))
     }
 
+    /// The plugins directory this follows.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -315,65 +308,6 @@ impl PluginDir {
         }
     }
 
-    /// Checks from now on each change against the deliveries waiting (see [`Strands`]).
-    pub fn check_strands(&mut self, strands: Strands) {
-        self.strands = Some(strands);
-    }
-
-    /// Why `change` is refused: serving `next` in place of `current` would leave `plugin`'s
-    /// pending or dead deliveries of some kinds without a handler. `None` when it strands
-    /// nothing, or when stranding is allowed (then it is logged).
-    async fn stranding(
-        &self,
-        plugin: &str,
-        current: &Registry,
-        next: &Registry,
-        change: &str,
-    ) -> Option<String> {
-        let strands = self.strands.as_ref()?;
-        let rows = match strands.store.unfinished_by_kind(plugin).await {
-            Ok(rows) => rows,
-            Err(error) => {
-                return Some(format!(
-                    "{change} is refused: cannot check `{plugin}`'s waiting deliveries: {error:#}"
-                ));
-            }
-        };
-        let handles = |registry: &Registry, kind: &str| {
-            registry.subscribers(kind).iter().any(|name| name == plugin)
-        };
-        let mut stranded = BTreeMap::<String, (i64, i64)>::new();
-        for (kind, status, count) in rows {
-            if handles(current, &kind) && !handles(next, &kind) {
-                let counts = stranded.entry(kind).or_default();
-                match status.as_str() {
-                    "pending" => counts.0 += count,
-                    _ => counts.1 += count,
-                }
-            }
-        }
-        if stranded.is_empty() {
-            return None;
-        }
-        let kinds: Vec<String> = stranded
-            .iter()
-            .map(|(kind, (pending, dead))| format!("{kind} ({pending} pending, {dead} dead)"))
-            .collect();
-        let what = format!(
-            "{change} would leave deliveries to `{plugin}` without a handler: {}",
-            kinds.join(", ")
-        );
-        if !strands.refuse {
-            tracing::warn!("{what}; allowed by --allow-stranding");
-            return None;
-        }
-        Some(format!(
-            "{what}. Refused: let them finish, or purge the dead letters (`host bus purge \
-             --subscriber {plugin} --force`), then change the folder again; or run the host \
-             with --allow-stranding"
-        ))
-    }
-
     /// Builds a source folder whose component is missing or stale (when the policy says so),
     /// unless its last build failed on the same inputs.
     async fn build_if_stale(&self, folder: &Path, manifest: &Manifest) -> Result<PathBuf, Failure> {
@@ -449,163 +383,5 @@ impl PluginDir {
                 inputs_at,
             },
         );
-    }
-
-    /// The folders whose changes may change a plugin: the plugins directory, and the inputs
-    /// of its source folders when they are built here.
-    fn watched_paths(&self) -> BTreeSet<PathBuf> {
-        let mut paths = BTreeSet::from([self.dir.clone()]);
-        if self.build == BuildPolicy::LoadOnly {
-            return paths;
-        }
-        if let Ok((entries, _)) = manifest::discover(&self.dir) {
-            for entry in entries {
-                if let Entry::Source { folder, manifest } = entry {
-                    for input in &manifest.build.inputs {
-                        if let Ok(path) = folder.join(input).canonicalize() {
-                            paths.insert(path);
-                        }
-                    }
-                }
-            }
-        }
-        paths
-    }
-}
-
-/// Follows the plugins directory for as long as the host runs: after each settled burst of
-/// changes, scans it and swaps the new registry into `executor`, then wakes the dispatcher
-/// (`wake`), since a plugin that returned may have deliveries waiting.
-///
-/// # Errors
-/// Fails when the file watcher cannot start.
-pub fn watch(
-    mut plugins: PluginDir,
-    executor: Arc<Executor>,
-    store: Store,
-    wake: Arc<Notify>,
-    allow_stranding: bool,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    plugins.check_strands(Strands {
-        store: store.clone(),
-        refuse: !allow_stranding,
-    });
-    let (tx, mut changes) = mpsc::unbounded_channel::<()>();
-    let mut watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) if is_change(&event) => {
-                let _ = tx.send(());
-            }
-            Ok(_) => {}
-            Err(error) => tracing::warn!("plugin watcher: {error}"),
-        })?;
-    let mut watched = HashSet::new();
-    follow(&mut watcher, &mut watched, plugins.watched_paths());
-    tracing::info!(dir = %plugins.dir().display(), "watching the plugins directory for changes");
-    Ok(tokio::spawn(async move {
-        while changes.recv().await.is_some() {
-            // Settle: wait until the folder has been quiet for a while.
-            while let Ok(Some(())) = tokio::time::timeout(SETTLE, changes.recv()).await {}
-            let current = executor.registry();
-            match plugins.scan(&current).await {
-                Ok(Some(next)) => {
-                    for name in current.names() {
-                        if next.plugin(&name).is_none() {
-                            report_waiting(&store, &name).await;
-                        }
-                    }
-                    executor.replace_registry(next);
-                    wake.notify_one();
-                }
-                Ok(None) => {}
-                Err(error) => tracing::error!("cannot scan the plugins directory: {error:#}"),
-            }
-            follow(&mut watcher, &mut watched, plugins.watched_paths());
-        }
-    }))
-}
-
-/// Whether a file event may change a plugin: something written, created, renamed or removed
-/// outside build outputs. Opening and reading files (a build reads every source) is not.
-fn is_change(event: &notify::Event) -> bool {
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode};
-    let writes = match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
-    };
-    writes && !event.paths.iter().all(|p| manifest::is_ignored(p))
-}
-
-/// Watches the source folders under `roots` not yet watched, each on its own, so that build
-/// outputs and installed dependencies (thousands of folders) never use up the system's watches.
-fn follow(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, roots: BTreeSet<PathBuf>) {
-    // A deleted folder's watch is gone with it; watch it again if it comes back.
-    watched.retain(|path| path.is_dir());
-    for path in roots.iter().flat_map(|root| manifest::source_dirs(root)) {
-        if watched.contains(&path) {
-            continue;
-        }
-        match watcher.watch(&path, RecursiveMode::NonRecursive) {
-            Ok(()) => {
-                watched.insert(path);
-            }
-            Err(error) => tracing::warn!(path = %path.display(), "cannot watch: {error}"),
-        }
-    }
-}
-
-/// Logs how many deliveries wait for a plugin that is no longer loaded.
-async fn report_waiting(store: &Store, plugin: &str) {
-    match store.pending_count(plugin).await {
-        Ok(0) => {}
-        Ok(waiting) => tracing::warn!(
-            plugin,
-            waiting,
-            "deliveries wait for the removed plugin; they resume when it is loaded again"
-        ),
-        Err(error) => tracing::warn!(plugin, "cannot count waiting deliveries: {error:#}"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_change;
-    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
-    use notify::{Event, EventKind};
-
-    fn event(kind: EventKind, path: &str) -> Event {
-        Event::new(kind).add_path(path.into())
-    }
-
-    #[test]
-    fn reads_and_build_outputs_are_not_changes() {
-        let src = "/p/orders/src/lib.rs";
-        assert!(is_change(&event(EventKind::Modify(ModifyKind::Any), src)));
-        assert!(is_change(&event(
-            EventKind::Create(CreateKind::File),
-            "/p/x.wasm"
-        )));
-        assert!(is_change(&event(
-            EventKind::Access(AccessKind::Close(AccessMode::Write)),
-            src
-        )));
-        assert!(!is_change(&event(
-            EventKind::Access(AccessKind::Open(AccessMode::Any)),
-            src
-        )));
-        assert!(!is_change(&event(
-            EventKind::Access(AccessKind::Close(AccessMode::Read)),
-            src
-        )));
-        assert!(!is_change(&event(
-            EventKind::Modify(ModifyKind::Any),
-            "/p/demo/target/release/x.wasm"
-        )));
-        assert!(!is_change(&event(
-            EventKind::Create(CreateKind::Folder),
-            "/p/notifier/node_modules/esbuild"
-        )));
     }
 }

@@ -98,26 +98,32 @@ impl Registry {
         self.load_errors = errors;
     }
 
+    /// Why entries of the plugins folder are not among the plugins.
     pub fn load_errors(&self) -> &[LoadError] {
         &self.load_errors
     }
 
+    /// The plugin that owns command `kind`; `None` when no loaded plugin handles it.
     pub fn command_owner(&self, kind: &str) -> Option<&Arc<Plugin>> {
         self.commands.get(kind)
     }
 
+    /// The plugin that owns query `kind`; `None` when no loaded plugin handles it.
     pub fn query_owner(&self, kind: &str) -> Option<&Arc<Plugin>> {
         self.queries.get(kind)
     }
 
+    /// The loaded plugin named `name`, if any.
     pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
         self.plugins.get(name)
     }
 
+    /// Every loaded plugin, in name order.
     pub fn plugins(&self) -> impl Iterator<Item = &Arc<Plugin>> {
         self.plugins.values()
     }
 
+    /// The names of the loaded plugins, in order.
     pub fn names(&self) -> Vec<String> {
         self.plugins.keys().cloned().collect()
     }

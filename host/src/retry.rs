@@ -30,26 +30,31 @@ impl RetryPolicy {
         jitter: 0.5,
     };
 
+    /// The same policy, waiting `delay` before the second attempt.
     pub const fn initial_delay(mut self, delay: Duration) -> Self {
         self.initial_delay = delay;
         self
     }
 
+    /// The same policy, each delay `multiplier` times the one before.
     pub const fn multiplier(mut self, multiplier: f64) -> Self {
         self.multiplier = multiplier;
         self
     }
 
+    /// The same policy, no single delay longer than `delay`.
     pub const fn max_delay(mut self, delay: Duration) -> Self {
         self.max_delay = delay;
         self
     }
 
+    /// The same policy, dead-lettering after `attempts` attempts in all.
     pub const fn max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts;
         self
     }
 
+    /// The same policy, randomising the fraction `jitter` (0 to 1) of each delay.
     pub const fn jitter(mut self, jitter: f64) -> Self {
         self.jitter = jitter;
         self

@@ -38,7 +38,7 @@ pub mod commands;
 use crate::executor::{Delivered, ExecError, Reply};
 use crate::partitions::PartitionLeases;
 use crate::registry::Registry;
-use crate::store::{DueDelivery, Store, now_ms};
+use crate::store::{DeliveryFate, DueDelivery, Store, now_ms};
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::collections::BTreeSet;
@@ -159,8 +159,11 @@ fn describe() {
 /// Which handler export ran.
 #[derive(Debug, Clone, Copy)]
 pub enum Handler {
+    /// `handle-command`: a command's handler.
     Command,
+    /// `handle-event`: a subscriber's handler, on a delivery.
     Event,
+    /// `handle-query`: a query's handler.
     Query,
 }
 
@@ -192,7 +195,7 @@ pub fn command_answered(
 ) {
     let outcome = match result {
         Ok(Reply::Success(_)) => "ok",
-        Ok(Reply::Replayed { .. }) => "replayed",
+        Ok(Reply::Replayed(_)) => "replayed",
         Err(error) => error_outcome(error),
     };
     commands::record(plugin, kind, outcome, elapsed);
@@ -242,12 +245,18 @@ pub fn delivery_finished(due: &DueDelivery, delivered: &Delivered) {
             )
             .record(waited);
         }
-        Delivered::WillRetry { class, .. } => counter!(
+        Delivered::Failed {
+            class,
+            fate: DeliveryFate::RetryAt(_),
+        } => counter!(
             "handler_host_delivery_retries_total",
             "subscriber" => subscriber, "kind" => kind, "class" => class.as_str()
         )
         .increment(1),
-        Delivered::Dead(class) => counter!(
+        Delivered::Failed {
+            class,
+            fate: DeliveryFate::Dead,
+        } => counter!(
             "handler_host_dead_letters_total",
             "subscriber" => subscriber, "kind" => kind, "class" => class.as_str()
         )

@@ -131,7 +131,8 @@ impl Trace {
     }
 
     /// Every message in the tree.
-    pub fn message_count(&self) -> usize {
+    #[cfg(test)]
+    fn message_count(&self) -> usize {
         fn count(nodes: &[Node]) -> usize {
             nodes
                 .iter()

@@ -32,9 +32,13 @@ pub enum Access {
 /// An event emitted by a handler, not yet addressed or stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmittedEvent {
+    /// The event kind; the plugins subscribed to it get a delivery each.
     pub kind: String,
+    /// The body, as the handler wrote it.
     pub payload: Vec<u8>,
+    /// The ordering key: events of one key reach each subscriber in order; `None`: unordered.
     pub partition_key: Option<String>,
+    /// The event's own headers (name, value), in the order given.
     pub headers: Vec<(String, String)>,
     /// The version of the payload's schema, from 1.
     pub schema_version: u32,
@@ -80,6 +84,7 @@ pub struct UnitOfWork {
 /// Why the guest's request was refused. Becomes a trap: these are contract violations.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
+    /// A query's handler called `put`, `delete` or `emit` (the one named): queries may only read.
     #[error("`{0}` is not allowed while handling a query: queries are read-only")]
     ReadOnly(&'static str),
     /// A per-call limit of [`Limits`] was reached.
@@ -87,7 +92,9 @@ pub enum AccessError {
     Limit {
         /// The field of [`Limits`] (or constant) that was exceeded.
         limit: &'static str,
+        /// The value of that limit.
         max: usize,
+        /// What the handler did that went past it, for people.
         what: String,
     },
     /// An argument the contract does not allow.
@@ -100,6 +107,8 @@ fn limit(limit: &'static str, max: usize, what: String) -> AccessError {
 }
 
 impl UnitOfWork {
+    /// An empty unit of work on the state of the plugin named `plugin`, allowed `access`, under
+    /// [`Limits::DEFAULT`] until [`UnitOfWork::with_limits`].
     pub fn new(plugin: impl Into<String>, access: Access, store: Store) -> Self {
         Self {
             plugin: plugin.into(),

@@ -2,14 +2,18 @@
 //! `--print-config` shows the effective policy of each configured plugin, with command-line
 //! flags applied to `[defaults]` under the plugin sections.
 
-use crate::harness::{host_binary, host_dir};
+use crate::harness::{EVENTUALLY, host_binary, host_dir};
 use serde_json::Value;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
 
+/// Runs `host run` with `config` as its config file and returns what it printed once it
+/// exits. A host that is still running after [`EVENTUALLY`] took the config: it is stopped,
+/// and the test fails saying so.
 fn run_with_config(config: &str, extra: &[&str]) -> Output {
     let dir = host_dir(&[]);
     std::fs::write(dir.path().join("host.toml"), config).expect("writing host.toml");
-    Command::new(host_binary())
+    let mut child = Command::new(host_binary())
         .args(["run", "--plugins", "plugins", "--config", "host.toml"])
         .args([
             "--database-url",
@@ -20,8 +24,23 @@ fn run_with_config(config: &str, extra: &[&str]) -> Output {
         .args(extra)
         .current_dir(dir.path())
         .env("HOST_LOG", "warn")
-        .output()
-        .expect("running host")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running host");
+    let deadline = Instant::now() + EVENTUALLY;
+    while child.try_wait().expect("waiting for the host").is_none() {
+        if Instant::now() > deadline {
+            child.kill().expect("stopping the host");
+            let output = child.wait_with_output().expect("reading the host's output");
+            panic!(
+                "`host run` with {config:?} was still running after {EVENTUALLY:?}: it took the config\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("reading the host's output")
 }
 
 #[test]
@@ -41,7 +60,7 @@ fn invalid_config_is_a_startup_error_naming_the_key() {
             "plugins.flaky.dead_letter_at_once",
         ),
         (
-            "[retention]\ndelivered = \"7 weeks\"",
+            "[retention]\ndelivered = \"7 fortnights\"",
             "retention.delivered",
         ),
     ] {
@@ -94,10 +113,10 @@ fn print_config_shows_the_effective_policy_per_plugin() {
         serde_json::json!(["rejected", "permanent", "deadline", "memory_limit", "loop"]),
         "{printed:#}"
     );
-    assert_eq!(printed["idempotency"]["ttl"], "1d", "{printed:#}");
+    assert_eq!(printed["idempotency"]["ttl"], "1day", "{printed:#}");
     assert_eq!(
         printed["idempotency"]["ttl_by_kind"]["flaky.bump"], "1h",
         "{printed:#}"
     );
-    assert_eq!(printed["retention"]["delivered"], "1d", "{printed:#}");
+    assert_eq!(printed["retention"]["delivered"], "1day", "{printed:#}");
 }

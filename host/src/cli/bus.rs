@@ -12,7 +12,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tables::{print_backlog, print_cluster, print_flushed, print_metrics, table};
 
 #[derive(Debug, Subcommand)]
-pub enum BusCommand {
+pub(crate) enum BusCommand {
     /// List deliveries.
     List {
         /// Which deliveries: waiting to run, dead-lettered, completed, or all.
@@ -139,7 +139,7 @@ pub enum BusCommand {
 
 /// Which deliveries a bus command applies to.
 #[derive(Debug, Clone, Default, Args, serde::Deserialize, serde::Serialize)]
-pub struct BusFilter {
+pub(crate) struct BusFilter {
     /// Only this subscriber's (plugin's) deliveries.
     #[arg(long, visible_alias = "plugin")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,7 +186,7 @@ impl BusFilter {
 
 #[derive(Debug, Clone, Copy, Default, ValueEnum, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ListType {
+pub(crate) enum ListType {
     #[default]
     Pending,
     Dlq,

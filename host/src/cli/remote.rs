@@ -24,7 +24,7 @@ use std::time::Duration;
 
 /// How `host bus` and `host trace` reach the deliveries.
 #[derive(Debug, Args)]
-pub struct Reach {
+pub(crate) struct Reach {
     #[command(flatten)]
     pub database: DatabaseArg,
     /// A running host's base URL, e.g. `http://127.0.0.1:7878`: work through its admin API
@@ -48,7 +48,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60 * 60);
 
 /// The deliveries as a `host bus` or `host trace` command reaches them.
-pub enum Target {
+pub(crate) enum Target {
     Host(AdminClient),
     Database(Store),
 }
@@ -306,7 +306,7 @@ impl Target {
 
 /// What [`Target::change_dead`] does to the dead letters.
 #[derive(Debug, Clone, Copy)]
-pub enum DeadChange {
+pub(crate) enum DeadChange {
     /// Back in the queue, attempts reset.
     Replay,
     /// Deleted.
@@ -345,7 +345,7 @@ enum Identified {
 }
 
 /// A running host's admin API.
-pub struct AdminClient {
+pub(crate) struct AdminClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,

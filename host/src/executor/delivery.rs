@@ -3,9 +3,9 @@
 //! loop guard; and the rehearsal a dry-run replay runs.
 
 use super::{Executor, MAX_CONFLICT_RERUNS};
-use crate::error::{ErrorClass, HandlerFailure};
+use crate::config::PluginPolicy;
+use crate::error::{ErrorClass, HandlerFailure, HostError};
 use crate::fault::{self, FaultPoint};
-use crate::policy::PluginPolicy;
 use crate::store::{Applied, DeliveryFate, DueDelivery, Write, now_ms};
 use crate::telemetry;
 use crate::unit_of_work::{Access, EmittedEvent, UnitOfWork};
@@ -14,14 +14,15 @@ use tracing::Instrument;
 /// What became of one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivered {
+    /// The handler succeeded: its effects and the delivery's inbox mark are committed.
     Done,
-    /// Failed with `class`; retried at `at` (ms since the epoch).
-    WillRetry {
-        at: i64,
+    /// Failed with `class`; retried or dead-lettered, as `fate` says.
+    Failed {
+        /// Why the attempt failed.
         class: ErrorClass,
+        /// When the delivery is tried again, or that it is dead.
+        fate: DeliveryFate,
     },
-    /// Failed with this class, and dead-lettered.
-    Dead(ErrorClass),
     /// Already handled or no longer pending: nothing was run twice.
     Skipped,
     /// The database did not take the outcome; the delivery stays due.
@@ -33,8 +34,14 @@ impl Delivered {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Done => "done",
-            Self::WillRetry { .. } => "retry",
-            Self::Dead(_) => "dead",
+            Self::Failed {
+                fate: DeliveryFate::RetryAt(_),
+                ..
+            } => "retry",
+            Self::Failed {
+                fate: DeliveryFate::Dead,
+                ..
+            } => "dead",
             Self::Skipped => "skipped",
             Self::NotRecorded => "not_recorded",
         }
@@ -46,7 +53,9 @@ impl Delivered {
 pub struct Rehearsal {
     /// The build that ran it.
     pub handled_by: String,
+    /// Each key it would write, with the value now and the value after.
     pub writes: Vec<RehearsedWrite>,
+    /// The events it would emit, as the handler emitted them (not yet addressed).
     pub emitted: Vec<EmittedEvent>,
 }
 
@@ -54,8 +63,11 @@ pub struct Rehearsal {
 /// leave (`None`: absent, or deleted).
 #[derive(Debug)]
 pub struct RehearsedWrite {
+    /// The key, in the subscriber's own state.
     pub key: String,
+    /// Its committed value now; `None` when absent.
     pub before: Option<Vec<u8>>,
+    /// The value the delivery would leave; `None` when it would delete the key.
     pub after: Option<Vec<u8>>,
 }
 
@@ -108,7 +120,7 @@ impl Executor {
                     (call.outcome, call.unit_of_work)
                 }
             };
-            let (write, fate) = match outcome {
+            let (write, delivered) = match outcome {
                 Ok(()) => {
                     let (changes, emitted) = unit_of_work
                         .expect("a successful call returns its unit of work")
@@ -141,12 +153,9 @@ impl Executor {
                         fault = if failure.class.is_guest_fault() { "guest" } else { "host" },
                         next = %fate, "delivery failed: {}", failure.message
                     );
-                    let delivered = match fate {
-                        DeliveryFate::Dead => Delivered::Dead(failure.class),
-                        DeliveryFate::RetryAt(at) => Delivered::WillRetry {
-                            at,
-                            class: failure.class,
-                        },
+                    let delivered = Delivered::Failed {
+                        class: failure.class,
+                        fate,
                     };
                     (
                         Write::DeliveryFailed {
@@ -165,9 +174,9 @@ impl Executor {
                 Ok(Applied::Committed) => {
                     tracing::debug!(
                         delivery = due.delivery_id, message = %due.message.id,
-                        version = plugin.identity(), ?fate, "delivery recorded"
+                        version = plugin.identity(), outcome = delivered.as_str(), "delivery recorded"
                     );
-                    return fate;
+                    return delivered;
                 }
                 Ok(Applied::Conflict) => continue,
                 Ok(Applied::DeliveryStale) => return Delivered::Skipped,
@@ -182,15 +191,7 @@ impl Executor {
                 Ok(Applied::IdempotencyTaken) => {
                     unreachable!("a delivery write has no idempotency key")
                 }
-                Err(error) => {
-                    // The store's health has logged the database failure; the delivery
-                    // stays pending and runs again once the database is back.
-                    tracing::debug!(
-                        delivery = due.delivery_id,
-                        "could not record the delivery outcome: {error}"
-                    );
-                    return Delivered::NotRecorded;
-                }
+                Err(error) => return not_recorded(due, &error),
             }
         }
         let failure = HandlerFailure::new(
@@ -198,7 +199,9 @@ impl Executor {
             plugin.name(),
             "state read by the handler kept changing",
         );
-        let at = now_ms() + retry.delay(attempt, &mut rand::rng()).as_millis() as i64;
+        let fate = DeliveryFate::RetryAt(
+            now_ms() + retry.delay(attempt, &mut rand::rng()).as_millis() as i64,
+        );
         match self
             .committer
             .submit(Write::DeliveryFailed {
@@ -207,15 +210,15 @@ impl Executor {
                 lease: due.lease,
                 handled_by: plugin.identity().to_owned(),
                 failure,
-                fate: DeliveryFate::RetryAt(at),
+                fate,
             })
             .await
         {
-            Ok(_) => Delivered::WillRetry {
-                at,
+            Ok(_) => Delivered::Failed {
                 class: ErrorClass::Retryable,
+                fate,
             },
-            Err(_) => Delivered::NotRecorded,
+            Err(error) => not_recorded(due, &error),
         }
     }
 
@@ -307,4 +310,14 @@ impl Executor {
             ),
         )
     }
+}
+
+/// The database did not take a delivery's outcome: the delivery stays pending and runs again
+/// once the database is back. The store's health has logged the database failure itself.
+fn not_recorded(due: &DueDelivery, error: &HostError) -> Delivered {
+    tracing::debug!(
+        delivery = due.delivery_id,
+        "could not record the delivery outcome: {error}"
+    );
+    Delivered::NotRecorded
 }

@@ -16,6 +16,7 @@ pub struct Schemas(HashMap<String, jsonschema::Validator>);
 pub struct Mismatch {
     /// JSON pointer to the failing value (`/items/0/sku`); empty for the whole payload.
     pub path: String,
+    /// What the schema requires that the value breaks, or why the payload is not JSON.
     pub reason: String,
 }
 

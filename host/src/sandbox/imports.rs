@@ -5,14 +5,9 @@
 
 use super::{GuestState, MAX_KEY_BYTES, MAX_LOG_MESSAGE_BYTES, MAX_LOG_MESSAGES_PER_CALL};
 use crate::bindings::{EmitOptions, LogLevel, Schedule, log_api, unit_of_work_api, v0_1};
+use crate::error::HostError;
 use crate::store::now_ms;
 use crate::unit_of_work::{AccessError, EmittedEvent};
-
-/// A failure of the host (not the guest) during a host call, e.g. the database is down.
-/// Carried through the trap so the call is classified as [`ErrorClass::Host`].
-#[derive(Debug, thiserror::Error)]
-#[error("{0:#}")]
-pub struct HostFault(anyhow::Error);
 
 fn check_key(key: &str) -> Result<(), AccessError> {
     if key.len() > MAX_KEY_BYTES {
@@ -35,7 +30,7 @@ impl unit_of_work_api::Host for GuestState {
         unit.check_read(&key)?;
         unit.get(&key)
             .await
-            .map_err(|e| wasmtime::Error::new(HostFault(e)))
+            .map_err(|e| wasmtime::Error::new(HostError::database(e)))
     }
 
     async fn put(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<()> {

@@ -24,6 +24,8 @@ const RECOVERED_AFTER: Duration = Duration::from_secs(1);
 /// The database as the host last found it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DatabaseStatus {
+    /// Whether the database counts as working: `false` from its first failure until every
+    /// operation has worked, without a failure, for the settle time.
     pub ok: bool,
     /// When the current run of failures began (ms since the epoch).
     #[serde(skip_serializing_if = "Option::is_none")]

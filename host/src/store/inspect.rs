@@ -2,13 +2,13 @@
 //! `GET /metrics`): the views, the filters, the counts, and their SQL (`$N` placeholders work
 //! on both backends).
 
-use super::bus::DeliveryStatus;
+use super::queue::DeliveryStatus;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 /// Which deliveries `host bus list` shows.
 #[derive(Debug, Clone, Default)]
-pub struct DeliveryFilter {
+pub(crate) struct DeliveryFilter {
     /// `None` = every status.
     pub status: Option<DeliveryStatus>,
     pub subscriber: Option<String>,
@@ -21,7 +21,7 @@ pub struct DeliveryFilter {
 
 /// One delivery as operators see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeliveryView {
+pub(crate) struct DeliveryView {
     pub id: i64,
     pub status: DeliveryStatus,
     pub subscriber: String,
@@ -47,7 +47,7 @@ pub struct DeliveryView {
 
 /// One delivery with the whole envelope of its message, for `host bus show`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct DeliveryDetail {
+pub(crate) struct DeliveryDetail {
     #[serde(flatten)]
     pub view: DeliveryView,
     pub message_seq: i64,
@@ -95,7 +95,7 @@ impl BusStats {
 
 /// One subscriber's unfinished deliveries, for `GET /metrics` and `host bus health --detailed`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SubscriberBacklog {
+pub(crate) struct SubscriberBacklog {
     pub subscriber: String,
     /// Deliveries waiting to run, due now or later.
     pub pending: i64,
@@ -159,7 +159,7 @@ pub(super) const BACKLOG: &str = "SELECT d.subscriber, d.status, d.error_class, 
 
 /// How the deliveries of one subscriber and message kind fared, for `host bus metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryMetrics {
+pub(crate) struct DeliveryMetrics {
     pub subscriber: String,
     pub kind: String,
     pub done: i64,
@@ -280,7 +280,7 @@ macro_rules! view_columns {
 pub(super) use view_columns;
 
 /// The operator filter: binds $1 status, $2 subscriber, $3 kind pattern (matched with
-/// `$matches`: GLOB on SQLite, LIKE on PostgreSQL; see [`super::bus::like_pattern`]), $4 error class.
+/// `$matches`: GLOB on SQLite, LIKE on PostgreSQL; see [`super::queue::like_pattern`]), $4 error class.
 macro_rules! delivery_filter {
     ($matches:literal) => {
         concat!(

@@ -28,7 +28,7 @@ const GONE_HOSTS_KEPT_MS: i64 = 10 * 60 * 1000;
 
 /// The partitions a host may claim deliveries from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Partitions {
+pub(crate) struct Partitions {
     /// How many partitions the deliveries are split into.
     pub count: i64,
     /// The ones held.
@@ -48,7 +48,7 @@ impl Partitions {
 
 /// Who a host is, as the other hosts and operators see it.
 #[derive(Debug, Clone)]
-pub struct HostIdentity {
+pub(crate) struct HostIdentity {
     /// Unique per process start.
     pub id: String,
     /// Machine name and process id.
@@ -59,14 +59,14 @@ pub struct HostIdentity {
 
 /// A lease this host holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Lease {
+pub(crate) struct Lease {
     pub partition: i64,
     pub epoch: i64,
 }
 
 /// A lease taken by this beat, and from whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Taken {
+pub(crate) struct Taken {
     pub lease: Lease,
     /// The host whose lease had expired; `None` when the partition was free.
     pub from: Option<String>,
@@ -74,7 +74,7 @@ pub struct Taken {
 
 /// What one beat found and did.
 #[derive(Debug, Clone)]
-pub struct Beat {
+pub(crate) struct Beat {
     /// The partition count.
     pub count: i64,
     /// The live hosts' ids, this one included, in id order.
@@ -89,7 +89,7 @@ pub struct Beat {
 
 /// A host as `host bus health` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
-pub struct HostRow {
+pub(crate) struct HostRow {
     pub id: String,
     pub name: String,
     pub address: String,
@@ -100,7 +100,7 @@ pub struct HostRow {
 
 /// A partition as `host bus health` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow)]
-pub struct PartitionRow {
+pub(crate) struct PartitionRow {
     pub partition: i64,
     pub owner: Option<String>,
     pub epoch: i64,
@@ -115,7 +115,7 @@ pub struct PartitionRow {
 
 /// The cluster as `host bus health` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ClusterView {
+pub(crate) struct ClusterView {
     pub partitions: i64,
     pub hosts: Vec<HostRow>,
     pub leases: Vec<PartitionRow>,
@@ -133,7 +133,7 @@ async fn wake_other_hosts(tx: &mut sqlx::PgConnection) -> anyhow::Result<()> {
 
 /// How many of `count` partitions the host `me` should hold among `live` (sorted ids): an
 /// even split, the remainder going to the hosts that sort first.
-pub fn fair_share(me: &str, live: &[String], count: i64) -> usize {
+pub(crate) fn fair_share(me: &str, live: &[String], count: i64) -> usize {
     let count = usize::try_from(count).unwrap_or(0);
     let Some(index) = live.iter().position(|id| id == me) else {
         return 0;
@@ -143,7 +143,7 @@ pub fn fair_share(me: &str, live: &[String], count: i64) -> usize {
 
 /// The partitions and leases of one PostgreSQL database.
 #[derive(Clone)]
-pub struct Cluster {
+pub(crate) struct Cluster {
     pool: PgPool,
 }
 

@@ -1,38 +1,39 @@
 //! The database: one interface, two backends chosen by the URL.
 //!
-//! - `sqlite://FILE` ([`sqlite`]): the embedded default, one file in WAL mode with
+//! - `sqlite://FILE` (`sqlite.rs`): the embedded default, one file in WAL mode with
 //!   `synchronous = FULL`. One process writes at a time (`BEGIN IMMEDIATE`).
-//! - `postgres://…` ([`postgres`]): for scale-out. The database is created on first start;
+//! - `postgres://…` (`postgres.rs`): for scale-out. The database is created on first start;
 //!   commits wake other processes through `LISTEN/NOTIFY`.
 //!
 //! Both run the same schema (each with its own migrations) and the same semantics, and the
 //! same conformance suite (`conformance`) runs against both. Every write of the running host
 //! goes through the single writer in [`crate::committer`], which calls [`Store::apply_batch`];
-//! a batch costs a fixed number of statements whatever its size ([`batch`]).
+//! a batch costs a fixed number of statements whatever its size (`batch.rs`).
 
 mod batch;
-mod bus;
 mod health;
 mod inspect;
 mod leases;
 mod postgres;
+mod queue;
 mod sqlite;
 mod trace;
+mod write;
 
 #[cfg(test)]
 mod conformance;
 
-pub use batch::{Applied, DeliveryFate, IdempotencyRecord, OutboxEvent, StateChanges, Write};
-pub use bus::{DeliveryStatus, DueDelivery, MessageCause};
 pub use health::{DatabaseHealth, DatabaseStatus};
-pub use inspect::{
-    BusStats, DeliveryDetail, DeliveryFilter, DeliveryMetrics, DeliveryView, SubscriberBacklog,
+pub use inspect::BusStats;
+pub(crate) use inspect::{
+    DeliveryDetail, DeliveryFilter, DeliveryMetrics, DeliveryView, SubscriberBacklog,
 };
-pub use leases::{
-    Beat, Cluster, ClusterView, HostIdentity, HostRow, Lease, PartitionRow, Partitions, Taken,
-    fair_share,
+pub(crate) use leases::{Beat, Cluster, ClusterView, HostIdentity, Partitions};
+pub use queue::{DeliveryStatus, DueDelivery, MessageCause};
+pub(crate) use trace::{TracedDelivery, TracedMessage};
+pub use write::{
+    Applied, DeliveryFate, FirstOutcome, IdempotencyRecord, OutboxEvent, StateChanges, Write,
 };
-pub use trace::{TracedDelivery, TracedMessage};
 
 use anyhow::bail;
 use std::sync::Arc;
@@ -107,7 +108,7 @@ impl Store {
 
     /// The partitions and their leases, through which several hosts share the database
     /// (PostgreSQL); `None` for SQLite, which one host serves alone.
-    pub fn cluster(&self) -> Option<Cluster> {
+    pub(crate) fn cluster(&self) -> Option<Cluster> {
         match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(pg) => Some(pg.cluster()),
@@ -172,7 +173,7 @@ impl Store {
     }
 
     /// Applies `batch` in one transaction and returns one result per item, in order (see
-    /// [`batch`] for what each item checks).
+    /// `batch.rs` for what each item checks).
     ///
     /// # Errors
     /// Fails, committing nothing, when the database itself fails.
@@ -191,7 +192,7 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database cannot be read, or on PostgreSQL without `partitions`.
-    pub async fn due_deliveries(
+    pub(crate) async fn due_deliveries(
         &self,
         subscribers: &[String],
         skip: &[String],
@@ -264,7 +265,7 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database cannot be read.
-    pub async fn list_deliveries(
+    pub(crate) async fn list_deliveries(
         &self,
         filter: &DeliveryFilter,
     ) -> anyhow::Result<Vec<DeliveryView>> {
@@ -275,7 +276,7 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database cannot be read.
-    pub async fn delivery(&self, id: i64) -> anyhow::Result<Option<DeliveryDetail>> {
+    pub(crate) async fn delivery(&self, id: i64) -> anyhow::Result<Option<DeliveryDetail>> {
         on_backend!(self, b => b.delivery(id).await)
     }
 
@@ -305,7 +306,7 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database cannot be read or written.
-    pub async fn replay_matching(
+    pub(crate) async fn replay_matching(
         &self,
         filter: &DeliveryFilter,
         dry_run: bool,
@@ -319,7 +320,7 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database cannot be read or written.
-    pub async fn purge_matching(
+    pub(crate) async fn purge_matching(
         &self,
         filter: &DeliveryFilter,
         dry_run: bool,
@@ -341,7 +342,7 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database cannot be read.
-    pub async fn trace(
+    pub(crate) async fn trace(
         &self,
         correlation_id: &str,
         limit: u32,
@@ -364,7 +365,10 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database cannot be read.
-    pub async fn delivery_metrics(&self, since_ms: i64) -> anyhow::Result<Vec<DeliveryMetrics>> {
+    pub(crate) async fn delivery_metrics(
+        &self,
+        since_ms: i64,
+    ) -> anyhow::Result<Vec<DeliveryMetrics>> {
         let rows = on_backend!(self, b => b.outcome_rows(since_ms).await)?;
         Ok(DeliveryMetrics::from_rows(rows))
     }
@@ -374,7 +378,7 @@ impl Store {
     ///
     /// # Errors
     /// Fails when the database cannot be read.
-    pub async fn backlog(&self) -> anyhow::Result<Vec<SubscriberBacklog>> {
+    pub(crate) async fn backlog(&self) -> anyhow::Result<Vec<SubscriberBacklog>> {
         let rows = on_backend!(self, b => b.backlog_rows(now_ms()).await)?;
         Ok(SubscriberBacklog::from_rows(rows))
     }
@@ -385,7 +389,7 @@ impl Store {
     /// # Errors
     /// Fails when the database cannot be written.
     pub async fn delete_expired_idempotency(&self, now_ms: i64, batch: u32) -> anyhow::Result<u64> {
-        self.delete_batch(bus::Trim::ExpiredIdempotency, now_ms, batch)
+        self.delete_batch(queue::Trim::ExpiredIdempotency, now_ms, batch)
             .await
     }
 
@@ -396,7 +400,7 @@ impl Store {
     /// # Errors
     /// Fails when the database cannot be written.
     pub async fn delete_done_deliveries(&self, before_ms: i64, batch: u32) -> anyhow::Result<u64> {
-        self.delete_batch(bus::Trim::DoneDeliveries, before_ms, batch)
+        self.delete_batch(queue::Trim::DoneDeliveries, before_ms, batch)
             .await
     }
 
@@ -410,13 +414,13 @@ impl Store {
         before_ms: i64,
         batch: u32,
     ) -> anyhow::Result<u64> {
-        self.delete_batch(bus::Trim::FinishedMessages, before_ms, batch)
+        self.delete_batch(queue::Trim::FinishedMessages, before_ms, batch)
             .await
     }
 
     async fn delete_batch(
         &self,
-        trim: bus::Trim,
+        trim: queue::Trim,
         bound_ms: i64,
         batch: u32,
     ) -> anyhow::Result<u64> {
@@ -551,8 +555,7 @@ pub(crate) mod test_support {
             key: key.into(),
             command_kind: "c".into(),
             request_hash: "h".into(),
-            status: 200,
-            body: b"{}".to_vec(),
+            outcome: super::FirstOutcome::Succeeded(b"{}".to_vec()),
             created_at_ms: now_ms(),
             expires_at_ms,
         }

@@ -11,6 +11,7 @@ pub struct RunningHost {
     pub id: String,
     /// Base URL of its HTTP server.
     pub address: String,
+    /// When the host registered itself at start (ms since the epoch).
     pub started_at_ms: i64,
 }
 
@@ -107,16 +108,16 @@ pub struct MetricsReport {
     pub since_ms: i64,
     /// When `host bus metrics --reset` last ran, if that bounds the window.
     pub reset_at_ms: Option<i64>,
-    pub deliveries: Vec<super::DeliveryMetrics>,
+    pub(crate) deliveries: Vec<super::DeliveryMetrics>,
 }
 
 /// What `host bus health` reports: each subscriber's backlog and, on PostgreSQL, the hosts
 /// and partitions.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BusHealth {
-    pub subscribers: Vec<super::SubscriberBacklog>,
+    pub(crate) subscribers: Vec<super::SubscriberBacklog>,
     /// `None` on SQLite, which one host serves alone.
-    pub cluster: Option<super::ClusterView>,
+    pub(crate) cluster: Option<super::ClusterView>,
 }
 
 impl Store {
@@ -174,7 +175,7 @@ impl Store {
     }
 
     /// How the deliveries of the messages of the last `window` fared (see
-    /// [`Store::delivery_metrics`]), counting none older than the last
+    /// `Store::delivery_metrics`), counting none older than the last
     /// [`Store::reset_metrics`].
     ///
     /// # Errors

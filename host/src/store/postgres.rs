@@ -10,9 +10,9 @@
 //! `NOTIFY`, which wakes the dispatchers of every host at once.
 
 use super::batch::{self, Lookups, Plan, Snapshot};
-use super::bus::{self, DueRow, IdempotencyRow, Trim, due_query, like_pattern};
 use super::inspect::{self, DeadChange, ViewRow, delivery_filter, view_columns};
 use super::leases::{Cluster, Partitions};
+use super::queue::{self, DueRow, IdempotencyRow, Trim, due_query, like_pattern};
 use super::{
     Applied, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
     IdempotencyRecord, StateVersion, Write, now_ms,
@@ -149,7 +149,7 @@ impl PgStore {
         self.pool.close().await;
     }
 
-    bus::shared_queries!(pool, pool);
+    queue::shared_queries!(pool, pool);
     super::operators::operator_queries!(pool, pool);
 
     /// Wakes `wake` on every commit of any host, reconnecting (with backoff, logged once)

@@ -8,8 +8,8 @@
 //! whatever the batch size; blobs travel as hex inside the JSON.
 
 use super::batch::{self, Lookups, Plan, Snapshot};
-use super::bus::{self, DueRow, IdempotencyRow, Trim, due_query};
 use super::inspect::{self, DeadChange, ViewRow, delivery_filter, view_columns};
+use super::queue::{self, DueRow, IdempotencyRow, Trim, due_query};
 use super::{
     Applied, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
     IdempotencyRecord, StateVersion, Write, now_ms,
@@ -108,7 +108,7 @@ impl SqliteStore {
         self.write.close().await;
     }
 
-    bus::shared_queries!(read, write);
+    queue::shared_queries!(read, write);
     super::operators::operator_queries!(read, write);
 
     pub(super) async fn apply_batch(&self, batch: &[Write]) -> anyhow::Result<Vec<Applied>> {
@@ -328,8 +328,8 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> a
             .idempotency
             .iter()
             .map(|r| {
-                let body = hex::encode(&r.body);
-                let status = i64::from(r.status);
+                let (status, body) = r.outcome.to_row();
+                let body = hex::encode(body);
                 (
                     &r.key,
                     &r.command_kind,

@@ -1,12 +1,12 @@
 //! Every message of one correlation id with each of its deliveries, as `host trace` reads
 //! them (the tree is built by [`crate::trace`]).
 
-use super::bus::DeliveryStatus;
+use super::queue::DeliveryStatus;
 use serde::{Deserialize, Serialize};
 
 /// One message of a traced request, in commit order, with its deliveries.
 #[derive(Debug, Clone, Serialize)]
-pub struct TracedMessage {
+pub(crate) struct TracedMessage {
     pub id: String,
     pub kind: String,
     pub partition_key: Option<String>,
@@ -24,7 +24,7 @@ pub struct TracedMessage {
 
 /// One subscriber's delivery of a traced message.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TracedDelivery {
+pub(crate) struct TracedDelivery {
     pub id: i64,
     pub subscriber: String,
     pub status: DeliveryStatus,

@@ -14,7 +14,9 @@ const SAMPLES: usize = 4096;
 /// How the commands of one plugin and kind fared in this host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommandMetrics {
+    /// The plugin that owns the command kind.
     pub plugin: String,
+    /// The command kind.
     pub kind: String,
     /// Answered with the handler's reply.
     pub ok: u64,
@@ -26,7 +28,9 @@ pub struct CommandMetrics {
     pub failure_rate: f64,
     /// Time to answer, over the latest answers (ms).
     pub latency_p50_ms: f64,
+    /// 95th percentile of the same times (ms).
     pub latency_p95_ms: f64,
+    /// 99th percentile of the same times (ms).
     pub latency_p99_ms: f64,
 }
 

@@ -76,7 +76,7 @@ impl Bench {
 
     /// L-*: a small command of each language's example on a fresh instance, the linear
     /// memory that instance holds, and the same command on kept instances
-    /// ([`Limits::calls_per_instance`]).
+    /// ([`Limits::calls_per_instance`](handler_host::config::Limits::calls_per_instance)).
     pub(crate) async fn language_invoke(
         &self,
         [fresh, kept]: [&Registry; 2],
@@ -194,24 +194,12 @@ impl Bench {
 
 /// `component` with a custom section appended: the same code under another digest.
 pub(crate) fn with_custom_section(component: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut body = Vec::new();
-    leb128(name.len(), &mut body);
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(payload);
+    use wasm_encoder::ComponentSection;
     let mut out = component.to_vec();
-    out.push(0); // custom section id
-    leb128(body.len(), &mut out);
-    out.extend_from_slice(&body);
+    wasm_encoder::CustomSection {
+        name: name.into(),
+        data: payload.into(),
+    }
+    .append_to_component(&mut out);
     out
 }

@@ -5,10 +5,10 @@
 
 use anyhow::{Context, bail};
 use handler_host::app::{Delivery, Host};
+use handler_host::config::HostConfig;
 use handler_host::config::Limits;
 use handler_host::http;
 use handler_host::plugin_dir::{BuildPolicy, PluginDir};
-use handler_host::policy::HostConfig;
 use handler_host::sandbox::Sandbox;
 use handler_host::store::Store;
 use serde::Serialize;

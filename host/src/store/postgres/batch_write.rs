@@ -130,6 +130,8 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> anyho
     }
     if !plan.idempotency.is_empty() {
         let records = &plan.idempotency;
+        let (statuses, bodies): (Vec<i64>, Vec<_>) =
+            records.iter().map(|r| r.outcome.to_row()).unzip();
         sqlx::query(
             "INSERT INTO idempotency
                (key, command_kind, request_hash, status, body, created_at_ms, expires_at_ms)
@@ -153,17 +155,12 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> anyho
                 .map(|r| r.request_hash.as_str())
                 .collect::<Vec<_>>(),
         )
+        .bind(statuses)
         .bind(
-            records
+            bodies
                 .iter()
-                .map(|r| i64::from(r.status))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            records
-                .iter()
-                .map(|r| r.body.as_slice())
-                .collect::<Vec<_>>(),
+                .map(|body| body.as_ref())
+                .collect::<Vec<&[u8]>>(),
         )
         .bind(records.iter().map(|r| r.created_at_ms).collect::<Vec<_>>())
         .bind(records.iter().map(|r| r.expires_at_ms).collect::<Vec<_>>())

@@ -2,19 +2,25 @@
 //! retention, and the SQL both backends share (`$N` placeholders work on both). How operators
 //! inspect and repair the queue is in [`super::inspect`].
 
+use super::FirstOutcome;
+use crate::error::{ErrorClass, HandlerFailure};
 use crate::message::Message;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// A delivery the dispatcher may run now, with the message it carries.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
+    /// The delivery's id, as `host bus` and the admin API name it.
     pub delivery_id: i64,
+    /// The plugin the delivery is for.
     pub subscriber: String,
     /// Attempts already made (the next one is `attempts + 1`).
     pub attempts: u32,
     /// The message's place in commit order.
     pub message_seq: i64,
+    /// The message to hand the subscriber.
     pub message: Message,
     /// The partition it was claimed from (PostgreSQL); `None` where there are none.
     pub partition: Option<i64>,
@@ -27,12 +33,17 @@ pub struct DueDelivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
+    /// Not handled yet: waiting for its first attempt or a retry.
     Pending,
+    /// Handled: its effects are committed, and the row stays as the inbox mark until
+    /// retention removes it.
     Done,
+    /// Dead-lettered: no more attempts unless an operator replays it (`host bus replay`).
     Dead,
 }
 
 impl DeliveryStatus {
+    /// The name stored in the database and shown by `host bus`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -171,7 +182,7 @@ macro_rules! shared_queries {
             plugin: &str,
             key: &str,
         ) -> anyhow::Result<(Option<Vec<u8>>, StateVersion)> {
-            let row: Option<(Option<Vec<u8>>, i64)> = sqlx::query_as(bus::READ_STATE)
+            let row: Option<(Option<Vec<u8>>, i64)> = sqlx::query_as(queue::READ_STATE)
                 .bind(plugin)
                 .bind(key)
                 .fetch_optional(&self.$read)
@@ -183,7 +194,7 @@ macro_rules! shared_queries {
             &self,
             key: &str,
         ) -> anyhow::Result<Option<IdempotencyRecord>> {
-            let row: Option<IdempotencyRow> = sqlx::query_as(bus::IDEMPOTENCY_RECORD)
+            let row: Option<IdempotencyRow> = sqlx::query_as(queue::IDEMPOTENCY_RECORD)
                 .bind(key)
                 .bind(now_ms())
                 .fetch_optional(&self.$read)
@@ -192,7 +203,7 @@ macro_rules! shared_queries {
             Ok(row.map(Into::into))
         }
         pub(super) async fn next_retry_at_ms(&self) -> anyhow::Result<Option<i64>> {
-            sqlx::query_scalar(bus::NEXT_RETRY)
+            sqlx::query_scalar(queue::NEXT_RETRY)
                 .bind(now_ms())
                 .fetch_one(&self.$read)
                 .await
@@ -205,7 +216,7 @@ macro_rules! shared_queries {
                     CAST(NULL AS BIGINT) AS partition
                  FROM deliveries d JOIN messages m ON m.seq = d.message_seq
                  WHERE d.id = $1 AND d.status = 'dead'";
-            let row: Option<bus::DueRow> = sqlx::query_as(ONE)
+            let row: Option<queue::DueRow> = sqlx::query_as(ONE)
                 .bind(id)
                 .fetch_optional(&self.$read)
                 .await
@@ -215,7 +226,7 @@ macro_rules! shared_queries {
         pub(super) async fn message_cause(
             &self,
             message_id: &str,
-        ) -> anyhow::Result<Option<bus::MessageCause>> {
+        ) -> anyhow::Result<Option<queue::MessageCause>> {
             sqlx::query_as("SELECT kind, emitted_by, causation_id FROM messages WHERE id = $1")
                 .bind(message_id)
                 .fetch_optional(&self.$read)
@@ -223,7 +234,7 @@ macro_rules! shared_queries {
                 .with_context(|| format!("reading message {message_id}"))
         }
         pub(super) async fn probe_commit(&self) -> anyhow::Result<()> {
-            sqlx::query(bus::WRITE_PROBE)
+            sqlx::query(queue::WRITE_PROBE)
                 .bind(now_ms())
                 .execute(&self.$write)
                 .await
@@ -231,7 +242,7 @@ macro_rules! shared_queries {
             Ok(())
         }
         pub(super) async fn pending_count(&self, subscriber: &str) -> anyhow::Result<i64> {
-            sqlx::query_scalar(bus::PENDING_COUNT)
+            sqlx::query_scalar(queue::PENDING_COUNT)
                 .bind(subscriber)
                 .fetch_one(&self.$read)
                 .await
@@ -345,8 +356,12 @@ pub(super) fn like_pattern(glob: &str) -> String {
 /// link of a causal chain.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct MessageCause {
+    /// The message's kind.
     pub kind: String,
+    /// The plugin whose handler emitted it.
     pub emitted_by: String,
+    /// The message whose handler emitted it: the next link back, towards the command that
+    /// began the chain.
     pub causation_id: Option<String>,
 }
 
@@ -420,10 +435,40 @@ impl From<IdempotencyRow> for super::IdempotencyRecord {
             key: row.key,
             command_kind: row.command_kind,
             request_hash: row.request_hash,
-            status: row.status as u16,
-            body: row.body,
+            outcome: FirstOutcome::from_row(row.status, row.body),
             created_at_ms: row.created_at_ms,
             expires_at_ms: row.expires_at_ms,
         }
+    }
+}
+
+/// A first outcome is kept as the status and body its first caller was answered with over
+/// HTTP: the reply with 200, or the rejection's JSON error body with 422.
+const SUCCEEDED_STATUS: i64 = 200;
+/// See [`SUCCEEDED_STATUS`].
+const REJECTED_STATUS: i64 = 422;
+
+impl FirstOutcome {
+    /// The `status` and `body` columns of this outcome's row.
+    pub(super) fn to_row(&self) -> (i64, Cow<'_, [u8]>) {
+        match self {
+            Self::Succeeded(reply) => (SUCCEEDED_STATUS, Cow::Borrowed(reply)),
+            Self::Rejected(failure) => (REJECTED_STATUS, Cow::Owned(failure.to_error_body())),
+        }
+    }
+
+    fn from_row(status: i64, body: Vec<u8>) -> Self {
+        if status == SUCCEEDED_STATUS {
+            return Self::Succeeded(body);
+        }
+        // Only rejections are stored besides successes; a body that does not read back is
+        // still replayed as the rejection it was, with its text as the message.
+        Self::Rejected(HandlerFailure::from_error_body(&body).unwrap_or_else(|| {
+            HandlerFailure::new(
+                ErrorClass::Rejected,
+                "",
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }))
     }
 }

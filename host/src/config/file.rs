@@ -235,36 +235,20 @@ fn validate(policy: &PluginPolicy, section: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Parses `"250ms"`, `"5s"`, `"10m"`, `"24h"`, `"7d"`.
+/// Parses a duration as people write them: `"250ms"`, `"5s"`, `"1h 30m"`, `"7d"` (the units
+/// and spellings of [`humantime`]).
 ///
 /// # Errors
 /// A [`ConfigError`] at `key` for anything else.
 pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let bad = || {
+    humantime::parse_duration(text.trim()).map_err(|error| {
         invalid(
             key,
             format!(
-                "invalid duration `{text}`: expected a whole number and a unit (ms, s, m, h, d), e.g. \"500ms\""
+                "invalid duration `{text}`: {error}; expected e.g. \"500ms\", \"5s\", \"1h 30m\""
             ),
         )
-    };
-    let n: u64 = number.parse().map_err(|_| bad())?;
-    let millis_per = match unit.trim() {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => return Err(bad()),
-    };
-    n.checked_mul(millis_per)
-        .map(Duration::from_millis)
-        .ok_or_else(bad)
+    })
 }
 
 fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -275,18 +259,7 @@ fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     Ok(duration)
 }
 
-/// The shortest exact form of a duration in the units [`parse_duration`] reads.
+/// A duration as [`parse_duration`] reads it back, exactly: `1m 30s`, `1day`.
 pub fn format_duration(duration: Duration) -> String {
-    let ms = duration.as_millis();
-    for (unit, per) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
-        if ms >= per && ms.is_multiple_of(per) {
-            return format!("{}{unit}", ms / per);
-        }
-    }
-    format!("{ms}ms")
+    humantime::format_duration(duration).to_string()
 }

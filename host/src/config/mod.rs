@@ -1,6 +1,7 @@
-//! The host configuration file (`host run --config host.toml`): the delivery policy and the
-//! limits of each plugin, how long idempotency keys live, and how long finished deliveries
-//! are kept.
+//! The host's configuration. The configuration file (`host run --config host.toml`) sets the
+//! delivery policy and the limits of each plugin, how long idempotency keys live, and how long
+//! finished deliveries are kept; every other tunable, and the built-in limits of one handler
+//! call, has its default written once in `defaults.rs` ([`Limits`], [`DispatchConfig`]).
 //!
 //! ```toml
 //! [defaults]                       # every plugin, unless its own section says otherwise
@@ -26,11 +27,11 @@
 //! interval = "1m"                  # how often the maintenance task runs
 //! ```
 //!
-//! Durations are a number and a unit: `ms`, `s`, `m`, `h` or `d`. Every key is optional; the
+//! Durations are numbers with units, as people write them: `500ms`, `5s`, `1h 30m`, `7d`
+//! (`--print-config` prints them the same way: `1m 30s`, `1day`). Every key is optional; the
 //! defaults are [`PluginPolicy::DEFAULT`], [`IdempotencyConfig::DEFAULT`] and
 //! [`RetentionConfig::DEFAULT`]. An unknown key or a bad value is an error naming the key.
 
-use crate::config::{DEFAULT_IDEMPOTENCY_TTL, Limits};
 use crate::error::ErrorClass;
 use crate::retry::RetryPolicy;
 use serde_json::json;
@@ -38,7 +39,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
+mod defaults;
 mod file;
+pub use defaults::{
+    DEFAULT_DATABASE_URL, DEFAULT_IDEMPOTENCY_TTL, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN,
+    DispatchConfig, Limits,
+};
 use file::RawConfig;
 pub use file::{format_duration, parse_duration};
 
@@ -62,6 +68,7 @@ pub enum Ordering {
 }
 
 impl Ordering {
+    /// The name the configuration file and `--print-config` use.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Strict => "strict",
@@ -75,6 +82,7 @@ impl Ordering {
 pub struct ClassSet(u16);
 
 impl ClassSet {
+    /// No class at all.
     pub const EMPTY: Self = Self(0);
     /// The classes [`ErrorClass::is_retried`] says are not worth another attempt.
     pub const NOT_RETRIED: Self = {
@@ -89,14 +97,17 @@ impl ClassSet {
         set
     };
 
+    /// This set with `class` added.
     pub const fn with(self, class: ErrorClass) -> Self {
         Self(self.0 | 1 << class as u16)
     }
 
+    /// Whether `class` is in the set.
     pub const fn contains(self, class: ErrorClass) -> bool {
         self.0 & (1 << class as u16) != 0
     }
 
+    /// The classes in the set, in the order of [`ErrorClass::ALL`].
     pub fn iter(self) -> impl Iterator<Item = ErrorClass> {
         ErrorClass::ALL
             .into_iter()
@@ -108,8 +119,11 @@ impl ClassSet {
 /// failure does to the order of its keys, and what one of its calls may consume.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PluginPolicy {
+    /// How many attempts a failed delivery to this plugin gets, and how far apart.
     pub retry: RetryPolicy,
+    /// Whether a failing delivery holds back the later messages of its partition key.
     pub ordering: Ordering,
+    /// What one handler call of this plugin may consume.
     pub limits: Limits,
     /// Failure classes that go to the dead-letter queue at once, without further attempts.
     pub dead_letter_at_once: ClassSet,
@@ -174,12 +188,15 @@ impl Default for PluginPolicy {
 /// How long the first outcome of an idempotency key is kept and replayed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct IdempotencyConfig {
+    /// How long a key's first outcome is kept, for the command kinds not in `ttl_by_kind`.
     pub ttl: Duration,
     /// Overrides of `ttl` by command kind.
     pub ttl_by_kind: BTreeMap<String, Duration>,
 }
 
 impl IdempotencyConfig {
+    /// The built-in defaults, used when the configuration file has no `[idempotency]` section:
+    /// [`DEFAULT_IDEMPOTENCY_TTL`] for every kind.
     pub const DEFAULT: Self = Self {
         ttl: DEFAULT_IDEMPOTENCY_TTL,
         ttl_by_kind: BTreeMap::new(),
@@ -205,6 +222,7 @@ pub struct RetentionConfig {
 }
 
 impl RetentionConfig {
+    /// The built-in defaults, used when the configuration file does not set them.
     pub const DEFAULT: Self = Self {
         delivered: Duration::from_secs(7 * 24 * 60 * 60),
         batch_size: 500,
@@ -215,10 +233,14 @@ impl RetentionConfig {
 /// The resolved configuration of a host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
+    /// The policy of every plugin without a section of its own (`[defaults]`, over the built-in
+    /// [`PluginPolicy::DEFAULT`]).
     pub defaults: PluginPolicy,
     /// Plugins with a section of their own, resolved over `defaults`.
     pub plugins: BTreeMap<String, PluginPolicy>,
+    /// How long idempotency keys live (`[idempotency]`).
     pub idempotency: IdempotencyConfig,
+    /// How long finished deliveries are kept, and how they are trimmed (`[retention]`).
     pub retention: RetentionConfig,
 }
 
@@ -237,7 +259,9 @@ impl Default for HostConfig {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{key}`: {message}")]
 pub struct ConfigError {
+    /// Where the value was found, as a dotted key: `plugins.billing.retry.jitter`.
     pub key: String,
+    /// What is wrong with the value, for people.
     pub message: String,
 }
 
@@ -507,22 +531,21 @@ mod tests {
             ("2m", 120_000),
             ("24h", 86_400_000),
             ("7d", 604_800_000),
+            ("1h 30m", 5_400_000),
+            (" 2days ", 172_800_000),
         ] {
             let duration = parse_duration("k", text).unwrap();
             assert_eq!(duration, Duration::from_millis(ms), "{text}");
+            let printed = format_duration(duration);
+            assert_eq!(
+                parse_duration("k", &printed).unwrap(),
+                duration,
+                "{printed}"
+            );
         }
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(format_duration(Duration::from_secs(7 * 86_400)), "7d");
-        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
-        for bad in [
-            "",
-            "5",
-            "s",
-            "1.5s",
-            "-1s",
-            "5 weeks",
-            "99999999999999999999d",
-        ] {
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m 30s");
+        for bad in ["", "5", "s", "-1s", "5 parsecs", "99999999999999999999d"] {
             assert!(parse_duration("k", bad).is_err(), "{bad:?}");
         }
     }

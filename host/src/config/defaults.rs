@@ -1,4 +1,6 @@
-//! Every tunable of the host, with its default written once.
+//! Every tunable of the host that the configuration file does not set, with its default
+//! written once: the limits of one handler call, the dispatcher's pace, where the host listens
+//! and which database it opens.
 
 use serde::Serialize;
 use std::time::Duration;
@@ -57,6 +59,7 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The built-in limits, used for every limit the configuration does not set.
     pub const DEFAULT: Self = Self {
         // Long enough for any honest handler (they take microseconds to milliseconds), short
         // enough that a loop is stopped before callers time out.
@@ -105,7 +108,7 @@ impl Default for Limits {
 }
 
 /// How the background dispatcher works. Retry and ordering are per plugin
-/// ([`crate::policy::PluginPolicy`]).
+/// ([`crate::config::PluginPolicy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct DispatchConfig {
     /// Deliveries handled at the same time (different partition keys only).
@@ -117,6 +120,8 @@ pub struct DispatchConfig {
 }
 
 impl DispatchConfig {
+    /// The built-in defaults; the configuration file does not set them, so `host run` always
+    /// uses these.
     pub const DEFAULT: Self = Self {
         concurrency: 64,
         poll_interval: Duration::from_millis(500),
