@@ -251,6 +251,32 @@ mod tests {
     }
 
     #[test]
+    fn code_of_one_compiler_is_never_loaded_by_the_other() {
+        let (_dir, cache, _, bytes, digest) = setup();
+        let engine = |strategy| {
+            let mut config = wasmtime::Config::new();
+            config.strategy(strategy);
+            Engine::new(&config).unwrap()
+        };
+        let cranelift = engine(wasmtime::Strategy::Cranelift);
+        let winch = engine(wasmtime::Strategy::Winch);
+        assert_ne!(
+            cache.entry_path(&cranelift, &digest),
+            cache.entry_path(&winch, &digest)
+        );
+        for engine in [&cranelift, &winch] {
+            let (_, how) = cache.load_or_compile(engine, &bytes, &digest).unwrap();
+            assert!(matches!(how, Compiled::Fresh), "{how:?}");
+        }
+        for engine in [&cranelift, &winch] {
+            let (_, how) = cache.load_or_compile(engine, &bytes, &digest).unwrap();
+            assert!(matches!(how, Compiled::Cached), "{how:?}");
+        }
+        let entries = std::fs::read_dir(cache.dir()).unwrap().count();
+        assert_eq!(entries, 2, "one entry per compiler");
+    }
+
+    #[test]
     fn over_the_cap_the_least_recently_used_entries_go_first() {
         let dir = tempfile::tempdir().unwrap();
         let now = std::time::SystemTime::now();

@@ -9,7 +9,7 @@ use crate::config::{
 use crate::executor::{Reply, Request};
 use crate::http;
 use crate::plugin_dir::{self, BuildPolicy, PluginDir};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Compiler, Sandbox};
 use crate::store::{FirstOutcome, Store};
 mod bus;
 mod remote;
@@ -156,6 +156,11 @@ pub(crate) struct RunArgs {
     /// a warning. Without it such a change is refused and the old version keeps serving.
     #[arg(long, env = "HOST_ALLOW_STRANDING")]
     pub allow_stranding: bool,
+    /// Which compiler turns plugins into machine code: `cranelift` optimises (the default of
+    /// `host run`); `winch` compiles several times faster for slower code (the default of
+    /// `host dev`, so an edit serves sooner). The sandbox and its limits are the same.
+    #[arg(long, env = "HOST_COMPILER", value_enum)]
+    pub compiler: Option<Compiler>,
     #[command(flatten)]
     pub cache: CacheArg,
     #[command(flatten)]
@@ -190,7 +195,7 @@ pub(crate) struct RunArgs {
 #[derive(Debug, Args)]
 pub(crate) struct Tuning {
     /// Host config file (TOML): per-plugin retry, ordering, deadline and memory; idempotency
-    /// key lifetimes; retention. See `docs/guarantees.md` and `host::policy`.
+    /// key lifetimes; retention. See `docs/guarantees.md`.
     #[arg(long, env = "HOST_CONFIG")]
     pub config: Option<PathBuf>,
     /// Wall-clock budget of one handler call, in milliseconds [default: 5000].
@@ -259,14 +264,24 @@ impl Tuning {
     }
 }
 
-/// The sandbox with each configured plugin's own limits and the compiled-component cache.
-fn sandbox_for(config: &HostConfig, cache: &CacheArg) -> anyhow::Result<Arc<Sandbox>> {
+/// The sandbox with each configured plugin's own limits, the compiled-component cache, and
+/// `compiler`.
+fn sandbox_for(
+    config: &HostConfig,
+    cache: &CacheArg,
+    compiler: Compiler,
+) -> anyhow::Result<Arc<Sandbox>> {
     let plugin_limits = config
         .plugins
         .iter()
         .map(|(name, policy)| (name.clone(), policy.limits))
         .collect();
-    Sandbox::with_plugin_limits(config.defaults.limits, plugin_limits, cache.cache())
+    Sandbox::with_plugin_limits(
+        config.defaults.limits,
+        plugin_limits,
+        cache.cache(),
+        compiler,
+    )
 }
 
 #[derive(Debug, Args)]
@@ -303,7 +318,7 @@ impl PluginLoad {
     /// built (`host build` builds them) on `store`, nothing in the background.
     async fn host(&self, store: Store) -> anyhow::Result<Host> {
         let config = self.tuning.host_config()?;
-        let sandbox = sandbox_for(&config, &self.cache)?;
+        let sandbox = sandbox_for(&config, &self.cache, Compiler::Cranelift)?;
         let (_, registry) =
             PluginDir::load(&sandbox, &self.plugins.plugins, BuildPolicy::LoadOnly).await?;
         Ok(Host::new(store, registry, Arc::new(config)))
@@ -338,6 +353,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<()> {
             run(RunArgs {
                 watch: true,
                 build: true,
+                compiler: args.compiler.or(Some(Compiler::Winch)),
                 ..args
             })
             .await
@@ -368,6 +384,7 @@ async fn trace(args: TraceArgs) -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = Arc::new(args.tuning.host_config()?);
     let dispatch = DispatchConfig::DEFAULT;
+    let compiler = args.compiler.unwrap_or(Compiler::Cranelift);
     if args.print_config {
         let mut effective = config.to_json(&[]);
         effective["plugins_dir"] = serde_json::json!(args.plugins.plugins);
@@ -376,6 +393,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         effective["build"] = serde_json::json!(args.build);
         effective["watch"] = serde_json::json!(args.watch);
         effective["allow_stranding"] = serde_json::json!(args.allow_stranding);
+        effective["compiler"] = serde_json::json!(compiler.as_str());
         effective["cache_dir"] = serde_json::json!(args.cache.cache().map(|c| c.dir().to_owned()));
         effective["cache_max_mib"] = serde_json::json!(args.cache.cache_max_mib);
         effective["admin_token"] = serde_json::json!(args.admin_token.as_ref().map(|_| "(set)"));
@@ -403,7 +421,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     http::check_exposure(&address, args.admin_token.as_deref())?;
     let store = Store::open(&args.database.database_url).await?;
-    let sandbox = sandbox_for(&config, &args.cache)?;
+    let sandbox = sandbox_for(&config, &args.cache, compiler)?;
     let (plugins, registry) = PluginDir::load(&sandbox, &args.plugins.plugins, policy).await?;
     for name in config.plugins.keys() {
         if registry.plugin(name).is_none() {
@@ -443,7 +461,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Err(error) = store.register_running_host(&registration).await {
         tracing::warn!("`host bus` will not find this host in the database: {error:#}");
     }
-    tracing::info!(%address, plugins = host.executor().registry().names().len(), "serving");
+    tracing::info!(
+        %address,
+        plugins = host.executor().registry().names().len(),
+        compiler = compiler.as_str(),
+        "serving"
+    );
     // A machine-readable line on stdout for scripts and tests that wait for readiness.
     println!("host listening on http://{address}");
     let ingress = http::Ingress {

@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy, Trap,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Granularity of call deadlines: the epoch is advanced this often by a background thread.
@@ -118,9 +120,31 @@ impl WasiView for GuestState {
     }
 }
 
+/// Which compiler turns a plugin into machine code. Both run the same sandbox: the limits,
+/// the deadline and the contract are the engine's, whichever compiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compiler {
+    /// Cranelift, the optimising compiler: the fastest code, what `host run` serves with.
+    Cranelift,
+    /// Winch, wasmtime's single-pass baseline compiler: several times faster to compile, for
+    /// slower code. `host dev`'s default, so a rebuilt plugin serves sooner after a save.
+    Winch,
+}
+
+impl Compiler {
+    /// The name `--compiler` takes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Cranelift => "cranelift",
+            Self::Winch => "winch",
+        }
+    }
+}
+
 /// One engine and one linker for every plugin; build once, share by `Arc`.
 pub struct Sandbox {
     engine: Engine,
+    compiler: Compiler,
     linker: Linker<GuestState>,
     /// Limits of every plugin without limits of its own.
     limits: Limits,
@@ -140,12 +164,12 @@ impl Sandbox {
     /// # Errors
     /// Fails when the engine cannot be configured on this machine.
     pub fn new(limits: Limits) -> anyhow::Result<Arc<Self>> {
-        Self::with_plugin_limits(limits, HashMap::new(), None)
+        Self::with_plugin_limits(limits, HashMap::new(), None, Compiler::Cranelift)
     }
 
     /// Like [`Sandbox::new`], with limits of their own for the plugins named in
-    /// `plugin_limits` (keyed by the name their `describe` returns), and compiled components
-    /// kept in `cache`.
+    /// `plugin_limits` (keyed by the name their `describe` returns), compiled components kept
+    /// in `cache`, and plugins compiled by `compiler`.
     ///
     /// # Errors
     /// Fails when the engine cannot be configured on this machine.
@@ -153,6 +177,7 @@ impl Sandbox {
         limits: Limits,
         plugin_limits: HashMap<String, Limits>,
         cache: Option<ComponentCache>,
+        compiler: Compiler,
     ) -> anyhow::Result<Arc<Self>> {
         // The pool is sized for the largest limits; each store's limiter enforces its own.
         let all = || std::iter::once(&limits).chain(plugin_limits.values());
@@ -180,7 +205,11 @@ impl Sandbox {
         let mut config = Config::new();
         config
             .epoch_interruption(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .strategy(match compiler {
+                Compiler::Cranelift => Strategy::Cranelift,
+                Compiler::Winch => Strategy::Winch,
+            });
         let engine = Engine::new(&config)
             .map_err(|e| anyhow::anyhow!("configuring the WebAssembly engine: {e:#}"))?;
 
@@ -212,6 +241,7 @@ impl Sandbox {
 
         Ok(Arc::new(Self {
             engine,
+            compiler,
             linker,
             limits,
             plugin_limits,
@@ -224,6 +254,11 @@ impl Sandbox {
     /// The engine every plugin is compiled for and runs in.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The compiler that turns plugins into machine code.
+    pub fn compiler(&self) -> Compiler {
+        self.compiler
     }
 
     /// The linker that provides WASI and every contract version the host supports to the plugins.

@@ -23,6 +23,7 @@ const FIGURES: &[&str] = &[
     "P4-pg-3",
     "P5",
     "R1",
+    "R1-run",
     "P8",
     "L-rust",
     "L-python",

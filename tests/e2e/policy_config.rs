@@ -1,6 +1,6 @@
 //! The host config file: an invalid file stops `host run` with an error naming the key, and
 //! `--print-config` shows the effective policy of each configured plugin, with command-line
-//! flags applied to `[defaults]` under the plugin sections.
+//! flags applied to `[defaults]` under the plugin sections, and the compiler each command uses.
 
 use crate::harness::{EVENTUALLY, host_binary, host_dir};
 use serde_json::Value;
@@ -119,4 +119,25 @@ fn print_config_shows_the_effective_policy_per_plugin() {
         "{printed:#}"
     );
     assert_eq!(printed["retention"]["delivered"], "1day", "{printed:#}");
+}
+
+#[test]
+fn dev_compiles_with_winch_and_run_with_cranelift_unless_told() {
+    let dir = host_dir(&[]);
+    for (args, compiler) in [
+        (&["run"][..], "cranelift"),
+        (&["dev"][..], "winch"),
+        (&["dev", "--compiler", "cranelift"][..], "cranelift"),
+        (&["run", "--compiler", "winch"][..], "winch"),
+    ] {
+        let output = Command::new(host_binary())
+            .args(args)
+            .args(["--plugins", "plugins", "--print-config"])
+            .current_dir(dir.path())
+            .output()
+            .expect("running host");
+        assert!(output.status.success(), "{args:?}: {output:?}");
+        let printed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        assert_eq!(printed["compiler"], compiler, "{args:?}: {printed:#}");
+    }
 }

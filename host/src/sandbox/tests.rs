@@ -40,6 +40,13 @@ fn sandbox(limits: Limits) -> Arc<Sandbox> {
     Sandbox::new(limits).unwrap()
 }
 
+/// A sandbox with `limits` for each compiler: the limits are the engine's, whichever compiles.
+fn on_each_compiler(limits: Limits) -> [Arc<Sandbox>; 2] {
+    [Compiler::Cranelift, Compiler::Winch].map(|compiler| {
+        Sandbox::with_plugin_limits(limits, HashMap::new(), None, compiler).unwrap()
+    })
+}
+
 /// Compiles and instantiates `wat`; an error from either step is the `Err`.
 async fn instantiate(
     sandbox: &Sandbox,
@@ -75,48 +82,55 @@ async fn call(
 
 #[tokio::test]
 async fn memory_at_the_cap_is_granted_and_one_page_more_traps_as_memory_limit() {
-    let sandbox = sandbox(Limits {
+    for sandbox in on_each_compiler(Limits {
         memory_bytes: 4 * PAGE,
         ..Limits::DEFAULT
-    });
-    let (mut store, instance) = instantiate(&sandbox, GROWER).await;
-    let instance = instance.unwrap();
-    // From 1 page to 4: exactly the cap. `memory.grow` answers the old size.
-    assert_eq!(
-        call(&sandbox, &mut store, &instance, "grow-memory", 3).await,
-        Ok(1)
-    );
-    let failure = call(&sandbox, &mut store, &instance, "grow-memory", 1)
-        .await
-        .unwrap_err();
-    assert_eq!(failure.class, ErrorClass::MemoryLimit, "{failure}");
-    assert!(failure.message.contains("memory_bytes"), "{failure}");
-    assert!(
-        failure.message.contains(&(4 * PAGE).to_string()),
-        "{failure}"
-    );
+    }) {
+        let on = sandbox.compiler();
+        let (mut store, instance) = instantiate(&sandbox, GROWER).await;
+        let instance = instance.unwrap();
+        // From 1 page to 4: exactly the cap. `memory.grow` answers the old size.
+        assert_eq!(
+            call(&sandbox, &mut store, &instance, "grow-memory", 3).await,
+            Ok(1)
+        );
+        let failure = call(&sandbox, &mut store, &instance, "grow-memory", 1)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, ErrorClass::MemoryLimit, "{on:?}: {failure}");
+        assert!(
+            failure.message.contains("memory_bytes"),
+            "{on:?}: {failure}"
+        );
+        assert!(
+            failure.message.contains(&(4 * PAGE).to_string()),
+            "{on:?}: {failure}"
+        );
+    }
 }
 
 #[tokio::test]
 async fn table_at_the_cap_is_granted_and_one_element_more_traps_naming_the_limit() {
-    let sandbox = sandbox(Limits {
+    for sandbox in on_each_compiler(Limits {
         table_elements: 10,
         ..Limits::DEFAULT
-    });
-    let (mut store, instance) = instantiate(&sandbox, GROWER).await;
-    let instance = instance.unwrap();
-    assert_eq!(
-        call(&sandbox, &mut store, &instance, "grow-table", 9).await,
-        Ok(1)
-    );
-    let failure = call(&sandbox, &mut store, &instance, "grow-table", 1)
-        .await
-        .unwrap_err();
-    assert_eq!(failure.class, ErrorClass::Trap, "{failure}");
-    assert!(
-        failure.message.contains("limit `table_elements` of 10"),
-        "{failure}"
-    );
+    }) {
+        let on = sandbox.compiler();
+        let (mut store, instance) = instantiate(&sandbox, GROWER).await;
+        let instance = instance.unwrap();
+        assert_eq!(
+            call(&sandbox, &mut store, &instance, "grow-table", 9).await,
+            Ok(1)
+        );
+        let failure = call(&sandbox, &mut store, &instance, "grow-table", 1)
+            .await
+            .unwrap_err();
+        assert_eq!(failure.class, ErrorClass::Trap, "{on:?}: {failure}");
+        assert!(
+            failure.message.contains("limit `table_elements` of 10"),
+            "{on:?}: {failure}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -151,30 +165,35 @@ async fn instances_tables_and_memories_at_the_cap_instantiate_and_one_more_fails
 
 #[tokio::test]
 async fn a_call_within_the_deadline_finishes_and_a_loop_is_interrupted_as_deadline() {
-    let sandbox = sandbox(Limits {
+    for sandbox in on_each_compiler(Limits {
         call_deadline: Duration::from_millis(50),
         ..Limits::DEFAULT
-    });
-    let (mut store, instance) = instantiate(&sandbox, GROWER).await;
-    let instance = instance.unwrap();
-    let spin = instance
-        .get_typed_func::<(u32,), ()>(&mut store, "spin")
-        .unwrap();
-    spin.call_async(&mut store, (1000,)).await.unwrap();
+    }) {
+        let on = sandbox.compiler();
+        let (mut store, instance) = instantiate(&sandbox, GROWER).await;
+        let instance = instance.unwrap();
+        let spin = instance
+            .get_typed_func::<(u32,), ()>(&mut store, "spin")
+            .unwrap();
+        spin.call_async(&mut store, (1000,)).await.unwrap();
 
-    let started = std::time::Instant::now();
-    let forever = instance
-        .get_typed_func::<(), ()>(&mut store, "forever")
-        .unwrap();
-    let error = forever.call_async(&mut store, ()).await.unwrap_err();
-    let failure = sandbox.classify("test", store.data(), &error, None);
-    assert_eq!(failure.class, ErrorClass::Deadline, "{failure}");
-    assert!(failure.message.contains("call_deadline"), "{failure}");
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
-    );
+        let started = std::time::Instant::now();
+        let forever = instance
+            .get_typed_func::<(), ()>(&mut store, "forever")
+            .unwrap();
+        let error = forever.call_async(&mut store, ()).await.unwrap_err();
+        let failure = sandbox.classify("test", store.data(), &error, None);
+        assert_eq!(failure.class, ErrorClass::Deadline, "{on:?}: {failure}");
+        assert!(
+            failure.message.contains("call_deadline"),
+            "{on:?}: {failure}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
 
 /// A component whose exports store and load a 32-bit word at a byte address of its memory
@@ -194,25 +213,27 @@ const SCRATCH: &str = r#"
 
 #[tokio::test]
 async fn a_new_instance_sees_none_of_the_memory_the_last_one_wrote_in_its_slot() {
-    let sandbox = sandbox(Limits::DEFAULT);
-    // Inside the window kept resident and reset in place, and past it.
-    let addresses = [64, KEEP_RESIDENT_MEMORY_BYTES as u32 + 64];
-    for round in 0..3 {
-        let (mut store, instance) = instantiate(&sandbox, SCRATCH).await;
-        let instance = instance.unwrap();
-        let store_word = instance
-            .get_typed_func::<(u32, u32), ()>(&mut store, "store")
-            .unwrap();
-        let load = instance
-            .get_typed_func::<(u32,), (u32,)>(&mut store, "load")
-            .unwrap();
-        for at in addresses {
-            let (seen,) = load.call_async(&mut store, (at,)).await.unwrap();
-            assert_eq!(seen, 0, "round {round}: address {at} kept a value");
-            store_word
-                .call_async(&mut store, (at, 0xdead_beef))
-                .await
+    for sandbox in on_each_compiler(Limits::DEFAULT) {
+        let on = sandbox.compiler();
+        // Inside the window kept resident and reset in place, and past it.
+        let addresses = [64, KEEP_RESIDENT_MEMORY_BYTES as u32 + 64];
+        for round in 0..3 {
+            let (mut store, instance) = instantiate(&sandbox, SCRATCH).await;
+            let instance = instance.unwrap();
+            let store_word = instance
+                .get_typed_func::<(u32, u32), ()>(&mut store, "store")
                 .unwrap();
+            let load = instance
+                .get_typed_func::<(u32,), (u32,)>(&mut store, "load")
+                .unwrap();
+            for at in addresses {
+                let (seen,) = load.call_async(&mut store, (at,)).await.unwrap();
+                assert_eq!(seen, 0, "{on:?}, round {round}: address {at} kept a value");
+                store_word
+                    .call_async(&mut store, (at, 0xdead_beef))
+                    .await
+                    .unwrap();
+            }
         }
     }
 }
@@ -223,9 +244,13 @@ async fn a_plugin_gets_its_own_limits_and_the_rest_the_defaults() {
         memory_bytes: 128 << 20,
         ..Limits::DEFAULT
     };
-    let sandbox =
-        Sandbox::with_plugin_limits(Limits::DEFAULT, [("big".to_owned(), mine)].into(), None)
-            .unwrap();
+    let sandbox = Sandbox::with_plugin_limits(
+        Limits::DEFAULT,
+        [("big".to_owned(), mine)].into(),
+        None,
+        Compiler::Cranelift,
+    )
+    .unwrap();
     assert_eq!(sandbox.limits_for("big"), mine);
     assert_eq!(sandbox.limits_for("other"), Limits::DEFAULT);
 }

@@ -7,7 +7,7 @@ use crate::sandbox::{LANGUAGES, Language};
 use crate::{Bench, KEPT_CALLS, PLUGIN, RAW_BATCH};
 use handler_host::config::{DispatchConfig, Limits};
 use handler_host::plugin_dir::{self, BuildPolicy, PluginDir};
-use handler_host::sandbox::Sandbox;
+use handler_host::sandbox::{Compiler, Sandbox};
 use sqlx::sqlite::SqliteSynchronous;
 use std::time::Duration;
 
@@ -207,19 +207,33 @@ pub(crate) async fn measure_all(bench: &Bench, table: &mut Table) -> anyhow::Res
             .await?;
     }
     let swaps = if bench.args.quick { 3 } else { 20 };
-    bench
-        .measure(
-            table,
+    for (id, what, compiler) in [
+        (
             "R1",
-            "hot reload: component file renamed into place → new version serving (p50)",
-            "ms",
-            &format!(
-                "{swaps} swaps of `{PLUGIN}` (a new build each: compiled, no cache), watcher settle {} ms",
-                plugin_dir::SETTLE.as_millis()
-            ),
-            |i| bench.hot_reload(i, swaps),
-        )
-        .await?;
+            "hot reload (host dev): component file renamed into place → new version serving (p50)",
+            Compiler::Winch,
+        ),
+        (
+            "R1-run",
+            "hot reload (host run --watch): the same, compiled by Cranelift (p50)",
+            Compiler::Cranelift,
+        ),
+    ] {
+        bench
+            .measure(
+                table,
+                id,
+                what,
+                "ms",
+                &format!(
+                    "{swaps} swaps of `{PLUGIN}` (a new build each: compiled by {}, no cache), watcher settle {} ms",
+                    compiler.as_str(),
+                    plugin_dir::SETTLE.as_millis()
+                ),
+                |i| bench.hot_reload(i, swaps, compiler),
+            )
+            .await?;
+    }
     let languages: Vec<&Language> = LANGUAGES.iter().filter(|l| bench.wants(l.id)).collect();
     if bench.wants("P8") || !languages.is_empty() {
         let (_, examples) = PluginDir::load(

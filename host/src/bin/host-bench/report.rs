@@ -74,6 +74,7 @@ pub(crate) fn figure_ids() -> impl Iterator<Item = &'static str> {
         "P4-pg-3",
         "P5",
         "R1",
+        "R1-run",
         "P8",
     ]
     .into_iter()

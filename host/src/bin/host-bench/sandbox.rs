@@ -1,14 +1,18 @@
 //! The sandbox's figures: **P3** one call on a fresh instance, **L-*** a small command of each
-//! language's example, **R1** hot reload, **P8** cold start.
+//! language's example, **R1** hot reload (Winch, as in `host dev`; **R1-run** Cranelift),
+//! **P8** cold start.
 
 use crate::pipeline::{StoreKind, bench_message};
 use crate::report::{Run, percentiles_us};
 use crate::{Bench, PLUGIN, cold_start};
 use anyhow::bail;
+use handler_host::config::Limits;
 use handler_host::plugin_dir::{self, BuildPolicy, PluginDir};
 use handler_host::registry::Registry;
+use handler_host::sandbox::{Compiler, Sandbox};
 use handler_host::telemetry::percentile;
 use handler_host::unit_of_work::{Access, UnitOfWork};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// An example plugin per language, and a small command of each: one JSON payload parsed, one
@@ -130,7 +134,15 @@ impl Bench {
         })
     }
 
-    pub(crate) async fn hot_reload(&self, run: usize, swaps: usize) -> anyhow::Result<Run> {
+    /// R1: a new build of the trivial plugin renamed into a watched folder, until it serves,
+    /// with plugins compiled by `compiler`.
+    pub(crate) async fn hot_reload(
+        &self,
+        run: usize,
+        swaps: usize,
+        compiler: Compiler,
+    ) -> anyhow::Result<Run> {
+        let sandbox = Sandbox::with_plugin_limits(Limits::DEFAULT, HashMap::new(), None, compiler)?;
         let rig = self.rig(StoreKind::Sqlite, "reload", run).await?;
         let folder = self.scratch.join(format!("reload-{run}"));
         std::fs::create_dir_all(&folder)?;
@@ -142,8 +154,7 @@ impl Bench {
         )?;
         let file = folder.join(format!("{PLUGIN}.wasm"));
         std::fs::write(&file, &original)?;
-        let (plugins, registry) =
-            PluginDir::load(&self.sandbox, &folder, BuildPolicy::LoadOnly).await?;
+        let (plugins, registry) = PluginDir::load(&sandbox, &folder, BuildPolicy::LoadOnly).await?;
         rig.executor().replace_registry(registry);
         let watcher = plugin_dir::watch(
             plugins,
