@@ -117,9 +117,22 @@ fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
     Ok(manifest)
 }
 
-/// Where a source folder's component is.
+/// Where a source folder's component is: resolved through the file system as far as it
+/// exists, so logs and `/health` name `…/target/plugins/orders.wasm`, not
+/// `plugins/orders/../../target/plugins/orders.wasm` (symbolic links followed, as a build
+/// would). A folder not built yet keeps the joined path until its output's folder exists.
 pub fn output_path(folder: &Path, manifest: &Manifest) -> PathBuf {
-    folder.join(&manifest.build.output)
+    let joined = folder.join(&manifest.build.output);
+    if let Ok(real) = joined.canonicalize() {
+        return real;
+    }
+    match (joined.parent(), joined.file_name()) {
+        (Some(parent), Some(name)) => parent
+            .canonicalize()
+            .map(|parent| parent.join(name))
+            .unwrap_or(joined),
+        _ => joined,
+    }
 }
 
 /// Whether the output is missing or older than the newest input.
@@ -326,5 +339,32 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.path().join("src/lib.rs"), "// changed").unwrap();
         assert!(is_stale(dir.path(), &manifest));
+    }
+
+    #[test]
+    fn the_output_path_names_the_file_without_dot_dot() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let folder = root.join("plugins/orders");
+        std::fs::create_dir_all(&folder).unwrap();
+        let manifest: Manifest =
+            toml::from_str("[build]\ncommand=[\"true\"]\noutput=\"../../target/out/p.wasm\"")
+                .unwrap();
+        // Not built yet, its folder missing: the path as written.
+        assert_eq!(
+            output_path(&folder, &manifest),
+            folder.join("../../target/out/p.wasm")
+        );
+        // Its folder exists, the file not yet; then both.
+        std::fs::create_dir_all(root.join("target/out")).unwrap();
+        assert_eq!(
+            output_path(&folder, &manifest),
+            root.join("target/out/p.wasm")
+        );
+        std::fs::write(root.join("target/out/p.wasm"), "").unwrap();
+        assert_eq!(
+            output_path(&folder, &manifest),
+            root.join("target/out/p.wasm")
+        );
     }
 }
