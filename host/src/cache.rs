@@ -41,6 +41,8 @@ pub enum Compiled {
     Rebuilt(String),
     /// Compiled; no cache is configured.
     Uncached,
+    /// Compiled earlier by this process and kept in memory (a development runtime).
+    InMemory,
 }
 
 /// A folder of compiled components.

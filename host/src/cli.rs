@@ -156,6 +156,14 @@ pub(crate) struct RunArgs {
     /// a warning. Without it such a change is refused and the old version keeps serving.
     #[arg(long, env = "HOST_ALLOW_STRANDING")]
     pub allow_stranding: bool,
+    /// `host dev` only: build every source folder into its component on each save, also
+    /// those whose plugin.toml has a `[dev]` table (Python, JavaScript), which otherwise run
+    /// on their language's development runtime and need no build.
+    #[arg(long)]
+    pub no_dev_runtime: bool,
+    /// Set by `host dev`: source folders with a `[dev]` table run on their development runtime.
+    #[arg(skip)]
+    pub dev_runtimes: bool,
     /// Which compiler turns plugins into machine code: `cranelift` optimises (the default of
     /// `host run`); `winch` compiles several times faster for slower code (the default of
     /// `host dev`, so an edit serves sooner). The sandbox and its limits are the same.
@@ -348,11 +356,19 @@ pub(crate) enum Format {
 /// Whatever stops the command; `main` prints it and exits non-zero.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => {
+            if args.no_dev_runtime {
+                bail!(
+                    "`--no-dev-runtime` is an option of `host dev`: `host run` never uses a development runtime"
+                );
+            }
+            run(args).await
+        }
         Command::Dev(args) => {
             run(RunArgs {
                 watch: true,
                 build: true,
+                dev_runtimes: !args.no_dev_runtime,
                 compiler: args.compiler.or(Some(Compiler::Winch)),
                 ..args
             })
@@ -391,6 +407,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         effective["database_url"] = serde_json::json!(args.database.database_url);
         effective["listen"] = serde_json::json!(args.listen);
         effective["build"] = serde_json::json!(args.build);
+        effective["dev_runtimes"] = serde_json::json!(args.dev_runtimes);
         effective["watch"] = serde_json::json!(args.watch);
         effective["allow_stranding"] = serde_json::json!(args.allow_stranding);
         effective["compiler"] = serde_json::json!(compiler.as_str());
@@ -410,7 +427,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             point.as_str()
         );
     }
-    let policy = if args.build {
+    let policy = if args.dev_runtimes {
+        BuildPolicy::Develop
+    } else if args.build {
         BuildPolicy::BuildStale
     } else {
         BuildPolicy::LoadOnly
@@ -545,7 +564,7 @@ async fn build(plugins: PluginsArg) -> anyhow::Result<()> {
     }
     for entry in entries {
         if let crate::manifest::Entry::Source { folder, manifest } = entry
-            && let Err(error) = crate::manifest::build(&folder, &manifest).await
+            && let Err(error) = crate::manifest::build(&folder, &manifest.build).await
         {
             tracing::error!("{error}");
             failed += 1;

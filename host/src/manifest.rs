@@ -12,9 +12,25 @@
 //! inputs = [".", "../../sdk", "../../wit"]   # optional; default ["."]
 //! ```
 //! Paths are relative to the folder; the command runs in it.
+//!
+//! A folder may also say how `host dev` runs it without a build: on a development runtime,
+//! built once and shared by the plugins of its language, that reads the plugin's sources from
+//! its folder (granted read-only) each time it is instantiated, so a saved edit serves at the
+//! next message. `host run` and `host build` never use it.
+//!
+//! ```toml
+//! [dev]
+//! entry = "app"                        # what the runtime loads first from the folder
+//! [dev.runtime]                        # how the runtime is built, as `[build]`
+//! command = ["python3", "../../sdk/python/build.py", "--dev-runtime",
+//!            "--output", "../../target/plugins/python/dev-runtime.wasm"]
+//! output = "../../target/plugins/python/dev-runtime.wasm"
+//! inputs = ["../../sdk/python", "../../wit"]
+//! ```
 
 use crate::plugin::LoadError;
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::SystemTime;
@@ -28,7 +44,21 @@ const IGNORED_DIRS: &[&str] = &["target", "node_modules", ".venv", "__pycache__"
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    /// How the folder is built into its component.
     pub build: BuildSpec,
+    /// How `host dev` runs the folder's sources without building them, when it can.
+    #[serde(default)]
+    pub dev: Option<DevSpec>,
+}
+
+/// `[dev]`: a development runtime that loads the plugin's sources when it is instantiated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevSpec {
+    /// What the runtime loads first from the folder (a Python module name, say).
+    pub entry: String,
+    /// How the runtime itself is built; its inputs exclude the plugin's own folder.
+    pub runtime: BuildSpec,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -114,6 +144,14 @@ fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
     if manifest.build.command.is_empty() {
         return Err(LoadError::new(path, "`build.command` is empty"));
     }
+    if let Some(dev) = &manifest.dev {
+        if dev.runtime.command.is_empty() {
+            return Err(LoadError::new(path, "`dev.runtime.command` is empty"));
+        }
+        if dev.entry.is_empty() {
+            return Err(LoadError::new(path, "`dev.entry` is empty"));
+        }
+    }
     Ok(manifest)
 }
 
@@ -121,8 +159,8 @@ fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
 /// exists, so logs and `/health` name `…/target/plugins/orders.wasm`, not
 /// `plugins/orders/../../target/plugins/orders.wasm` (symbolic links followed, as a build
 /// would). A folder not built yet keeps the joined path until its output's folder exists.
-pub fn output_path(folder: &Path, manifest: &Manifest) -> PathBuf {
-    let joined = folder.join(&manifest.build.output);
+pub fn output_path(folder: &Path, spec: &BuildSpec) -> PathBuf {
+    let joined = folder.join(&spec.output);
     if let Ok(real) = joined.canonicalize() {
         return real;
     }
@@ -136,19 +174,16 @@ pub fn output_path(folder: &Path, manifest: &Manifest) -> PathBuf {
 }
 
 /// Whether the output is missing or older than the newest input.
-pub fn is_stale(folder: &Path, manifest: &Manifest) -> bool {
-    let Ok(built) = std::fs::metadata(output_path(folder, manifest)).and_then(|m| m.modified())
-    else {
+pub fn is_stale(folder: &Path, spec: &BuildSpec) -> bool {
+    let Ok(built) = std::fs::metadata(output_path(folder, spec)).and_then(|m| m.modified()) else {
         return true;
     };
-    newest_input(folder, manifest).is_some_and(|changed| changed > built)
+    newest_input(folder, spec).is_some_and(|changed| changed > built)
 }
 
-/// When the newest of the folder's build inputs last changed.
-pub fn newest_input(folder: &Path, manifest: &Manifest) -> Option<SystemTime> {
-    manifest
-        .build
-        .inputs
+/// When the newest of the build's inputs last changed.
+pub fn newest_input(folder: &Path, spec: &BuildSpec) -> Option<SystemTime> {
+    spec.inputs
         .iter()
         .filter_map(|input| newest_mtime(&folder.join(input)))
         .max()
@@ -194,23 +229,57 @@ pub fn source_dirs(root: &Path) -> Vec<PathBuf> {
     dirs
 }
 
+/// Copies a folder's sources into `into` (an empty folder) — every file [`source_entries`]
+/// counts, at the same relative path — and returns their SHA-256 (hex), by relative path and
+/// content in name order: what a development runtime reads, fixed for the version it serves,
+/// and a digest that changes exactly when the sources do.
+///
+/// # Errors
+/// Fails when a file or folder of the sources cannot be read or copied.
+pub fn snapshot_sources(folder: &Path, into: &Path) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    let mut todo = vec![folder.to_owned()];
+    let mut files = Vec::new();
+    while let Some(dir) = todo.pop() {
+        for path in source_entries(&dir) {
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    for file in files {
+        let relative = file.strip_prefix(folder).unwrap_or(&file);
+        let content = std::fs::read(&file)?;
+        let copy = into.join(relative);
+        if let Some(parent) = copy.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&copy, &content)?;
+        let name = relative.to_string_lossy();
+        for part in [name.as_bytes(), &content] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
 /// Runs the folder's build command, logging its output line by line tagged with the folder
 /// name, and returns the output path.
 ///
 /// # Errors
 /// A [`LoadError`] naming the folder when the command cannot start, fails, or produces no
 /// output file.
-pub async fn build(folder: &Path, manifest: &Manifest) -> Result<PathBuf, LoadError> {
+pub async fn build(folder: &Path, spec: &BuildSpec) -> Result<PathBuf, LoadError> {
     let name = folder.file_name().map_or_else(
         || folder.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let (program, args) = manifest
-        .build
-        .command
-        .split_first()
-        .expect("checked when read");
-    tracing::info!(plugin = %name, command = manifest.build.command.join(" "), "building");
+    let (program, args) = spec.command.split_first().expect("checked when read");
+    tracing::info!(plugin = %name, command = spec.command.join(" "), "building");
     let mut child = tokio::process::Command::new(program)
         .args(args)
         .current_dir(folder)
@@ -242,23 +311,23 @@ pub async fn build(folder: &Path, manifest: &Manifest) -> Result<PathBuf, LoadEr
             folder,
             format!(
                 "build command `{}` failed ({status}); its output is in the log above",
-                manifest.build.command.join(" ")
+                spec.command.join(" ")
             ),
         ));
     }
-    let output = output_path(folder, manifest);
+    let output = output_path(folder, spec);
     if !output.is_file() {
         return Err(LoadError::new(
             folder,
             format!(
-                "build succeeded but `{}` does not exist; check `build.output`",
+                "build succeeded but `{}` does not exist; check the `output` it names",
                 output.display()
             ),
         ));
     }
     // A build tool that finds its output up to date (cargo, when an input changed that does
     // not affect it) leaves it untouched: mark it built now, or it would stay stale forever.
-    if is_stale(folder, manifest)
+    if is_stale(folder, spec)
         && let Err(e) = std::fs::File::options()
             .write(true)
             .open(&output)
@@ -290,10 +359,10 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
         std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
-        assert!(is_stale(dir.path(), &manifest));
-        build(dir.path(), &manifest).await.unwrap();
+        assert!(is_stale(dir.path(), &manifest.build));
+        build(dir.path(), &manifest.build).await.unwrap();
         assert!(
-            !is_stale(dir.path(), &manifest),
+            !is_stale(dir.path(), &manifest.build),
             "else every scan would build it again"
         );
     }
@@ -304,7 +373,7 @@ mod tests {
         let manifest: Manifest =
             toml::from_str("[build]\ncommand=[\"no-such-build-tool\", \"x\"]\noutput=\"p.wasm\"")
                 .unwrap();
-        let error = build(dir.path(), &manifest).await.unwrap_err();
+        let error = build(dir.path(), &manifest.build).await.unwrap_err();
         assert!(
             error.cause.contains("`no-such-build-tool` was not found"),
             "{error}"
@@ -332,13 +401,59 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("src")).unwrap();
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
         std::fs::write(dir.path().join("src/lib.rs"), "").unwrap();
-        assert!(is_stale(dir.path(), &manifest));
+        assert!(is_stale(dir.path(), &manifest.build));
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.path().join("out/p.wasm"), "").unwrap();
-        assert!(!is_stale(dir.path(), &manifest));
+        assert!(!is_stale(dir.path(), &manifest.build));
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(dir.path().join("src/lib.rs"), "// changed").unwrap();
-        assert!(is_stale(dir.path(), &manifest));
+        assert!(is_stale(dir.path(), &manifest.build));
+    }
+
+    #[test]
+    fn a_snapshot_copies_the_sources_and_its_digest_changes_only_with_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("plugin");
+        std::fs::create_dir_all(folder.join("lib")).unwrap();
+        std::fs::create_dir_all(folder.join("target")).unwrap();
+        std::fs::write(folder.join("app.py"), "import lib.rules").unwrap();
+        std::fs::write(folder.join("lib/rules.py"), "MAX = 5").unwrap();
+        std::fs::write(folder.join("target/built.wasm"), "not a source").unwrap();
+        let snapshot = |name: &str| {
+            let into = dir.path().join(name);
+            std::fs::create_dir(&into).unwrap();
+            (snapshot_sources(&folder, &into).unwrap(), into)
+        };
+        let (first, into) = snapshot("a");
+        assert_eq!(
+            std::fs::read_to_string(into.join("lib/rules.py")).unwrap(),
+            "MAX = 5"
+        );
+        assert!(
+            !into.join("target").exists(),
+            "build outputs are not sources"
+        );
+        std::fs::write(folder.join("target/built.wasm"), "rebuilt").unwrap();
+        assert_eq!(snapshot("b").0, first, "an output changed, no source did");
+        std::fs::write(folder.join("lib/rules.py"), "MAX = 6").unwrap();
+        assert_ne!(snapshot("c").0, first, "a source changed");
+    }
+
+    #[test]
+    fn a_dev_table_needs_an_entry_and_a_runtime_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(MANIFEST_FILE);
+        let build = "[build]\ncommand=[\"true\"]\noutput=\"x.wasm\"\n";
+        let runtime = "[dev.runtime]\ncommand=[]\noutput=\"rt.wasm\"\n";
+        std::fs::write(&path, format!("{build}[dev]\nentry=\"app\"\n{runtime}")).unwrap();
+        let err = read_manifest(&path).unwrap_err();
+        assert!(
+            err.cause.contains("`dev.runtime.command` is empty"),
+            "{err}"
+        );
+        std::fs::write(&path, format!("{build}[dev]\n{runtime}")).unwrap();
+        let err = read_manifest(&path).unwrap_err();
+        assert!(err.cause.contains("entry"), "{err}");
     }
 
     #[test]
@@ -352,18 +467,18 @@ mod tests {
                 .unwrap();
         // Not built yet, its folder missing: the path as written.
         assert_eq!(
-            output_path(&folder, &manifest),
+            output_path(&folder, &manifest.build),
             folder.join("../../target/out/p.wasm")
         );
         // Its folder exists, the file not yet; then both.
         std::fs::create_dir_all(root.join("target/out")).unwrap();
         assert_eq!(
-            output_path(&folder, &manifest),
+            output_path(&folder, &manifest.build),
             root.join("target/out/p.wasm")
         );
         std::fs::write(root.join("target/out/p.wasm"), "").unwrap();
         assert_eq!(
-            output_path(&folder, &manifest),
+            output_path(&folder, &manifest.build),
             root.join("target/out/p.wasm")
         );
     }

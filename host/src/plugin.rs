@@ -12,7 +12,7 @@ mod schemas;
 use crate::bindings::{Envelope, HandlerError, PluginInfo};
 use crate::config::Limits;
 use crate::error::{ErrorClass, HandlerFailure};
-use crate::sandbox::{self, GuestState, Sandbox};
+use crate::sandbox::{self, GuestState, Sandbox, SourceFolder};
 use crate::telemetry::{self, Handler};
 use crate::unit_of_work::UnitOfWork;
 pub use contract::VERSIONS as CONTRACT_VERSIONS;
@@ -36,6 +36,9 @@ pub struct Plugin {
     /// The payload schemas of `info`, compiled.
     schemas: Schemas,
     source: PathBuf,
+    /// The source folder a development runtime reads (`host dev`); `None` for a built
+    /// component.
+    source_folder: Option<SourceFolder>,
     pre: Pre,
     sandbox: Arc<Sandbox>,
     limits: Limits,
@@ -122,9 +125,15 @@ impl Plugin {
             })
     }
 
-    /// The component file it was loaded from.
+    /// The component file it was loaded from (a development runtime's, in `host dev`).
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// The source folder its development runtime reads at each instantiation, when `host
+    /// dev` runs it without a build.
+    pub fn source_folder(&self) -> Option<&SourceFolder> {
+        self.source_folder.as_ref()
     }
 
     /// Runs `handle-command`.
@@ -226,10 +235,24 @@ impl Plugin {
             sandbox::arm_deadline(&mut instance.store);
             return Ok(instance);
         }
-        let mut store = self
+        let store = self
             .sandbox
-            .new_store(self.name.clone(), Some(unit_of_work), self.limits)
+            .new_store(
+                self.name.clone(),
+                Some(unit_of_work),
+                self.limits,
+                self.source_folder.as_ref(),
+            )
             .await;
+        let mut store = store.map_err(|error| {
+            let failure = HandlerFailure::new(
+                ErrorClass::Host,
+                &*self.name,
+                format!("instantiation failed: {error:#}"),
+            );
+            tracing::error!(plugin = %self.name, %failure, "instantiation failed");
+            failure
+        })?;
         match self.pre.instantiate(&mut store).await {
             Ok(world) => Ok(Instance {
                 store,

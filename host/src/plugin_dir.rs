@@ -23,10 +23,10 @@ mod strands;
 mod watch;
 
 use crate::cache::content_digest;
-use crate::manifest::{self, Entry, Manifest};
+use crate::manifest::{self, BuildSpec, Entry};
 use crate::plugin::{LoadError, Plugin};
 use crate::registry::Registry;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SourceFolder};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -39,8 +39,12 @@ pub use watch::{SETTLE, watch};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BuildPolicy {
     /// Build each source folder whose component is missing or older than its inputs, then
-    /// load it (`host run --build`, `host dev`).
+    /// load it (`host run --build`).
     BuildStale,
+    /// As [`BuildPolicy::BuildStale`], except that a source folder with a `[dev]` table runs
+    /// on its development runtime (built when missing or stale), which reads the folder's
+    /// sources at each instantiation: an edit serves with no build (`host dev`).
+    Develop,
     /// Never build: a source folder without a component is refused, and a stale component is
     /// loaded as it is, with a warning.
     LoadOnly,
@@ -61,7 +65,11 @@ struct Candidate {
     file: PathBuf,
     /// Taken by the load.
     bytes: Vec<u8>,
+    /// The component's SHA-256, or for a development runtime, that of the runtime and the
+    /// sources it reads together.
     digest: String,
+    /// The development runtime's sources and the runtime's own digest.
+    on_runtime: Option<(SourceFolder, String)>,
 }
 
 /// The plugin an entry serves.
@@ -70,6 +78,15 @@ struct Serving {
     name: String,
     identity: String,
     digest: String,
+}
+
+/// A copy of a development runtime's sources in a fresh temporary folder, and their digest.
+fn snapshot(folder: &Path) -> std::io::Result<(Arc<tempfile::TempDir>, String)> {
+    let copy = tempfile::Builder::new()
+        .prefix("handler-host-sources-")
+        .tempdir()?;
+    let digest = manifest::snapshot_sources(folder, copy.path())?;
+    Ok((Arc::new(copy), digest))
 }
 
 /// The plugins directory as loaded.
@@ -154,7 +171,30 @@ impl PluginDir {
         }
         let loads = ready.iter_mut().map(|(_, candidate)| {
             let bytes = std::mem::take(&mut candidate.bytes);
-            Plugin::load(&self.sandbox, &candidate.file, bytes, &candidate.digest)
+            let sandbox = &self.sandbox;
+            let Candidate {
+                file,
+                digest,
+                on_runtime,
+                ..
+            } = &*candidate;
+            async move {
+                match on_runtime {
+                    None => Plugin::load(sandbox, file, bytes, digest).await,
+                    Some((source, runtime_digest)) => {
+                        let source = source.clone();
+                        Plugin::load_on_runtime(
+                            sandbox,
+                            file,
+                            bytes,
+                            runtime_digest,
+                            source,
+                            digest,
+                        )
+                        .await
+                    }
+                }
+            }
         });
         let loaded = futures::future::join_all(loads).await;
         for ((path, candidate), loaded) in ready.into_iter().zip(loaded) {
@@ -203,11 +243,13 @@ impl PluginDir {
     /// `None` when there is nothing to load (the build or the read failed, which is recorded,
     /// or the same version already serves or was already refused).
     async fn prepare(&mut self, path: &Path, entry: Entry, next: &Registry) -> Option<Candidate> {
-        let file = match entry {
-            Entry::Component(file) => file,
+        let (file, source) = match entry {
+            Entry::Component(file) => (file, None),
             Entry::Source { folder, manifest } => {
-                match self.build_if_stale(&folder, &manifest).await {
-                    Ok(file) => file,
+                let dev = manifest.dev.filter(|_| self.build == BuildPolicy::Develop);
+                let spec = dev.as_ref().map_or(&manifest.build, |dev| &dev.runtime);
+                match self.build_if_stale(&folder, spec).await {
+                    Ok(file) => (file, dev.map(|dev| (folder, dev.entry))),
                     Err(failure) => {
                         self.fail(path, failure.digest, failure.inputs_at, failure.error, next);
                         return None;
@@ -223,7 +265,22 @@ impl PluginDir {
                 return None;
             }
         };
-        let digest = content_digest(&bytes);
+        let mut digest = content_digest(&bytes);
+        let on_runtime = match source {
+            None => None,
+            Some((dir, entry)) => match snapshot(&dir) {
+                Ok((copy, sources)) => {
+                    let together = content_digest(format!("{digest}{sources}").as_bytes());
+                    let source = SourceFolder { dir, copy, entry };
+                    Some((source, std::mem::replace(&mut digest, together)))
+                }
+                Err(e) => {
+                    let error = LoadError::new(path, format!("cannot copy the sources: {e}"));
+                    self.fail(path, None, None, error, next);
+                    return None;
+                }
+            },
+        };
         if self
             .failures
             .get(path)
@@ -246,6 +303,7 @@ impl PluginDir {
             file,
             bytes,
             digest,
+            on_runtime,
         })
     }
 
@@ -258,7 +316,12 @@ impl PluginDir {
         loaded: Result<Plugin, LoadError>,
         next: &mut Registry,
     ) -> bool {
-        let Candidate { file, digest, .. } = candidate;
+        let Candidate {
+            file,
+            digest,
+            on_runtime,
+            ..
+        } = candidate;
         let previous = self.serving.get(path).map(|s| s.name.clone());
         let loaded = loaded.and_then(|plugin| {
             let plugin = Arc::new(plugin);
@@ -278,15 +341,22 @@ impl PluginDir {
             Ok((plugin, registry)) => {
                 *next = registry;
                 let name = plugin.name().to_owned();
+                let runs = match &on_runtime {
+                    None => "its built component".to_owned(),
+                    Some((source, _)) => format!(
+                        "the development runtime, reading {} at each instance: a save needs no build",
+                        source.dir.display()
+                    ),
+                };
                 match self.serving.get(path) {
                     Some(old) => tracing::info!(
                         plugin = %name, from = %old.identity, to = plugin.identity(),
-                        file = %file.display(),
+                        file = %file.display(), runs,
                         "plugin replaced: calls in flight finish on the old version, the next message uses the new one"
                     ),
                     None => tracing::info!(
                         plugin = %name, version = plugin.identity(), file = %file.display(),
-                        commands = ?plugin.info().commands, events = ?plugin.info().events,
+                        runs, commands = ?plugin.info().commands, events = ?plugin.info().events,
                         queries = ?plugin.info().queries, "plugin loaded"
                     ),
                 }
@@ -310,9 +380,9 @@ impl PluginDir {
 
     /// Builds a source folder whose component is missing or stale (when the policy says so),
     /// unless its last build failed on the same inputs.
-    async fn build_if_stale(&self, folder: &Path, manifest: &Manifest) -> Result<PathBuf, Failure> {
-        let output = manifest::output_path(folder, manifest);
-        if !manifest::is_stale(folder, manifest) {
+    async fn build_if_stale(&self, folder: &Path, spec: &BuildSpec) -> Result<PathBuf, Failure> {
+        let output = manifest::output_path(folder, spec);
+        if !manifest::is_stale(folder, spec) {
             return Ok(output);
         }
         if self.build == BuildPolicy::LoadOnly {
@@ -338,14 +408,14 @@ impl PluginDir {
             );
             return Ok(output);
         }
-        let inputs_at = manifest::newest_input(folder, manifest);
+        let inputs_at = manifest::newest_input(folder, spec);
         if let Some(failed) = self.failures.get(folder)
             && failed.inputs_at.is_some()
             && failed.inputs_at == inputs_at
         {
             return Err(failed.clone());
         }
-        manifest::build(folder, manifest)
+        manifest::build(folder, spec)
             .await
             .map_err(|error| Failure {
                 error,

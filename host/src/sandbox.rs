@@ -5,7 +5,8 @@
 //! with no preopened directories, no environment, no arguments and no network (clocks and
 //! randomness are granted). A component importing anything else fails to load, naming the
 //! import. Its stdout and stderr go to the host log, tagged with the plugin name, capped per
-//! call. Every limit of [`Limits`] is enforced here or in the [`UnitOfWork`]; what a guest
+//! call. A plugin that `host dev` runs on a development runtime also sees its own source
+//! folder, read-only, at [`SOURCE_MOUNT`] (see [`SourceFolder`]). Every limit of [`Limits`] is enforced here or in the [`UnitOfWork`]; what a guest
 //! makes the host allocate is bounded by them (see `docs/security.md`).
 
 mod imports;
@@ -30,7 +31,7 @@ use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Strategy, Trap,
 };
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 /// Granularity of call deadlines: the epoch is advanced this often by a background thread.
 /// Epoch checks cost a load and a compare in guest code, far cheaper than fuel.
@@ -55,6 +56,26 @@ pub const KEEP_RESIDENT_MEMORY_BYTES: usize = 1 << 20;
 pub const KEEP_RESIDENT_TABLE_BYTES: usize = 64 << 10;
 /// Longest key a guest may use. Keys are stored and indexed by the host.
 pub const MAX_KEY_BYTES: usize = 1024;
+
+/// Where a development runtime finds the plugin's source folder in its file system.
+pub const SOURCE_MOUNT: &str = "/plugin";
+/// The environment variable that names the runtime's entry (`[dev] entry` of `plugin.toml`).
+pub const SOURCE_ENTRY_VAR: &str = "HANDLER_HOST_ENTRY";
+
+/// A plugin's sources, granted to the development runtime that runs it in `host dev`: a copy
+/// taken when the version was loaded (so every call of a version runs the same sources, and a
+/// save is the next version), read-only at [`SOURCE_MOUNT`], with its entry named in
+/// [`SOURCE_ENTRY_VAR`]. Nothing else of the host's file system is granted, and `host run`
+/// grants nothing.
+#[derive(Debug, Clone)]
+pub struct SourceFolder {
+    /// The plugin's folder, which the copy was taken from.
+    pub dir: std::path::PathBuf,
+    /// The copy the runtime sees; removed when the last call of its version ends.
+    pub copy: Arc<tempfile::TempDir>,
+    /// What the runtime loads first from it.
+    pub entry: String,
+}
 
 /// Per-call data of a guest's store: its WASI context, its unit of work and its limits.
 pub struct GuestState {
@@ -155,7 +176,13 @@ pub struct Sandbox {
     idle_slots: Arc<Semaphore>,
     /// Where compiled components are kept between runs, if anywhere.
     cache: Option<ComponentCache>,
+    /// Development runtimes compiled by this process, newest last (see
+    /// [`Sandbox::compile_runtime`]).
+    runtimes: std::sync::Mutex<Vec<(String, Component)>>,
 }
+
+/// Development runtimes kept compiled in memory: one per language, and a new build of each.
+const KEPT_RUNTIMES: usize = 4;
 
 impl Sandbox {
     /// Builds the engine (pooling allocator, epoch interruption) and the linker, and starts
@@ -248,6 +275,7 @@ impl Sandbox {
             instance_slots: Arc::new(Semaphore::new(MAX_CONCURRENT_INSTANCES as usize)),
             idle_slots: Arc::new(Semaphore::new(MAX_IDLE_INSTANCES as usize)),
             cache,
+            runtimes: std::sync::Mutex::default(),
         }))
     }
 
@@ -303,14 +331,43 @@ impl Sandbox {
         }
     }
 
-    /// A fresh store for one call under `limits`, with its deadline armed. Waits while every
-    /// instance slot of the pool is in use.
+    /// Like [`Sandbox::compile_cached`] for a development runtime, which every saved version
+    /// of every plugin it runs loads again: the last few compiled are kept in
+    /// memory, so a save compiles nothing, with or without a cache.
+    ///
+    /// # Errors
+    /// Fails when the bytes are not a valid component.
+    pub fn compile_runtime(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+    ) -> anyhow::Result<(Component, Compiled)> {
+        // Held while compiling: two plugins loaded at once compile their runtime once.
+        let mut runtimes = self.runtimes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, component)) = runtimes.iter().find(|(kept, _)| kept == digest) {
+            return Ok((component.clone(), Compiled::InMemory));
+        }
+        let (component, compiled) = self.compile_cached(bytes, digest)?;
+        if runtimes.len() == KEPT_RUNTIMES {
+            runtimes.remove(0);
+        }
+        runtimes.push((digest.to_owned(), component.clone()));
+        Ok((component, compiled))
+    }
+
+    /// A fresh store for one call under `limits`, with its deadline armed, seeing `source`
+    /// when the plugin runs on a development runtime. Waits while every instance slot of the
+    /// pool is in use.
+    ///
+    /// # Errors
+    /// Fails when `source`'s folder cannot be opened.
     pub async fn new_store(
         &self,
         plugin: Arc<str>,
         unit_of_work: Option<UnitOfWork>,
         limits: Limits,
-    ) -> Store<GuestState> {
+        source: Option<&SourceFolder>,
+    ) -> anyhow::Result<Store<GuestState>> {
         let slot = self
             .instance_slots
             .clone()
@@ -320,10 +377,20 @@ impl Sandbox {
         let stdout = GuestOutput::new(limits.guest_output_bytes);
         let stderr = GuestOutput::new(limits.guest_output_bytes);
         // No preopens, no env, no args, no network: the builder grants nothing by default.
-        let wasi = wasmtime_wasi::WasiCtxBuilder::new()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        let mut wasi = wasmtime_wasi::WasiCtxBuilder::new();
+        wasi.stdout(stdout.clone()).stderr(stderr.clone());
+        if let Some(source) = source {
+            wasi.preopened_dir(source.copy.path(), SOURCE_MOUNT, FsPerms::ReadOnly)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "cannot open the copy of {} at {}: {e:#}",
+                        source.dir.display(),
+                        source.copy.path().display()
+                    )
+                })?
+                .env(SOURCE_ENTRY_VAR, &source.entry);
+        }
+        let wasi = wasi.build();
         let mut state = GuestState {
             plugin,
             wasi,
@@ -346,7 +413,7 @@ impl Sandbox {
         store.limiter(|state| &mut state.limiter);
         store.epoch_deadline_trap();
         arm_deadline(&mut store);
-        store
+        Ok(store)
     }
 
     /// Room to keep one more instance between calls, while there is any (see

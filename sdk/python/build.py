@@ -6,6 +6,9 @@ Run from the plugin's folder (its `plugin.toml` does): installs the pinned toolc
 componentize-py against the repository's WIT contract with this SDK on the module path.
 
     python3 ../../sdk/python/build.py --app app --output ../../target/plugins/python/fraud_check.wasm
+
+With `--dev-runtime` it builds the development runtime instead (`handler_host.dev_runtime`):
+one component, shared by every Python plugin, that `host dev` runs a plugin's sources on.
 """
 
 import argparse
@@ -48,19 +51,25 @@ def main() -> int:
     parser.add_argument("--output", help="where to write the component")
     parser.add_argument("--toolchain-only", action="store_true",
                         help="install the pinned toolchain and build nothing")
+    parser.add_argument("--dev-runtime", action="store_true",
+                        help="build the development runtime that `host dev` runs plugin sources on")
     args = parser.parse_args()
     if args.toolchain_only:
         toolchain()
         return 0
-    if not args.app or not args.output:
-        parser.error("--app and --output are required")
+    if not args.output or not (args.app or args.dev_runtime):
+        parser.error("--output and one of --app or --dev-runtime are required")
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = output.with_suffix(".partial")
+    # Its own staging file: two hosts may build the shared development runtime at once.
+    staging = output.with_name(f"{output.name}.{os.getpid()}.partial")
+    # The runtime must not depend on the folder it is built from: every plugin shares it.
+    app = ["-p", str(SDK), "handler_host.dev_runtime"] if args.dev_runtime \
+        else ["-p", ".", "-p", str(SDK), args.app]
     command = [
         str(toolchain() / "componentize-py"),
         "-d", str(WIT), "-w", "plugin",
-        "componentize", "-p", ".", "-p", str(SDK), args.app,
+        "componentize", *app,
         "-o", str(staging),
     ]
     result = subprocess.run(command)

@@ -24,6 +24,7 @@ const FIGURES: &[&str] = &[
     "P5",
     "R1",
     "R1-run",
+    "R1-python",
     "P8",
     "L-rust",
     "L-python",

@@ -1,6 +1,7 @@
 //! The plugin author's loop, as a new user would run it, in each language: `host new` creates
-//! a project that `host dev` builds and serves at once; an edit is rebuilt and swapped in
-//! live; a broken edit shows the build's errors and leaves the last good version serving.
+//! a project that `host dev` builds and serves at once; an edit is rebuilt (in Python, read by
+//! the development runtime with no build) and swapped in live; a broken edit shows the build's
+//! (or the import's) errors and leaves the last good version serving.
 
 use crate::harness::{Host, host_binary, host_dir, wait_for, wait_until};
 use serde_json::json;
@@ -10,8 +11,24 @@ use std::time::Duration;
 /// An incremental rebuild of a small plugin, on a loaded CI machine.
 const REBUILT: Duration = Duration::from_secs(300);
 
+/// How `host dev` follows a language's edits.
+#[derive(Clone, Copy, PartialEq)]
+enum Follows {
+    /// Each save is built into a new component.
+    Build,
+    /// Each save is served by the language's development runtime, with no build.
+    DevRuntime,
+}
+
+/// Lines of the log that start a build.
+fn builds(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("building") && l.contains("command="))
+        .count()
+}
+
 /// `host new demo --lang LANG`, `host dev`, then edit `source` (the project's entry file) twice.
-fn new_project_follows_every_edit(lang: &str, source: &str) {
+fn new_project_follows_every_edit(lang: &str, source: &str, follows: Follows) {
     let dir = host_dir(&[]);
     let plugins = dir.path().join("plugins");
     let output = Command::new(host_binary())
@@ -51,6 +68,17 @@ fn new_project_follows_every_edit(lang: &str, source: &str) {
     assert_eq!(untyped.status, 422, "{untyped:?}");
     assert!(untyped.error_message().contains("`/id`"), "{untyped:?}");
 
+    let runtime_named = host
+        .log_text()
+        .lines()
+        .any(|l| l.contains("plugin loaded") && l.contains("the development runtime"));
+    assert_eq!(
+        runtime_named,
+        follows == Follows::DevRuntime,
+        "the log says which way the plugin runs"
+    );
+    let builds_before_edit = builds(&host.log_text());
+
     // Edit the source: the next commands are answered by the rebuilt plugin.
     let source = host.plugins_dir().join("demo").join(source);
     let text = std::fs::read_to_string(&source).unwrap();
@@ -68,14 +96,26 @@ fn new_project_follows_every_edit(lang: &str, source: &str) {
         "the swap is logged"
     );
 
-    // A broken edit: the build fails with its output in the log, tagged with the plugin, and
-    // the last good version keeps serving.
+    // A broken edit: the build fails with its output in the log, tagged with the plugin (or
+    // the runtime cannot import it, with the interpreter's traceback), and the last good
+    // version keeps serving.
     let broken = std::fs::read_to_string(&source).unwrap() + "\nthis is not a program ((\n";
     std::fs::write(&source, broken).unwrap();
     wait_until(REBUILT, "the failed build to be reported", || {
         host.log_text().contains("keeps serving")
     });
     let log = host.log_text();
+    if follows == Follows::DevRuntime {
+        assert_eq!(builds(&log), builds_before_edit, "no save was built: {log}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains("`describe` failed") && l.contains("SyntaxError")),
+            "the import error is named: {log}"
+        );
+        let answer = host.command_ok("demo.greet", json!({ "id": "99", "name": "Ada" }));
+        assert_eq!(answer["greeting"], "Hi, Ada!");
+        return;
+    }
     assert!(
         log.lines()
             .any(|l| l.contains("build command `") && l.contains("failed")),
@@ -92,20 +132,20 @@ fn new_project_follows_every_edit(lang: &str, source: &str) {
 
 #[test]
 fn rust_project_from_host_new_serves_and_follows_every_edit() {
-    new_project_follows_every_edit("rust", "src/lib.rs");
+    new_project_follows_every_edit("rust", "src/lib.rs", Follows::Build);
 }
 
 #[test]
 fn python_project_from_host_new_serves_and_follows_every_edit() {
-    new_project_follows_every_edit("python", "app.py");
+    new_project_follows_every_edit("python", "app.py", Follows::DevRuntime);
 }
 
 #[test]
 fn javascript_project_from_host_new_serves_and_follows_every_edit() {
-    new_project_follows_every_edit("javascript", "app.js");
+    new_project_follows_every_edit("javascript", "app.js", Follows::Build);
 }
 
 #[test]
 fn c_project_from_host_new_serves_and_follows_every_edit() {
-    new_project_follows_every_edit("c", "plugin.c");
+    new_project_follows_every_edit("c", "plugin.c", Follows::Build);
 }

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// How long a host may take from spawn to its listening line: it compiles every component
 /// at start, and CI machines running the tests in parallel are slow.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
+const STARTUP_DEADLINE: Duration = Duration::from_secs(180);
 /// The same for `host dev`, which first builds its source folders: a new plugin project's
 /// first build compiles its dependencies from scratch.
 const DEV_STARTUP_DEADLINE: Duration = Duration::from_secs(600);

@@ -59,6 +59,8 @@
 //!   Python, JavaScript and Rust down a three-link chain, each seeing its cause.
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
+//! - `dev_runtime`: `host dev` runs Python sources on the development runtime with no build,
+//!   granting only their folder, read-only; a module it lacks is named; `host run` never does.
 //! - `readme`: the README's walk through the demo, run a line at a time with a reader's pauses;
 //!   every answer it shows is what the line printed.
 
@@ -103,6 +105,7 @@ mod crash_loop;
 mod database_failure;
 mod demo;
 mod dev_loop;
+mod dev_runtime;
 mod dlq;
 mod envelope;
 mod faults;

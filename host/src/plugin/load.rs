@@ -6,7 +6,7 @@ use super::contract::Pre;
 use super::{CONTRACT_VERSIONS, Plugin, Schemas};
 use crate::bindings::PluginInfo;
 use crate::cache::Compiled;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SourceFolder};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -54,6 +54,36 @@ impl Plugin {
         bytes: Vec<u8>,
         digest: &str,
     ) -> Result<Self, LoadError> {
+        Self::load_from(sandbox, file, bytes, digest, digest, None).await
+    }
+
+    /// Loads a plugin that a development runtime runs from `source` (`host dev`): `bytes`
+    /// is the runtime, read from `file`, whose SHA-256 is `runtime_digest` (what its compiled
+    /// code is cached by); `digest` identifies the runtime and the sources together, so each
+    /// saved edit is a version of its own.
+    ///
+    /// # Errors
+    /// As [`Plugin::load`], naming the source folder when the runtime cannot load its
+    /// sources.
+    pub async fn load_on_runtime(
+        sandbox: &Arc<Sandbox>,
+        file: &Path,
+        bytes: Vec<u8>,
+        runtime_digest: &str,
+        source: SourceFolder,
+        digest: &str,
+    ) -> Result<Self, LoadError> {
+        Self::load_from(sandbox, file, bytes, runtime_digest, digest, Some(source)).await
+    }
+
+    async fn load_from(
+        sandbox: &Arc<Sandbox>,
+        file: &Path,
+        bytes: Vec<u8>,
+        compile_key: &str,
+        digest: &str,
+        source_folder: Option<SourceFolder>,
+    ) -> Result<Self, LoadError> {
         if bytes.starts_with(&CORE_MODULE_HEADER) {
             return Err(LoadError::new(
                 file,
@@ -62,22 +92,27 @@ impl Plugin {
         }
         let digest = digest.to_owned();
         let compiler = sandbox.clone();
-        let key = digest.clone();
+        let key = compile_key.to_owned();
         let started = Instant::now();
-        let (component, compiled) =
-            tokio::task::spawn_blocking(move || compiler.compile_cached(&bytes, &key))
-                .await
-                .map_err(|e| LoadError::new(file, e))?
-                .map_err(|e| {
-                    LoadError::new(file, format!("not a valid WebAssembly component: {e:#}"))
-                })?;
+        let on_runtime = source_folder.is_some();
+        let (component, compiled) = tokio::task::spawn_blocking(move || {
+            if on_runtime {
+                compiler.compile_runtime(&bytes, &key)
+            } else {
+                compiler.compile_cached(&bytes, &key)
+            }
+        })
+        .await
+        .map_err(|e| LoadError::new(file, e))?
+        .map_err(|e| LoadError::new(file, format!("not a valid WebAssembly component: {e:#}")))?;
         let how = match compiled {
             Compiled::Cached => "read from the compiled-component cache",
+            Compiled::InMemory => "kept compiled in memory",
             Compiled::Fresh | Compiled::Rebuilt(_) | Compiled::Uncached => "compiled",
         };
         tracing::info!(
             file = %file.display(), ms = started.elapsed().as_millis() as u64,
-            digest = &digest[..DIGEST_SHOWN], "component {how}"
+            digest = &compile_key[..DIGEST_SHOWN.min(compile_key.len())], "component {how}"
         );
         let versions = CONTRACT_VERSIONS.map(|v| format!("`handler-host:plugin@{v}`"));
         let versions = versions.join(" or ");
@@ -93,9 +128,17 @@ impl Plugin {
         })?;
         let provisional: Arc<str> = Arc::from(file.display().to_string());
         // The name is not known before `describe`: it runs under the default limits.
+        // A runtime's failure to load its sources is the source folder's.
+        let refused = source_folder.as_ref().map_or(file, |source| &source.dir);
         let mut store = sandbox
-            .new_store(provisional.clone(), None, *sandbox.limits())
-            .await;
+            .new_store(
+                provisional.clone(),
+                None,
+                *sandbox.limits(),
+                source_folder.as_ref(),
+            )
+            .await
+            .map_err(|e| LoadError::new(refused, format!("{e:#}")))?;
         let described = match pre.instantiate(&mut store).await {
             Ok(world) => world.describe(&mut store).await,
             Err(e) => Err(e),
@@ -103,11 +146,11 @@ impl Plugin {
         let tail = store.data().flush_output();
         let info = described.map_err(|e| {
             let failure = sandbox.classify(&provisional, store.data(), &e, tail);
-            LoadError::new(file, format!("`describe` failed: {}", failure.message))
+            LoadError::new(refused, format!("`describe` failed: {}", failure.message))
         })?;
-        validate_info(&info).map_err(|cause| LoadError::new(file, cause))?;
+        validate_info(&info).map_err(|cause| LoadError::new(refused, cause))?;
         let schemas =
-            Schemas::compile(&info.schemas).map_err(|cause| LoadError::new(file, cause))?;
+            Schemas::compile(&info.schemas).map_err(|cause| LoadError::new(refused, cause))?;
         tracing::debug!(file = %file.display(), contract = pre.version(), "component matched");
         let limits = sandbox.limits_for(&info.name);
         Ok(Self {
@@ -117,6 +160,7 @@ impl Plugin {
             info,
             schemas,
             source: file.to_owned(),
+            source_folder,
             pre,
             sandbox: sandbox.clone(),
             limits,

@@ -27,7 +27,13 @@ impl PluginDir {
         if let Ok((entries, _)) = manifest::discover(&self.dir) {
             for entry in entries {
                 if let Entry::Source { folder, manifest } = entry {
-                    for input in &manifest.build.inputs {
+                    // On a development runtime: the folder it reads, and the runtime's inputs.
+                    let dev = manifest.dev.filter(|_| self.build == BuildPolicy::Develop);
+                    let inputs = match &dev {
+                        Some(dev) => [&dev.runtime.inputs[..], &[PathBuf::from(".")]].concat(),
+                        None => manifest.build.inputs,
+                    };
+                    for input in inputs {
                         if let Ok(path) = folder.join(input).canonicalize() {
                             paths.insert(path);
                         }

@@ -52,7 +52,10 @@ async fn instantiate(
     sandbox: &Sandbox,
     wat: &str,
 ) -> (Store<GuestState>, anyhow::Result<Instance>) {
-    let mut store = sandbox.new_store("test".into(), None, sandbox.limits).await;
+    let mut store = sandbox
+        .new_store("test".into(), None, sandbox.limits, None)
+        .await
+        .unwrap();
     let instance = match sandbox.compile(&wat::parse_str(wat).unwrap()) {
         Ok(component) => sandbox
             .linker()

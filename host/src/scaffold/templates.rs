@@ -131,6 +131,15 @@ command = ["python3", "{{sdk}}/python/build.py", "--app", "app", "--output", "ta
 output = "target/{{artifact}}.wasm"
 # The component is stale when this plugin, the SDK or the WIT contract changed.
 inputs = [".", "{{sdk}}/python", "{{wit}}"]
+
+# `host dev` runs this plugin on the Python development runtime (built once), which imports
+# `app` from this folder at each instance: a save serves at the next message, with no build.
+[dev]
+entry = "app"
+[dev.runtime]
+command = ["python3", "{{sdk}}/python/build.py", "--dev-runtime", "--output", "target/python-dev-runtime.wasm"]
+output = "target/python-dev-runtime.wasm"
+inputs = ["{{sdk}}/python", "{{wit}}"]
 "#;
 
 pub(super) const PYTHON_APP_PY: &str = r#""""The `{{name}}` plugin.

@@ -234,6 +234,22 @@ pub(crate) async fn measure_all(bench: &Bench, table: &mut Table) -> anyhow::Res
             )
             .await?;
     }
+    if bench.wants("R1-python") {
+        let saves = if bench.args.quick { 3 } else { 20 };
+        bench
+            .measure(
+                table,
+                "R1-python",
+                "hot reload (host dev), Python: app.py saved → new version serving (p50)",
+                "ms",
+                &format!(
+                    "{saves} saves of the Python example on its development runtime (no build; runtime kept compiled), watcher settle {} ms",
+                    plugin_dir::SETTLE.as_millis()
+                ),
+                |i| bench.python_save(i, saves),
+            )
+            .await?;
+    }
     let languages: Vec<&Language> = LANGUAGES.iter().filter(|l| bench.wants(l.id)).collect();
     if bench.wants("P8") || !languages.is_empty() {
         let (_, examples) = PluginDir::load(

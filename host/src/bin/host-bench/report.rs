@@ -75,6 +75,7 @@ pub(crate) fn figure_ids() -> impl Iterator<Item = &'static str> {
         "P5",
         "R1",
         "R1-run",
+        "R1-python",
         "P8",
     ]
     .into_iter()

@@ -1,12 +1,14 @@
 //! The sandbox's figures: **P3** one call on a fresh instance, **L-*** a small command of each
-//! language's example, **R1** hot reload (Winch, as in `host dev`; **R1-run** Cranelift),
-//! **P8** cold start.
+//! language's example, **R1** hot reload (Winch, as in `host dev`; **R1-run** Cranelift;
+//! **R1-python** a Python save on the development runtime), **P8** cold start.
 
 use crate::pipeline::{StoreKind, bench_message};
 use crate::report::{Run, percentiles_us};
 use crate::{Bench, PLUGIN, cold_start};
 use anyhow::bail;
+use handler_host::app::Host;
 use handler_host::config::Limits;
+use handler_host::plugin::Plugin;
 use handler_host::plugin_dir::{self, BuildPolicy, PluginDir};
 use handler_host::registry::Registry;
 use handler_host::sandbox::{Compiler, Sandbox};
@@ -155,14 +157,7 @@ impl Bench {
         let file = folder.join(format!("{PLUGIN}.wasm"));
         std::fs::write(&file, &original)?;
         let (plugins, registry) = PluginDir::load(&sandbox, &folder, BuildPolicy::LoadOnly).await?;
-        rig.executor().replace_registry(registry);
-        let watcher = plugin_dir::watch(
-            plugins,
-            rig.executor().clone(),
-            rig.store().clone(),
-            rig.wake().clone(),
-            false,
-        )?;
+        let watcher = follow(&rig, plugins, registry)?;
         let mut timings = Vec::with_capacity(swaps);
         for swap in 0..swaps {
             // A new build: the same code with a custom section that makes its digest new.
@@ -176,30 +171,114 @@ impl Bench {
             std::fs::write(&staging, &build)?;
             let start = Instant::now();
             std::fs::rename(&staging, &file)?;
-            loop {
-                if rig
-                    .executor()
-                    .registry()
-                    .plugin(PLUGIN)
-                    .is_some_and(|p| p.digest() == expected)
-                {
-                    break;
-                }
-                if start.elapsed() > Duration::from_secs(30) {
-                    watcher.abort();
-                    bail!("swap {swap} did not take effect within 30 s");
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            let served = until_serving(&rig, PLUGIN, |p| p.digest() == expected).await;
+            if served.is_none() {
+                watcher.abort();
+                bail!("swap {swap} did not take effect within {RELOAD_DEADLINE:?}");
             }
             timings.push(start.elapsed());
         }
         watcher.abort();
-        timings.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        Ok(Run {
-            value: ms(percentile(&timings, 50.0)),
-            detail: vec![("p99 ms".into(), ms(percentile(&timings, 99.0)))],
-        })
+        Ok(reload_run(timings))
+    }
+}
+
+/// The Python example, whose saves R1-python times.
+const PYTHON_EXAMPLE: &str = "fraud-check";
+
+impl Bench {
+    /// R1-python: the Python example's `app.py` saved in a watched copy of its folder, run on
+    /// the development runtime (`host dev`), until the new version serves.
+    pub(crate) async fn python_save(&self, run: usize, saves: usize) -> anyhow::Result<Run> {
+        let sandbox =
+            Sandbox::with_plugin_limits(Limits::DEFAULT, HashMap::new(), None, Compiler::Winch)?;
+        let rig = self.rig(StoreKind::Sqlite, "python-save", run).await?;
+        let example = self.args.examples.join(PYTHON_EXAMPLE).canonicalize()?;
+        let plugins = self.scratch.join(format!("python-save-{run}"));
+        let folder = plugins.join(PYTHON_EXAMPLE);
+        std::fs::create_dir_all(&folder)?;
+        // The copy's manifest names the example's SDK, contract and runtime where they are.
+        let manifest = std::fs::read_to_string(example.join("plugin.toml"))?;
+        let root = example.join("../..").canonicalize()?;
+        let manifest = manifest.replace("\"../../", &format!("\"{}/", root.display()));
+        std::fs::write(folder.join("plugin.toml"), manifest)?;
+        let source = std::fs::read_to_string(example.join("app.py"))?;
+        std::fs::write(folder.join("app.py"), &source)?;
+        let (plugins, registry) = PluginDir::load(&sandbox, &plugins, BuildPolicy::Develop).await?;
+        let Some(mut serving) = registry
+            .plugin(PYTHON_EXAMPLE)
+            .map(|p| p.identity().to_owned())
+        else {
+            bail!(
+                "the Python example did not load on its development runtime: {:?}",
+                registry.load_errors()
+            );
+        };
+        let watcher = follow(&rig, plugins, registry)?;
+        let mut timings = Vec::with_capacity(saves);
+        for save in 0..saves {
+            let edited = format!("{source}\n# save {}\n", run * saves + save);
+            let start = Instant::now();
+            std::fs::write(folder.join("app.py"), edited)?;
+            let served = until_serving(&rig, PYTHON_EXAMPLE, |p| p.identity() != serving).await;
+            let Some(served) = served else {
+                watcher.abort();
+                bail!("save {save} did not serve within {RELOAD_DEADLINE:?}");
+            };
+            timings.push(start.elapsed());
+            serving = served;
+        }
+        watcher.abort();
+        Ok(reload_run(timings))
+    }
+}
+
+/// Serves `registry` on the rig and follows `plugins` for changes, as a watching host does.
+fn follow(
+    rig: &Host,
+    plugins: PluginDir,
+    registry: Registry,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    rig.executor().replace_registry(registry);
+    plugin_dir::watch(
+        plugins,
+        rig.executor().clone(),
+        rig.store().clone(),
+        rig.wake().clone(),
+        false,
+    )
+}
+
+/// Longest a reload may take before the figure is abandoned as broken.
+const RELOAD_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Waits until the rig serves a version of `plugin` that `is_new` accepts: its identity, or
+/// `None` after [`RELOAD_DEADLINE`].
+async fn until_serving(
+    rig: &Host,
+    plugin: &str,
+    is_new: impl Fn(&Plugin) -> bool,
+) -> Option<String> {
+    let start = Instant::now();
+    while start.elapsed() < RELOAD_DEADLINE {
+        let registry = rig.executor().registry();
+        if let Some(serving) = registry.plugin(plugin)
+            && is_new(serving)
+        {
+            return Some(serving.identity().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    None
+}
+
+/// A reload figure's run: the median of `timings`, and their p99.
+fn reload_run(mut timings: Vec<Duration>) -> Run {
+    timings.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    Run {
+        value: ms(percentile(&timings, 50.0)),
+        detail: vec![("p99 ms".into(), ms(percentile(&timings, 99.0)))],
     }
 }
 
