@@ -11,7 +11,11 @@
 //! output = "../../target/plugins/wasm32-wasip2/release/orders.wasm"
 //! inputs = [".", "../../sdk", "../../wit"]   # optional; default ["."]
 //! ```
-//! Paths are relative to the folder; the command runs in it.
+//! Paths are relative to the folder; the command runs in it. Beside its output, a build
+//! records the SHA-256 of the inputs it was run on (`<output>.inputs`): an output older than
+//! its inputs whose inputs still have that digest (a file saved unchanged, a branch checked out
+//! and back) is fresh, not rebuilt, so an unchanged plugin keeps its component and version
+//! even where its build tool does not produce the same bytes twice.
 //!
 //! A folder may also say how `host dev` runs it without a build: on a development runtime,
 //! built once and shared by the plugins of its language, that reads the plugin's sources from
@@ -238,7 +242,27 @@ pub fn source_dirs(root: &Path) -> Vec<PathBuf> {
 /// Fails when a file or folder of the sources cannot be read or copied.
 pub fn snapshot_sources(folder: &Path, into: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
-    let mut todo = vec![folder.to_owned()];
+    for file in source_files(folder) {
+        let relative = file.strip_prefix(folder).unwrap_or(&file);
+        let content = std::fs::read(&file)?;
+        let copy = into.join(relative);
+        if let Some(parent) = copy.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&copy, &content)?;
+        hash_part(&mut hasher, relative.to_string_lossy().as_bytes());
+        hash_part(&mut hasher, &content);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Every file [`source_entries`] counts under `root` (or `root` itself when it is a file), in
+/// name order.
+fn source_files(root: &Path) -> Vec<PathBuf> {
+    if root.is_file() {
+        return vec![root.to_owned()];
+    }
+    let mut todo = vec![root.to_owned()];
     let mut files = Vec::new();
     while let Some(dir) = todo.pop() {
         for path in source_entries(&dir) {
@@ -250,21 +274,69 @@ pub fn snapshot_sources(folder: &Path, into: &Path) -> std::io::Result<String> {
         }
     }
     files.sort();
-    for file in files {
-        let relative = file.strip_prefix(folder).unwrap_or(&file);
-        let content = std::fs::read(&file)?;
-        let copy = into.join(relative);
-        if let Some(parent) = copy.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&copy, &content)?;
-        let name = relative.to_string_lossy();
-        for part in [name.as_bytes(), &content] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part);
+    files
+}
+
+/// Adds one length-prefixed part to a digest, so that parts cannot run into each other.
+fn hash_part(hasher: &mut Sha256, part: &[u8]) {
+    hasher.update((part.len() as u64).to_le_bytes());
+    hasher.update(part);
+}
+
+/// The SHA-256 (hex) of a build's inputs: each input as the manifest names it, then its files
+/// by path and content.
+///
+/// # Errors
+/// Fails when a file of the inputs cannot be read.
+fn inputs_digest(folder: &Path, spec: &BuildSpec) -> std::io::Result<String> {
+    let mut hasher = Sha256::new();
+    for input in &spec.inputs {
+        let root = folder.join(input);
+        hash_part(&mut hasher, input.to_string_lossy().as_bytes());
+        for file in source_files(&root) {
+            let relative = file.strip_prefix(&root).unwrap_or(&file);
+            hash_part(&mut hasher, relative.to_string_lossy().as_bytes());
+            hash_part(&mut hasher, &std::fs::read(&file)?);
         }
     }
     Ok(hex::encode(hasher.finalize()))
+}
+
+/// Where a build records the digest of the inputs it was run on: beside its output.
+fn inputs_record(output: &Path) -> PathBuf {
+    let mut name = output.as_os_str().to_owned();
+    name.push(".inputs");
+    PathBuf::from(name)
+}
+
+/// Whether an output that [`is_stale`] by time was built from exactly the inputs there are
+/// now (by the digest its build recorded): then it is marked fresh and needs no build.
+pub fn built_from_current_inputs(folder: &Path, spec: &BuildSpec) -> bool {
+    let output = output_path(folder, spec);
+    let Ok(recorded) = std::fs::read_to_string(inputs_record(&output)) else {
+        return false;
+    };
+    // Taken before hashing: an edit saved meanwhile is newer and makes the output stale again.
+    let as_of = newest_input(folder, spec);
+    if !output.is_file() || inputs_digest(folder, spec).ok().as_deref() != Some(recorded.trim()) {
+        return false;
+    }
+    if let Some(as_of) = as_of {
+        mark_fresh(&output, as_of);
+    }
+    true
+}
+
+/// Gives `output` the time of the inputs it stands for (not the current time: a file saved a
+/// moment later may carry an older time on a file system with a coarse clock).
+fn mark_fresh(output: &Path, as_of: SystemTime) {
+    if let Err(e) = std::fs::File::options()
+        .write(true)
+        .open(output)
+        .and_then(|file| file.set_modified(as_of))
+    {
+        tracing::warn!(output = %output.display(), "cannot mark the build output as fresh: {e}");
+    }
 }
 
 /// Runs the folder's build command, logging its output line by line tagged with the folder
@@ -279,6 +351,9 @@ pub async fn build(folder: &Path, spec: &BuildSpec) -> Result<PathBuf, LoadError
         |n| n.to_string_lossy().into_owned(),
     );
     let (program, args) = spec.command.split_first().expect("checked when read");
+    // Taken before the build runs: an edit saved while it runs is not taken as built.
+    let as_of = newest_input(folder, spec);
+    let inputs = inputs_digest(folder, spec);
     tracing::info!(plugin = %name, command = spec.command.join(" "), "building");
     let mut child = tokio::process::Command::new(program)
         .args(args)
@@ -326,14 +401,17 @@ pub async fn build(folder: &Path, spec: &BuildSpec) -> Result<PathBuf, LoadError
         ));
     }
     // A build tool that finds its output up to date (cargo, when an input changed that does
-    // not affect it) leaves it untouched: mark it built now, or it would stay stale forever.
+    // not affect it) leaves it untouched: mark it built from the inputs it ran on, or it would
+    // stay stale forever.
     if is_stale(folder, spec)
-        && let Err(e) = std::fs::File::options()
-            .write(true)
-            .open(&output)
-            .and_then(|file| file.set_modified(SystemTime::now()))
+        && let Some(as_of) = as_of
     {
-        tracing::warn!(output = %output.display(), "cannot mark the build output as fresh: {e}");
+        mark_fresh(&output, as_of);
+    }
+    let record = inputs_record(&output);
+    if let Err(e) = inputs.and_then(|digest| std::fs::write(&record, digest)) {
+        // Only costs a rebuild the next time the inputs look newer than the output.
+        tracing::warn!(record = %record.display(), "cannot record what the build was run on: {e}");
     }
     Ok(output)
 }
@@ -365,6 +443,39 @@ mod tests {
             !is_stale(dir.path(), &manifest.build),
             "else every scan would build it again"
         );
+    }
+
+    #[tokio::test]
+    async fn inputs_saved_unchanged_need_no_build_and_changed_ones_do() {
+        let dir = tempfile::tempdir().unwrap();
+        // A build tool that never gives the same bytes twice.
+        let manifest: Manifest = toml::from_str(
+            "[build]\ncommand=[\"sh\", \"-c\", \"date +%N >> p.wasm\"]\noutput=\"p.wasm\"\ninputs=[\"src\"]",
+        )
+        .unwrap();
+        let spec = &manifest.build;
+        let source = dir.path().join("src/lib.rs");
+        std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+        std::fs::write(&source, "fn a() {}").unwrap();
+        assert!(!built_from_current_inputs(dir.path(), spec), "never built");
+        build(dir.path(), spec).await.unwrap();
+        let built = std::fs::read(dir.path().join("p.wasm")).unwrap();
+
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&source, "fn a() {}").unwrap();
+        assert!(is_stale(dir.path(), spec), "newer on disk");
+        assert!(built_from_current_inputs(dir.path(), spec));
+        assert!(
+            !is_stale(dir.path(), spec),
+            "marked fresh: not hashed again"
+        );
+        assert_eq!(std::fs::read(dir.path().join("p.wasm")).unwrap(), built);
+
+        std::fs::write(&source, "fn b() {}").unwrap();
+        assert!(!built_from_current_inputs(dir.path(), spec), "an edit");
+        std::fs::write(&source, "fn a() {}").unwrap();
+        std::fs::write(dir.path().join("src/more.rs"), "").unwrap();
+        assert!(!built_from_current_inputs(dir.path(), spec), "a new file");
     }
 
     #[tokio::test]

@@ -385,6 +385,13 @@ impl PluginDir {
         if !manifest::is_stale(folder, spec) {
             return Ok(output);
         }
+        if manifest::built_from_current_inputs(folder, spec) {
+            tracing::info!(
+                folder = %folder.display(),
+                "sources saved unchanged since the last build: not rebuilt"
+            );
+            return Ok(output);
+        }
         if self.build == BuildPolicy::LoadOnly {
             let dir = self.dir.display();
             if !output.exists() {

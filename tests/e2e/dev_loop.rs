@@ -1,7 +1,8 @@
 //! The plugin author's loop, as a new user would run it, in each language: `host new` creates
 //! a project that `host dev` builds and serves at once; an edit is rebuilt (in Python, read by
 //! the development runtime with no build) and swapped in live; a broken edit shows the build's
-//! (or the import's) errors and leaves the last good version serving.
+//! (or the import's) errors and leaves the last good version serving; a save that changes
+//! nothing builds nothing.
 
 use crate::harness::{Host, host_binary, host_dir, wait_for, wait_until};
 use serde_json::json;
@@ -95,6 +96,18 @@ fn new_project_follows_every_edit(lang: &str, source: &str, follows: Follows) {
         host.log_text().contains("plugin replaced"),
         "the swap is logged"
     );
+    if follows == Follows::Build {
+        // Saved again unchanged (newer on disk, same bytes): nothing is built or replaced.
+        let builds_before_save = builds(&host.log_text());
+        let replaced = host.log_text().matches("plugin replaced").count();
+        std::fs::write(&source, std::fs::read(&source).unwrap()).unwrap();
+        wait_until(REBUILT, "the unchanged save to be noticed", || {
+            host.log_text().contains("saved unchanged")
+        });
+        let log = host.log_text();
+        assert_eq!(builds(&log), builds_before_save, "{log}");
+        assert_eq!(log.matches("plugin replaced").count(), replaced, "{log}");
+    }
 
     // A broken edit: the build fails with its output in the log, tagged with the plugin (or
     // the runtime cannot import it, with the interpreter's traceback), and the last good
