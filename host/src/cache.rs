@@ -3,10 +3,12 @@
 //! An entry is keyed by the component's content hash and the engine's compatibility hash
 //! (wasmtime version, compiler settings, allocator and feature configuration), so a changed
 //! component or engine misses rather than loading the wrong code. Loading native code from
-//! disk trusts the file, so nothing is trusted blindly: every entry carries the SHA-256 of its
+//! disk trusts the file, so nothing is trusted blindly: every entry carries the CRC-32 of its
 //! body, checked before the body reaches the engine, and wasmtime itself checks the header
 //! against the engine. A corrupt, truncated or incompatible entry is logged, recompiled and
-//! written again. Entries are written to a temporary file and renamed into place, so a crash
+//! written again. The checksum guards against damage, not forgery (whoever can write the
+//! folder could write a matching digest of any kind beside their code), so it is a fast one:
+//! a cold start reads tens of MiB of entries per interpreted-language plugin. Entries are written to a temporary file and renamed into place, so a crash
 //! or a concurrent host never leaves a half-written entry under a key.
 //!
 //! The folder is bounded: each hit marks its entry as used (its modification time), and
@@ -21,9 +23,11 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// First bytes of an entry: names the format, so an unrelated file is not mistaken for one.
-const MAGIC: &[u8; 8] = b"HHCACHE1";
-/// SHA-256 digest length.
-const DIGEST_LEN: usize = 32;
+const MAGIC: &[u8; 8] = b"HHCACHE2";
+/// What every format's magic starts with: an entry of an earlier format is named as such.
+const MAGIC_FAMILY: &[u8; 7] = b"HHCACHE";
+/// Length of the body's checksum (CRC-32, little-endian) after the magic.
+const CHECKSUM_LEN: usize = 4;
 /// The extension of an entry; nothing else in the folder is counted or evicted.
 const ENTRY_EXTENSION: &str = "cwasm";
 /// The size cap of the folder when none is configured: room for a few dozen builds of the
@@ -142,19 +146,22 @@ impl ComponentCache {
 
     /// Checks an entry's format and digest, then lets the engine check the rest.
     fn open_entry(&self, engine: &Engine, entry: &[u8]) -> Result<Component, String> {
-        let rest = entry
-            .strip_prefix(MAGIC.as_slice())
-            .ok_or("not a cache entry (bad magic)")?;
-        if rest.len() < DIGEST_LEN {
+        let Some(rest) = entry.strip_prefix(MAGIC.as_slice()) else {
+            return Err(if entry.starts_with(MAGIC_FAMILY) {
+                "written in an earlier format".into()
+            } else {
+                "not a cache entry (bad magic)".into()
+            });
+        };
+        let Some((recorded, body)) = rest.split_first_chunk::<CHECKSUM_LEN>() else {
             return Err("truncated entry".into());
-        }
-        let (recorded, body) = rest.split_at(DIGEST_LEN);
-        if Sha256::digest(body).as_slice() != recorded {
-            return Err("digest mismatch: the entry is corrupt or truncated".into());
+        };
+        if crc32fast::hash(body).to_le_bytes() != *recorded {
+            return Err("checksum mismatch: the entry is corrupt or truncated".into());
         }
         // SAFETY: `body` is exactly what `Component::serialize` produced for this engine
-        // configuration (the key carries the engine's compatibility hash, and the digest
-        // proves the bytes unchanged since they were written); wasmtime checks its own header
+        // configuration (the key carries the engine's compatibility hash, and the checksum
+        // shows the bytes undamaged since they were written); wasmtime checks its own header
         // against this engine before using it.
         unsafe { Component::deserialize(engine, body) }
             .map_err(|e| format!("the engine refused the entry: {e:#}"))
@@ -166,7 +173,7 @@ impl ComponentCache {
         let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
         use std::io::Write as _;
         file.write_all(MAGIC)?;
-        file.write_all(&Sha256::digest(&body))?;
+        file.write_all(&crc32fast::hash(&body).to_le_bytes())?;
         file.write_all(&body)?;
         file.persist(path)?;
         Ok(())
@@ -355,7 +362,7 @@ mod tests {
         std::fs::write(&entry, &stored).unwrap();
         let (_, how) = cache.load_or_compile(&engine, &bytes, &digest).unwrap();
         assert!(
-            matches!(&how, Compiled::Rebuilt(reason) if reason.contains("digest mismatch")),
+            matches!(&how, Compiled::Rebuilt(reason) if reason.contains("checksum mismatch")),
             "{how:?}"
         );
         // Rewritten whole: the next load is a hit again.
@@ -364,15 +371,17 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_foreign_entries_are_rebuilt() {
+    fn truncated_foreign_and_older_entries_are_rebuilt() {
         let (_dir, cache, engine, bytes, digest) = setup();
         cache.load_or_compile(&engine, &bytes, &digest).unwrap();
         let entry = only_entry(&cache);
         let stored = std::fs::read(&entry).unwrap();
+        let earlier = [b"HHCACHE1".as_slice(), &stored[MAGIC.len()..]].concat();
         for (damage, expect) in [
-            (stored[..20].to_vec(), "truncated"),
+            (stored[..MAGIC.len() + 2].to_vec(), "truncated"),
+            (earlier, "earlier format"),
             (b"not a cache entry at all".to_vec(), "bad magic"),
-            (stored[..stored.len() / 2].to_vec(), "digest mismatch"),
+            (stored[..stored.len() / 2].to_vec(), "checksum mismatch"),
         ] {
             std::fs::write(&entry, damage).unwrap();
             let (_, how) = cache.load_or_compile(&engine, &bytes, &digest).unwrap();

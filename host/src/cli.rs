@@ -439,9 +439,17 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = listen(&args.listen).await?;
     let address = listener.local_addr()?;
     http::check_exposure(&address, args.admin_token.as_deref())?;
-    let store = Store::open(&args.database.database_url).await?;
+    // The database opens (and migrates) while the plugins load, one waiting on the disk, the
+    // other on the CPUs; a database that cannot be opened stops the builds at once.
+    let opening = tokio::spawn({
+        let url = args.database.database_url.clone();
+        async move { Store::open(&url).await }
+    });
     let sandbox = sandbox_for(&config, &args.cache, compiler)?;
-    let (plugins, registry) = PluginDir::load(&sandbox, &args.plugins.plugins, policy).await?;
+    let (store, (plugins, registry)) = tokio::try_join!(
+        async { opening.await? },
+        PluginDir::load(&sandbox, &args.plugins.plugins, policy),
+    )?;
     for name in config.plugins.keys() {
         if registry.plugin(name).is_none() {
             tracing::warn!(

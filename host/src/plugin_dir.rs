@@ -72,6 +72,22 @@ struct Candidate {
     on_runtime: Option<(SourceFolder, String)>,
 }
 
+/// An entry's component file, and for a development runtime the source folder and the entry
+/// it runs.
+type Located = (PathBuf, Option<(PathBuf, String)>);
+
+/// A component file's bytes and SHA-256, read and hashed off the async threads: tens of MiB
+/// for an interpreted language's component.
+async fn read_component(file: PathBuf) -> std::io::Result<(Vec<u8>, String)> {
+    tokio::task::spawn_blocking(move || {
+        let bytes = std::fs::read(&file)?;
+        let digest = content_digest(&bytes);
+        Ok((bytes, digest))
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+}
+
 /// The plugin an entry serves.
 #[derive(Debug, Clone)]
 struct Serving {
@@ -159,13 +175,23 @@ impl PluginDir {
             self.fail(&folder, None, None, error, &next);
         }
         // Builds run one at a time (each is a compiler of its own); what they give, and the
-        // components dropped in, are then loaded all at once: compiling or reading the cache
-        // and `describe` are independent per component.
-        let mut ready = Vec::new();
+        // components dropped in, are then read and hashed all at once, and loaded all at
+        // once: compiling or reading the cache and `describe` are independent per component.
+        let mut located = Vec::new();
         for entry in entries {
             let path = entry.path().to_owned();
             seen.insert(path.clone());
-            if let Some(candidate) = self.prepare(&path, entry, &next).await {
+            if let Some(found) = self.locate(&path, entry, &next).await {
+                located.push((path, found));
+            }
+        }
+        let read = located
+            .iter()
+            .map(|(_, (file, _))| read_component(file.clone()));
+        let read = futures::future::join_all(read).await;
+        let mut ready = Vec::new();
+        for ((path, found), read) in located.into_iter().zip(read) {
+            if let Some(candidate) = self.prepare(&path, found, read, &next) {
                 ready.push((path, candidate));
             }
         }
@@ -239,33 +265,43 @@ impl PluginDir {
         Ok((changed || errors_changed).then_some(next))
     }
 
-    /// Builds one entry if it is stale and reads its component: the component to load, or
-    /// `None` when there is nothing to load (the build or the read failed, which is recorded,
-    /// or the same version already serves or was already refused).
-    async fn prepare(&mut self, path: &Path, entry: Entry, next: &Registry) -> Option<Candidate> {
-        let (file, source) = match entry {
-            Entry::Component(file) => (file, None),
+    /// Builds one entry if it is stale: its component file, and for a development runtime
+    /// the source folder and entry it runs; `None` when the build failed (recorded).
+    async fn locate(&mut self, path: &Path, entry: Entry, next: &Registry) -> Option<Located> {
+        match entry {
+            Entry::Component(file) => Some((file, None)),
             Entry::Source { folder, manifest } => {
                 let dev = manifest.dev.filter(|_| self.build == BuildPolicy::Develop);
                 let spec = dev.as_ref().map_or(&manifest.build, |dev| &dev.runtime);
                 match self.build_if_stale(&folder, spec).await {
-                    Ok(file) => (file, dev.map(|dev| (folder, dev.entry))),
+                    Ok(file) => Some((file, dev.map(|dev| (folder, dev.entry)))),
                     Err(failure) => {
                         self.fail(path, failure.digest, failure.inputs_at, failure.error, next);
-                        return None;
+                        None
                     }
                 }
             }
-        };
-        let bytes = match tokio::fs::read(&file).await {
-            Ok(bytes) => bytes,
+        }
+    }
+
+    /// What is to be loaded for `path` from its located component, `read` (its bytes and
+    /// digest): `None` when that is unreadable (recorded), the version already serving, or
+    /// the same broken version as before.
+    fn prepare(
+        &mut self,
+        path: &Path,
+        (file, source): Located,
+        read: std::io::Result<(Vec<u8>, String)>,
+        next: &Registry,
+    ) -> Option<Candidate> {
+        let (bytes, mut digest) = match read {
+            Ok(read) => read,
             Err(e) => {
                 let error = LoadError::new(&file, format!("cannot read the file: {e}"));
                 self.fail(path, None, None, error, next);
                 return None;
             }
         };
-        let mut digest = content_digest(&bytes);
         let on_runtime = match source {
             None => None,
             Some((dir, entry)) => match snapshot(&dir) {

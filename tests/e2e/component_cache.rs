@@ -51,6 +51,6 @@ fn a_warm_restart_compiles_nothing_and_a_corrupt_entry_is_rebuilt() {
         "{}",
         runs[2]
     );
-    assert!(runs[2].contains("digest mismatch"), "{}", runs[2]);
+    assert!(runs[2].contains("checksum mismatch"), "{}", runs[2]);
     host.command_ok("stock.add", json!({ "sku": "w", "qty": 1 }));
 }

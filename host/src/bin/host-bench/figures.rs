@@ -250,16 +250,9 @@ pub(crate) async fn measure_all(bench: &Bench, table: &mut Table) -> anyhow::Res
             )
             .await?;
     }
-    let languages: Vec<&Language> = LANGUAGES.iter().filter(|l| bench.wants(l.id)).collect();
-    if bench.wants("P8") || !languages.is_empty() {
-        let (_, examples) = PluginDir::load(
-            &bench.sandbox,
-            &bench.args.examples,
-            BuildPolicy::BuildStale,
-        )
-        .await?;
+    if bench.wants("P8") {
+        let plugins = bench.cold_start_plugins().await?;
         let starts = if bench.args.quick { 2 } else { 10 };
-        let loaded = examples.names().len();
         bench
             .measure(
                 table,
@@ -267,11 +260,22 @@ pub(crate) async fn measure_all(bench: &Bench, table: &mut Table) -> anyhow::Res
                 "cold start: `host run` process start → serving, compiled components cached (p50)",
                 "ms",
                 &format!(
-                    "{loaded} example plugins, a fresh SQLite database each start, {starts} starts"
+                    "{} plugins ({}), a fresh SQLite database each start, {starts} starts",
+                    plugins.names.len(),
+                    plugins.names.join(", ")
                 ),
-                |i| bench.cold_start(i, starts),
+                |i| bench.cold_start(&plugins.folder, i, starts),
             )
             .await?;
+    }
+    let languages: Vec<&Language> = LANGUAGES.iter().filter(|l| bench.wants(l.id)).collect();
+    if !languages.is_empty() {
+        let (_, examples) = PluginDir::load(
+            &bench.sandbox,
+            &bench.args.examples,
+            BuildPolicy::BuildStale,
+        )
+        .await?;
         // The same examples again, each instance serving up to KEPT_CALLS calls.
         let keeping = Sandbox::new(Limits {
             calls_per_instance: KEPT_CALLS,

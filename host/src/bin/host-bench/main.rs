@@ -68,6 +68,15 @@ pub struct BenchArgs {
     /// if stale; a language whose toolchain is missing is left out, with a warning).
     #[arg(long, default_value = "plugins")]
     pub examples: PathBuf,
+    /// Plugin folders that P8's cold start loads beside the examples and the benchmark plugin
+    /// (built if stale): with the defaults, ten plugins in four languages.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "FOLDERS",
+        default_value = "tests/plugins/probe-py,tests/plugins/probe-js,tests/plugins/probe-c"
+    )]
+    pub more_plugins: Vec<PathBuf>,
     /// Runs per figure; the median is reported.
     #[arg(long, default_value_t = 3)]
     pub runs: usize,

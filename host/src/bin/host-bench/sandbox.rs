@@ -15,7 +15,14 @@ use handler_host::sandbox::{Compiler, Sandbox};
 use handler_host::telemetry::percentile;
 use handler_host::unit_of_work::{Access, UnitOfWork};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The plugins folder P8 starts `host run` on, and the plugins that loaded from it.
+pub(crate) struct ColdStartPlugins {
+    pub(crate) folder: PathBuf,
+    pub(crate) names: Vec<String>,
+}
 
 /// An example plugin per language, and a small command of each: one JSON payload parsed, one
 /// state key written (buffered in the unit of work, not committed), one JSON reply.
@@ -118,14 +125,41 @@ impl Bench {
         Ok(run)
     }
 
-    /// R1: the watcher path of `host run --watch`, timed from the rename of a new build into
-    /// the plugins folder to the moment the executor routes to it.
-    pub(crate) async fn cold_start(&self, run: usize, starts: usize) -> anyhow::Result<Run> {
+    /// The plugins P8 starts with: every plugin of `--examples` and `--plugins`, and each
+    /// folder of `--more-plugins`, linked into one plugins folder and built if stale.
+    ///
+    /// # Errors
+    /// Fails when a folder cannot be read or linked.
+    pub(crate) async fn cold_start_plugins(&self) -> anyhow::Result<ColdStartPlugins> {
+        let folder = self.scratch.join("cold-start-plugins");
+        let mut plugins = cold_start::plugins_in(&self.args.examples)?;
+        plugins.extend(cold_start::plugins_in(&self.args.plugins)?);
+        plugins.extend(self.args.more_plugins.iter().cloned());
+        cold_start::link_plugins(&folder, &plugins)?;
+        let (_, registry) =
+            PluginDir::load(&self.sandbox, &folder, BuildPolicy::BuildStale).await?;
+        for error in registry.load_errors() {
+            tracing::warn!("P8 starts without a plugin that did not load: {error}");
+        }
+        Ok(ColdStartPlugins {
+            folder,
+            names: registry.names(),
+        })
+    }
+
+    /// P8: `host run` on `plugins` started again and again on a warm compiled-component
+    /// cache, timed from process start to its listening line.
+    pub(crate) async fn cold_start(
+        &self,
+        plugins: &Path,
+        run: usize,
+        starts: usize,
+    ) -> anyhow::Result<Run> {
         let scratch = self.scratch.join(format!("cold-start-{run}"));
         std::fs::create_dir_all(&scratch)?;
-        let examples = self.args.examples.clone();
+        let plugins = plugins.to_owned();
         let mut timings = tokio::task::spawn_blocking(move || {
-            cold_start::time_starts(&examples, &scratch, starts)
+            cold_start::time_starts(&plugins, &scratch, starts)
         })
         .await??;
         timings.sort();
