@@ -178,8 +178,27 @@ fn project_files(
 /// file); `None` for a project elsewhere, which stands alone.
 fn repository_around(project: &Path, sdk: &Path) -> Option<PathBuf> {
     let root = sdk.parent()?;
-    let parent = project.parent()?.canonicalize().ok()?;
-    (parent.starts_with(root) && root.join("Cargo.lock").is_file()).then(|| root.to_owned())
+    let project = resolved(project)?;
+    (project.starts_with(root) && root.join("Cargo.lock").is_file()).then(|| root.to_owned())
+}
+
+/// Where `path` is, resolved through the file system as far as it exists: the project, and
+/// the folder it is created in, may not exist yet.
+fn resolved(path: &Path) -> Option<PathBuf> {
+    let mut existing = std::path::absolute(path).ok()?;
+    let mut missing = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return Some(
+                missing
+                    .iter()
+                    .rev()
+                    .fold(real, |path, part| path.join(part)),
+            );
+        }
+        missing.push(existing.file_name()?.to_owned());
+        existing = existing.parent()?.to_owned();
+    }
 }
 
 fn is_sdk(dir: &Path) -> bool {
@@ -188,21 +207,20 @@ fn is_sdk(dir: &Path) -> bool {
 
 /// The SDK of the repository the project is created in, else the one this host was built from.
 fn find_sdk(project: &Path) -> Option<PathBuf> {
-    let start = project.parent()?.canonicalize().ok()?;
-    start
-        .ancestors()
-        .map(|dir| dir.join("sdk"))
-        .find(|sdk| is_sdk(sdk))
+    resolved(project)
+        .and_then(|project| {
+            project
+                .ancestors()
+                .skip(1)
+                .map(|dir| dir.join("sdk"))
+                .find(|sdk| is_sdk(sdk))
+        })
         .or_else(|| Some(PathBuf::from(BUILT_WITH_SDK)).filter(|sdk| is_sdk(sdk)))
 }
 
 /// `target` as seen from the folder `project` will be (relative when they share a root).
 fn relative_to(project: &Path, target: &Path) -> PathBuf {
-    let Some(base) = project
-        .parent()
-        .and_then(|p| p.canonicalize().ok())
-        .map(|p| p.join(project.file_name().unwrap_or_default()))
-    else {
+    let Some(base) = resolved(project) else {
         return target.to_owned();
     };
     let base: Vec<Component> = base.components().collect();
@@ -302,6 +320,25 @@ mod tests {
             plugin_toml.contains(r#"output = "target/wasm32-wasip2/release/demo.wasm""#),
             "{plugin_toml}"
         );
+    }
+
+    #[test]
+    fn a_project_in_a_folder_not_created_yet_is_still_inside_the_repository() {
+        let repository = Path::new(BUILT_WITH_SDK).parent().unwrap();
+        let inside = tempfile::tempdir_in(repository.join("target")).unwrap();
+        let project = inside.path().join("new-folder/more/demo");
+        let files = project_files(Lang::Rust, "demo", &project, None).unwrap();
+        let lock = std::fs::read_to_string(repository.join("Cargo.lock")).unwrap();
+        assert_eq!(file_of(&files, "Cargo.lock"), lock);
+        let plugin_toml = file_of(&files, "plugin.toml");
+        assert!(
+            plugin_toml.contains(r#""--target-dir", "../../../../plugins""#),
+            "{plugin_toml}"
+        );
+        // Outside any repository, the SDK this host was built from.
+        let outside = tempfile::tempdir().unwrap();
+        let project = outside.path().join("new-folder/demo");
+        assert!(project_files(Lang::Python, "demo", &project, None).is_ok());
     }
 
     #[test]
