@@ -8,8 +8,9 @@
 //! against the engine. A corrupt, truncated or incompatible entry is logged, recompiled and
 //! written again. The checksum guards against damage, not forgery (whoever can write the
 //! folder could write a matching digest of any kind beside their code), so it is a fast one:
-//! a cold start reads tens of MiB of entries per interpreted-language plugin. Entries are written to a temporary file and renamed into place, so a crash
-//! or a concurrent host never leaves a half-written entry under a key.
+//! a cold start reads tens of MiB of entries per interpreted-language plugin. Entries are
+//! written to a temporary file and renamed into place, so a crash or a concurrent host never
+//! leaves a half-written entry under a key.
 //!
 //! The folder is bounded: each hit marks its entry as used (its modification time), and
 //! each new entry evicts the least recently used ones while the folder is over its size cap
