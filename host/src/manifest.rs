@@ -12,10 +12,10 @@
 //! inputs = [".", "../../sdk", "../../wit"]   # optional; default ["."]
 //! ```
 //! Paths are relative to the folder; the command runs in it. Beside its output, a build
-//! records the SHA-256 of the inputs it was run on (`<output>.inputs`): an output older than
-//! its inputs whose inputs still have that digest (a file saved unchanged, a branch checked out
-//! and back) is fresh, not rebuilt, so an unchanged plugin keeps its component and version
-//! even where its build tool does not produce the same bytes twice.
+//! records the SHA-256 of the inputs it was run on (`.<output name>.inputs`): an output older
+//! than its inputs whose inputs still have that digest (a file saved unchanged, a branch
+//! checked out and back) is fresh, not rebuilt, so an unchanged plugin keeps its component and
+//! version even where its build tool does not produce the same bytes twice.
 //!
 //! A folder may also say how `host dev` runs it without a build: on a development runtime,
 //! built once and shared by the plugins of its language, that reads the plugin's sources from
@@ -289,11 +289,17 @@ fn hash_part(hasher: &mut Sha256, part: &[u8]) {
 /// # Errors
 /// Fails when a file of the inputs cannot be read.
 fn inputs_digest(folder: &Path, spec: &BuildSpec) -> std::io::Result<String> {
+    let output = output_path(folder, spec);
+    // An output written inside its own inputs is not one of them: it changes with each build.
+    let is_output = |file: &Path| {
+        file.file_name() == output.file_name()
+            && file.canonicalize().is_ok_and(|file| file == output)
+    };
     let mut hasher = Sha256::new();
     for input in &spec.inputs {
         let root = folder.join(input);
         hash_part(&mut hasher, input.to_string_lossy().as_bytes());
-        for file in source_files(&root) {
+        for file in source_files(&root).into_iter().filter(|f| !is_output(f)) {
             let relative = file.strip_prefix(&root).unwrap_or(&file);
             hash_part(&mut hasher, relative.to_string_lossy().as_bytes());
             hash_part(&mut hasher, &std::fs::read(&file)?);
@@ -302,11 +308,11 @@ fn inputs_digest(folder: &Path, spec: &BuildSpec) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// Where a build records the digest of the inputs it was run on: beside its output.
+/// Where a build records the digest of the inputs it was run on: beside its output, hidden,
+/// so that an output written inside its own inputs does not make them change.
 fn inputs_record(output: &Path) -> PathBuf {
-    let mut name = output.as_os_str().to_owned();
-    name.push(".inputs");
-    PathBuf::from(name)
+    let name = output.file_name().unwrap_or_default().to_string_lossy();
+    output.with_file_name(format!(".{name}.inputs"))
 }
 
 /// Whether an output that [`is_stale`] by time was built from exactly the inputs there are
@@ -476,6 +482,26 @@ mod tests {
         std::fs::write(&source, "fn a() {}").unwrap();
         std::fs::write(dir.path().join("src/more.rs"), "").unwrap();
         assert!(!built_from_current_inputs(dir.path(), spec), "a new file");
+    }
+
+    #[tokio::test]
+    async fn an_output_inside_its_own_inputs_is_fresh_after_its_build_and_not_an_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest: Manifest = toml::from_str(
+            "[build]\ncommand=[\"sh\", \"-c\", \"date +%N >> p.wasm\"]\noutput=\"p.wasm\"",
+        )
+        .unwrap();
+        let spec = &manifest.build;
+        std::fs::write(dir.path().join("app.c"), "int x;").unwrap();
+        build(dir.path(), spec).await.unwrap();
+        assert!(!is_stale(dir.path(), spec), "the record is not an input");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(dir.path().join("app.c"), "int x;").unwrap();
+        assert!(is_stale(dir.path(), spec));
+        assert!(
+            built_from_current_inputs(dir.path(), spec),
+            "the output is not an input"
+        );
     }
 
     #[tokio::test]
