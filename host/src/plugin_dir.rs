@@ -88,6 +88,19 @@ async fn read_component(file: PathBuf) -> std::io::Result<(Vec<u8>, String)> {
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
+/// The component files and source folders of the plugins directory `dir`, in name order: what
+/// a scan loads (a folder whose manifest is invalid is left out; the scan reports it).
+///
+/// # Errors
+/// Fails when `dir` cannot be read.
+pub fn entries(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let (entries, _) = manifest::discover(dir)?;
+    Ok(entries
+        .iter()
+        .map(|entry| entry.path().to_owned())
+        .collect())
+}
+
 /// The plugin an entry serves.
 #[derive(Debug, Clone)]
 struct Serving {

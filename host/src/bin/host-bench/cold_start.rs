@@ -11,22 +11,6 @@ use std::time::{Duration, Instant};
 /// Longest a start may take before the figure is abandoned as broken.
 const START_DEADLINE: Duration = Duration::from_secs(120);
 
-/// The folders and component files of the plugins folder `dir`: what `host run` would look
-/// at (it ignores a folder without a `plugin.toml`).
-///
-/// # Errors
-/// Fails when `dir` cannot be read.
-pub fn plugins_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut plugins = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() || path.extension().is_some_and(|ext| ext == "wasm") {
-            plugins.push(path);
-        }
-    }
-    Ok(plugins)
-}
-
 /// Makes `folder` a plugins folder holding `plugins` (source folders or component files) by
 /// links under their own names, so their manifests' relative paths still resolve.
 ///

@@ -132,8 +132,8 @@ impl Bench {
     /// Fails when a folder cannot be read or linked.
     pub(crate) async fn cold_start_plugins(&self) -> anyhow::Result<ColdStartPlugins> {
         let folder = self.scratch.join("cold-start-plugins");
-        let mut plugins = cold_start::plugins_in(&self.args.examples)?;
-        plugins.extend(cold_start::plugins_in(&self.args.plugins)?);
+        let mut plugins = plugin_dir::entries(&self.args.examples)?;
+        plugins.extend(plugin_dir::entries(&self.args.plugins)?);
         plugins.extend(self.args.more_plugins.iter().cloned());
         cold_start::link_plugins(&folder, &plugins)?;
         let (_, registry) =
