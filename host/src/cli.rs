@@ -158,7 +158,7 @@ pub(crate) struct RunArgs {
     pub allow_stranding: bool,
     /// `host dev` only: build every source folder into its component on each save, also
     /// those whose plugin.toml has a `[dev]` table (Python, JavaScript), which otherwise run
-    /// on their language's development runtime and need no build.
+    /// on their language's development runtime and need no component build.
     #[arg(long)]
     pub no_dev_runtime: bool,
     /// Set by `host dev`: source folders with a `[dev]` table run on their development runtime.

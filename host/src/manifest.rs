@@ -31,6 +31,17 @@
 //! output = "../../target/plugins/python/dev-runtime.wasm"
 //! inputs = ["../../sdk/python", "../../wit"]
 //! ```
+//!
+//! A runtime that cannot read a folder of sources (JavaScript's engine has no module loader
+//! for files) takes one file that a quick build makes on each save instead, `[dev.build]`
+//! (as `[build]`): the runtime is granted that file alone, and loads it.
+//!
+//! ```toml
+//! [dev.build]                          # instead of `entry`
+//! command = ["node", "../../sdk/javascript/build.mjs", "--app", "app.js",
+//!            "--dev-bundle", "--output", "../../target/plugins/js/notifier.dev.js"]
+//! output = "../../target/plugins/js/notifier.dev.js"
+//! ```
 
 use crate::plugin::LoadError;
 use serde::Deserialize;
@@ -57,12 +68,67 @@ pub struct Manifest {
 
 /// `[dev]`: a development runtime that loads the plugin's sources when it is instantiated.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "DevTable")]
 pub struct DevSpec {
-    /// What the runtime loads first from the folder (a Python module name, say).
-    pub entry: String,
+    /// What the runtime is granted and loads first.
+    pub sources: DevSources,
     /// How the runtime itself is built; its inputs exclude the plugin's own folder.
     pub runtime: BuildSpec,
+}
+
+/// What a development runtime is granted and loads first.
+#[derive(Debug, Clone)]
+pub enum DevSources {
+    /// The plugin's folder, and what the runtime loads first from it (a Python module name).
+    Folder { entry: String },
+    /// The one file a quick build makes on each save (a JavaScript bundle), granted alone
+    /// under its own name.
+    Built(BuildSpec),
+}
+
+/// `[dev]` as written: `entry` or `[dev.build]`, and `[dev.runtime]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevTable {
+    entry: Option<String>,
+    build: Option<BuildSpec>,
+    runtime: BuildSpec,
+}
+
+impl TryFrom<DevTable> for DevSpec {
+    type Error = String;
+
+    fn try_from(table: DevTable) -> Result<Self, String> {
+        if table.runtime.command.is_empty() {
+            return Err("`dev.runtime.command` is empty".into());
+        }
+        let sources = match (table.entry, table.build) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "`dev.entry` and `[dev.build]` exclude each other: the runtime \
+                            loads the file the dev build makes"
+                        .into(),
+                );
+            }
+            (None, None) => {
+                return Err(
+                    "`[dev]` needs an `entry` (what the runtime loads from the folder) \
+                            or a `[dev.build]` (the one file it loads)"
+                        .into(),
+                );
+            }
+            (Some(entry), None) if entry.is_empty() => return Err("`dev.entry` is empty".into()),
+            (None, Some(build)) if build.command.is_empty() => {
+                return Err("`dev.build.command` is empty".into());
+            }
+            (Some(entry), None) => DevSources::Folder { entry },
+            (None, Some(build)) => DevSources::Built(build),
+        };
+        Ok(Self {
+            sources,
+            runtime: table.runtime,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -87,7 +153,10 @@ pub enum Entry {
     /// A component file, loaded as it is.
     Component(PathBuf),
     /// A source folder with a manifest.
-    Source { folder: PathBuf, manifest: Manifest },
+    Source {
+        folder: PathBuf,
+        manifest: Box<Manifest>,
+    },
 }
 
 impl Entry {
@@ -130,7 +199,7 @@ pub fn discover(dir: &Path) -> anyhow::Result<(Vec<Entry>, Vec<LoadError>)> {
                 match read_manifest(&manifest_path) {
                     Ok(manifest) => entries.push(Entry::Source {
                         folder: path,
-                        manifest,
+                        manifest: Box::new(manifest),
                     }),
                     Err(error) => errors.push(error),
                 }
@@ -147,14 +216,6 @@ fn read_manifest(path: &Path) -> Result<Manifest, LoadError> {
     let manifest: Manifest = toml::from_str(&text).map_err(|e| LoadError::new(path, e))?;
     if manifest.build.command.is_empty() {
         return Err(LoadError::new(path, "`build.command` is empty"));
-    }
-    if let Some(dev) = &manifest.dev {
-        if dev.runtime.command.is_empty() {
-            return Err(LoadError::new(path, "`dev.runtime.command` is empty"));
-        }
-        if dev.entry.is_empty() {
-            return Err(LoadError::new(path, "`dev.entry` is empty"));
-        }
     }
     Ok(manifest)
 }
@@ -234,16 +295,22 @@ pub fn source_dirs(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Copies a folder's sources into `into` (an empty folder) — every file [`source_entries`]
-/// counts, at the same relative path — and returns their SHA-256 (hex), by relative path and
-/// content in name order: what a development runtime reads, fixed for the version it serves,
-/// and a digest that changes exactly when the sources do.
+/// counts, at the same relative path; `sources` itself under its name when it is a file — and
+/// returns their SHA-256 (hex), by relative path and content in name order: what a
+/// development runtime reads, fixed for the version it serves, and a digest that changes
+/// exactly when the sources do.
 ///
 /// # Errors
 /// Fails when a file or folder of the sources cannot be read or copied.
-pub fn snapshot_sources(folder: &Path, into: &Path) -> std::io::Result<String> {
+pub fn snapshot_sources(sources: &Path, into: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
-    for file in source_files(folder) {
-        let relative = file.strip_prefix(folder).unwrap_or(&file);
+    let root = if sources.is_file() {
+        sources.parent().unwrap_or(sources)
+    } else {
+        sources
+    };
+    for file in source_files(sources) {
+        let relative = file.strip_prefix(root).unwrap_or(&file);
         let content = std::fs::read(&file)?;
         let copy = into.join(relative);
         if let Some(parent) = copy.parent() {
@@ -574,23 +641,55 @@ mod tests {
         assert_eq!(snapshot("b").0, first, "an output changed, no source did");
         std::fs::write(folder.join("lib/rules.py"), "MAX = 6").unwrap();
         assert_ne!(snapshot("c").0, first, "a source changed");
+
+        // A file is copied alone, under its own name.
+        let into = dir.path().join("one");
+        std::fs::create_dir(&into).unwrap();
+        snapshot_sources(&folder.join("lib/rules.py"), &into).unwrap();
+        let copied: Vec<_> = std::fs::read_dir(&into)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(copied, ["rules.py"]);
+        assert_eq!(
+            std::fs::read_to_string(into.join("rules.py")).unwrap(),
+            "MAX = 6"
+        );
     }
 
     #[test]
-    fn a_dev_table_needs_an_entry_and_a_runtime_command() {
+    fn a_dev_table_needs_a_runtime_command_and_one_of_an_entry_or_a_dev_build() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(MANIFEST_FILE);
         let build = "[build]\ncommand=[\"true\"]\noutput=\"x.wasm\"\n";
-        let runtime = "[dev.runtime]\ncommand=[]\noutput=\"rt.wasm\"\n";
+        let runtime = "[dev.runtime]\ncommand=[\"true\"]\noutput=\"rt.wasm\"\n";
+        let dev_build = "[dev.build]\ncommand=[\"true\"]\noutput=\"app.dev.js\"\n";
+        let refusal = |dev: &str| {
+            std::fs::write(&path, format!("{build}{dev}")).unwrap();
+            read_manifest(&path).unwrap_err().cause
+        };
+        let cause =
+            refusal("[dev]\nentry=\"app\"\n[dev.runtime]\ncommand=[]\noutput=\"rt.wasm\"\n");
+        assert!(cause.contains("`dev.runtime.command` is empty"), "{cause}");
+        let cause = refusal(&format!("[dev]\n{runtime}"));
+        assert!(cause.contains("needs an `entry`"), "{cause}");
+        let cause = refusal(&format!("[dev]\nentry=\"\"\n{runtime}"));
+        assert!(cause.contains("`dev.entry` is empty"), "{cause}");
+        let cause = refusal(&format!("[dev]\nentry=\"app\"\n{runtime}{dev_build}"));
+        assert!(cause.contains("exclude each other"), "{cause}");
+        let cause = refusal(&format!(
+            "[dev]\n{runtime}[dev.build]\ncommand=[]\noutput=\"app.dev.js\"\n"
+        ));
+        assert!(cause.contains("`dev.build.command` is empty"), "{cause}");
+
         std::fs::write(&path, format!("{build}[dev]\nentry=\"app\"\n{runtime}")).unwrap();
-        let err = read_manifest(&path).unwrap_err();
+        let dev = read_manifest(&path).unwrap().dev.unwrap();
+        assert!(matches!(dev.sources, DevSources::Folder { entry } if entry == "app"));
+        std::fs::write(&path, format!("{build}[dev]\n{runtime}{dev_build}")).unwrap();
+        let dev = read_manifest(&path).unwrap().dev.unwrap();
         assert!(
-            err.cause.contains("`dev.runtime.command` is empty"),
-            "{err}"
+            matches!(dev.sources, DevSources::Built(spec) if spec.output == Path::new("app.dev.js"))
         );
-        std::fs::write(&path, format!("{build}[dev]\n{runtime}")).unwrap();
-        let err = read_manifest(&path).unwrap_err();
-        assert!(err.cause.contains("entry"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod strands;
 mod watch;
 
 use crate::cache::content_digest;
-use crate::manifest::{self, BuildSpec, Entry};
+use crate::manifest::{self, BuildSpec, DevSources, Entry};
 use crate::plugin::{LoadError, Plugin};
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SourceFolder};
@@ -72,8 +72,8 @@ struct Candidate {
     on_runtime: Option<(SourceFolder, String)>,
 }
 
-/// An entry's component file, and for a development runtime the source folder and the entry
-/// it runs.
+/// An entry's component file, and for a development runtime the sources it is granted (a
+/// folder, or one file) and the entry it runs.
 type Located = (PathBuf, Option<(PathBuf, String)>);
 
 /// A component file's bytes and SHA-256, read and hashed off the async threads: tens of MiB
@@ -279,22 +279,36 @@ impl PluginDir {
     }
 
     /// Builds one entry if it is stale: its component file, and for a development runtime
-    /// the source folder and entry it runs; `None` when the build failed (recorded).
+    /// the sources it is granted (the folder, or the file its dev build makes) and the entry
+    /// it runs; `None` when a build failed (recorded).
     async fn locate(&mut self, path: &Path, entry: Entry, next: &Registry) -> Option<Located> {
-        match entry {
-            Entry::Component(file) => Some((file, None)),
-            Entry::Source { folder, manifest } => {
-                let dev = manifest.dev.filter(|_| self.build == BuildPolicy::Develop);
-                let spec = dev.as_ref().map_or(&manifest.build, |dev| &dev.runtime);
-                match self.build_if_stale(&folder, spec).await {
-                    Ok(file) => Some((file, dev.map(|dev| (folder, dev.entry)))),
-                    Err(failure) => {
-                        self.fail(path, failure.digest, failure.inputs_at, failure.error, next);
-                        None
-                    }
+        let (folder, manifest) = match entry {
+            Entry::Component(file) => return Some((file, None)),
+            Entry::Source { folder, manifest } => (folder, manifest),
+        };
+        let dev = manifest.dev.filter(|_| self.build == BuildPolicy::Develop);
+        let spec = dev.as_ref().map_or(&manifest.build, |dev| &dev.runtime);
+        let built = match self.build_if_stale(&folder, spec).await {
+            Ok(runtime) => match dev.map(|dev| dev.sources) {
+                None => Ok((runtime, None)),
+                Some(DevSources::Folder { entry }) => Ok((runtime, Some((folder, entry)))),
+                Some(DevSources::Built(spec)) => {
+                    self.build_if_stale(&folder, &spec).await.map(|file| {
+                        let entry = file
+                            .file_name()
+                            .map(|name| name.to_string_lossy().into_owned())
+                            .unwrap_or_default();
+                        (runtime, Some((file, entry)))
+                    })
                 }
-            }
-        }
+            },
+            Err(failure) => Err(failure),
+        };
+        built
+            .map_err(|failure| {
+                self.fail(path, failure.digest, failure.inputs_at, failure.error, next);
+            })
+            .ok()
     }
 
     /// What is to be loaded for `path` from its located component, `read` (its bytes and
@@ -393,7 +407,7 @@ impl PluginDir {
                 let runs = match &on_runtime {
                     None => "its built component".to_owned(),
                     Some((source, _)) => format!(
-                        "the development runtime, reading {} at each instance: a save needs no build",
+                        "the development runtime, loading {} at each instance: a save builds no component",
                         source.dir.display()
                     ),
                 };

@@ -69,7 +69,7 @@ pub const SOURCE_ENTRY_VAR: &str = "HANDLER_HOST_ENTRY";
 /// grants nothing.
 #[derive(Debug, Clone)]
 pub struct SourceFolder {
-    /// The plugin's folder, which the copy was taken from.
+    /// The plugin's folder, or the one file its dev build made, which the copy was taken from.
     pub dir: std::path::PathBuf,
     /// The copy the runtime sees; removed when the last call of its version ends.
     pub copy: Arc<tempfile::TempDir>,

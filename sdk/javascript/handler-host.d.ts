@@ -97,6 +97,11 @@ export const log: {
   error(message: unknown): void;
 };
 
+/** Reports a bug (an exception that is no `HandlerError`) in the one line the host keeps as the
+ * explanation of the trap that follows. Handlers need not call it: an exception they throw is
+ * reported this way. */
+export function reportCrash(error: unknown): void;
+
 export interface PluginDefinition {
   name: string;
   version?: string;

@@ -267,18 +267,22 @@ export const log = {
   error: (message) => hostLog("error", String(message)),
 };
 
+/** Reports a bug (an exception that is no `HandlerError`) in the one line the host keeps as
+ * the explanation of the trap that follows: where it was thrown, and what. */
+export function reportCrash(error) {
+  const frame = String(error?.stack ?? "").split("\n").find((line) => line.includes(":"));
+  const where = frame ? ` at ${frame.replace(/^.*@/, "")}` : "";
+  const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  console.error(`panicked${where}: ${what}`);
+}
+
 /** Runs a handler: its own errors reach the host as the contract's error variants; anything
- * else is a bug, reported in the one line the host keeps as the explanation of the trap. */
+ * else is a bug, reported before the call traps. */
 function run(handler) {
   try {
     return handler();
   } catch (error) {
-    if (!(error instanceof HandlerError)) {
-      const frame = String(error?.stack ?? "").split("\n").find((line) => line.includes(":"));
-      const where = frame ? ` at ${frame.replace(/^.*@/, "")}` : "";
-      const what = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
-      console.error(`panicked${where}: ${what}`);
-    }
+    if (!(error instanceof HandlerError)) reportCrash(error);
     throw error;
   }
 }

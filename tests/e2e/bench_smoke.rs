@@ -25,6 +25,7 @@ const FIGURES: &[&str] = &[
     "R1",
     "R1-run",
     "R1-python",
+    "R1-javascript",
     "P8",
     "L-rust",
     "L-python",

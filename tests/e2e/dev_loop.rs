@@ -1,8 +1,8 @@
 //! The plugin author's loop, as a new user would run it, in each language: `host new` creates
 //! a project that `host dev` builds and serves at once; an edit is rebuilt (in Python, read by
-//! the development runtime with no build) and swapped in live; a broken edit shows the build's
-//! (or the import's) errors and leaves the last good version serving; a save that changes
-//! nothing builds nothing.
+//! the development runtime with no build; in JavaScript, bundled for it) and swapped in live; a
+//! broken edit shows the build's (or the import's) errors and leaves the last good version
+//! serving; a save that changes nothing builds nothing.
 
 use crate::harness::{Host, host_binary, host_dir, wait_for, wait_until};
 use serde_json::json;
@@ -19,12 +19,23 @@ enum Follows {
     Build,
     /// Each save is served by the language's development runtime, with no build.
     DevRuntime,
+    /// Each save is bundled (not componentized) for the language's development runtime.
+    DevBundle,
 }
 
 /// Lines of the log that start a build.
 fn builds(log: &str) -> usize {
     log.lines()
         .filter(|l| l.contains("building") && l.contains("command="))
+        .count()
+}
+
+/// Lines of the log that start building a component of the plugin itself, not a bundle of it
+/// or a development runtime.
+fn component_builds(log: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("building") && l.contains("command=") && l.contains("--app"))
+        .filter(|l| !l.contains("--dev-bundle"))
         .count()
 }
 
@@ -75,7 +86,7 @@ fn new_project_follows_every_edit(lang: &str, source: &str, follows: Follows) {
         .any(|l| l.contains("plugin loaded") && l.contains("the development runtime"));
     assert_eq!(
         runtime_named,
-        follows == Follows::DevRuntime,
+        follows != Follows::Build,
         "the log says which way the plugin runs"
     );
     let builds_before_edit = builds(&host.log_text());
@@ -96,7 +107,7 @@ fn new_project_follows_every_edit(lang: &str, source: &str, follows: Follows) {
         host.log_text().contains("plugin replaced"),
         "the swap is logged"
     );
-    if follows == Follows::Build {
+    if follows != Follows::DevRuntime {
         // Saved again unchanged (newer on disk, same bytes): nothing is built or replaced.
         let builds_before_save = builds(&host.log_text());
         let replaced = host.log_text().matches("plugin replaced").count();
@@ -139,6 +150,9 @@ fn new_project_follows_every_edit(lang: &str, source: &str, follows: Follows) {
             .any(|l| l.contains("build: ") && l.contains("demo")),
         "the build's output is shown, tagged with the plugin"
     );
+    if follows == Follows::DevBundle {
+        assert_eq!(component_builds(&log), 0, "only bundles are built: {log}");
+    }
     let answer = host.command_ok("demo.greet", json!({ "id": "99", "name": "Ada" }));
     assert_eq!(answer["greeting"], "Hi, Ada!");
 }
@@ -155,7 +169,7 @@ fn python_project_from_host_new_serves_and_follows_every_edit() {
 
 #[test]
 fn javascript_project_from_host_new_serves_and_follows_every_edit() {
-    new_project_follows_every_edit("javascript", "app.js", Follows::Build);
+    new_project_follows_every_edit("javascript", "app.js", Follows::DevBundle);
 }
 
 #[test]

@@ -60,7 +60,8 @@
 //! - `dev_loop`: `host new` then `host dev`: the new plugin serves, edits go live, a broken
 //!   edit keeps the last good version.
 //! - `dev_runtime`: `host dev` runs Python sources on the development runtime with no build,
-//!   granting only their folder, read-only; a module it lacks is named; `host run` never does.
+//!   granting only their folder, read-only; a module it lacks is named; JavaScript saves are
+//!   only bundled, and a bug while evaluating the bundle is named; `host run` never does.
 //! - `readme`: the README's walk through the demo, run a line at a time with a reader's pauses;
 //!   every answer it shows is what the line printed.
 

@@ -3,7 +3,7 @@
 
 use super::{BuildPolicy, PluginDir, Strands};
 use crate::executor::Executor;
-use crate::manifest::{self, Entry};
+use crate::manifest::{self, DevSources, Entry};
 use crate::store::Store;
 use notify::{RecursiveMode, Watcher};
 use std::collections::{BTreeSet, HashSet};
@@ -27,10 +27,17 @@ impl PluginDir {
         if let Ok((entries, _)) = manifest::discover(&self.dir) {
             for entry in entries {
                 if let Entry::Source { folder, manifest } = entry {
-                    // On a development runtime: the folder it reads, and the runtime's inputs.
+                    // On a development runtime: the runtime's inputs, and the folder it reads
+                    // or the inputs of the file it is granted.
                     let dev = manifest.dev.filter(|_| self.build == BuildPolicy::Develop);
-                    let inputs = match &dev {
-                        Some(dev) => [&dev.runtime.inputs[..], &[PathBuf::from(".")]].concat(),
+                    let inputs = match dev {
+                        Some(dev) => {
+                            let sources = match dev.sources {
+                                DevSources::Folder { .. } => vec![PathBuf::from(".")],
+                                DevSources::Built(build) => build.inputs,
+                            };
+                            [dev.runtime.inputs, sources].concat()
+                        }
                         None => manifest.build.inputs,
                     };
                     for input in inputs {

@@ -206,6 +206,16 @@ command = ["node", "{{sdk}}/javascript/build.mjs", "--app", "app.js", "--output"
 output = "target/{{artifact}}.wasm"
 # The component is stale when this plugin, the SDK or the WIT contract changed.
 inputs = [".", "{{sdk}}/javascript", "{{wit}}"]
+
+# `host dev` runs this plugin on the JavaScript development runtime (built once): a save is
+# only bundled (esbuild, a fraction of a second) and each instance evaluates the bundle.
+[dev.build]
+command = ["node", "{{sdk}}/javascript/build.mjs", "--app", "app.js", "--dev-bundle", "--output", "target/{{artifact}}.dev.js"]
+output = "target/{{artifact}}.dev.js"
+[dev.runtime]
+command = ["node", "{{sdk}}/javascript/build.mjs", "--dev-runtime", "--output", "target/javascript-dev-runtime.wasm"]
+output = "target/javascript-dev-runtime.wasm"
+inputs = ["{{sdk}}/javascript", "{{wit}}"]
 "#;
 
 pub(super) const JAVASCRIPT_APP_JS: &str = r#"/**

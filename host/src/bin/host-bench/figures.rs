@@ -3,7 +3,7 @@
 
 use crate::pipeline::{Route, StoreKind};
 use crate::report::Table;
-use crate::sandbox::{LANGUAGES, Language};
+use crate::sandbox::{DEV_SAVES, LANGUAGES, Language};
 use crate::{Bench, KEPT_CALLS, PLUGIN, RAW_BATCH};
 use handler_host::config::{DispatchConfig, Limits};
 use handler_host::plugin_dir::{self, BuildPolicy, PluginDir};
@@ -234,20 +234,17 @@ pub(crate) async fn measure_all(bench: &Bench, table: &mut Table) -> anyhow::Res
             )
             .await?;
     }
-    if bench.wants("R1-python") {
+    for save in DEV_SAVES.iter().filter(|save| bench.wants(save.id)) {
         let saves = if bench.args.quick { 3 } else { 20 };
+        let conditions = format!(
+            "{saves} saves of the {} example on its development runtime (no component build; runtime kept compiled), watcher settle {} ms",
+            save.language,
+            plugin_dir::SETTLE.as_millis()
+        );
         bench
-            .measure(
-                table,
-                "R1-python",
-                "hot reload (host dev), Python: app.py saved → new version serving (p50)",
-                "ms",
-                &format!(
-                    "{saves} saves of the Python example on its development runtime (no build; runtime kept compiled), watcher settle {} ms",
-                    plugin_dir::SETTLE.as_millis()
-                ),
-                |i| bench.python_save(i, saves),
-            )
+            .measure(table, save.id, save.what, "ms", &conditions, |i| {
+                bench.dev_save(save, i, saves)
+            })
             .await?;
     }
     if bench.wants("P8") {

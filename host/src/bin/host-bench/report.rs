@@ -1,7 +1,7 @@
 //! The report: the figures in the order measured, the ratios between them, and `bench.md`.
 
 use crate::BenchArgs;
-use crate::sandbox::LANGUAGES;
+use crate::sandbox::{DEV_SAVES, LANGUAGES};
 use handler_host::telemetry::percentile;
 use serde::Serialize;
 use std::time::Duration;
@@ -75,10 +75,10 @@ pub(crate) fn figure_ids() -> impl Iterator<Item = &'static str> {
         "P5",
         "R1",
         "R1-run",
-        "R1-python",
-        "P8",
     ]
     .into_iter()
+    .chain(DEV_SAVES.iter().map(|save| save.id))
+    .chain(["P8"])
     .chain(LANGUAGES.iter().map(|language| language.id))
 }
 

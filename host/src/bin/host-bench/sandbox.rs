@@ -1,6 +1,7 @@
 //! The sandbox's figures: **P3** one call on a fresh instance, **L-*** a small command of each
 //! language's example, **R1** hot reload (Winch, as in `host dev`; **R1-run** Cranelift;
-//! **R1-python** a Python save on the development runtime), **P8** cold start.
+//! **R1-python**, **R1-javascript** a save on the language's development runtime), **P8** cold
+//! start.
 
 use crate::pipeline::{StoreKind, bench_message};
 use crate::report::{Run, percentiles_us};
@@ -217,47 +218,90 @@ impl Bench {
     }
 }
 
-/// The Python example, whose saves R1-python times.
-const PYTHON_EXAMPLE: &str = "fraud-check";
+/// A save on a development runtime that an R1-<language> figure times: an example's entry
+/// file, edited so that the version changes (a JavaScript comment is bundled away, so its
+/// edit is code).
+pub(crate) struct DevSave {
+    pub(crate) id: &'static str,
+    pub(crate) what: &'static str,
+    pub(crate) language: &'static str,
+    example: &'static str,
+    source: &'static str,
+    /// What the `n`th save appends to the source.
+    edit: fn(usize) -> String,
+}
+
+pub(crate) const DEV_SAVES: &[DevSave] = &[
+    DevSave {
+        id: "R1-python",
+        what: "hot reload (host dev), Python: app.py saved → new version serving (p50)",
+        language: "Python",
+        example: "fraud-check",
+        source: "app.py",
+        edit: python_edit,
+    },
+    DevSave {
+        id: "R1-javascript",
+        what: "hot reload (host dev), JavaScript: app.js saved → new version serving (p50)",
+        language: "JavaScript",
+        example: "notifier",
+        source: "app.js",
+        edit: javascript_edit,
+    },
+];
+
+fn python_edit(n: usize) -> String {
+    format!("\n# save {n}\n")
+}
+
+fn javascript_edit(n: usize) -> String {
+    format!("\nexport const saved = {n};\n")
+}
 
 impl Bench {
-    /// R1-python: the Python example's `app.py` saved in a watched copy of its folder, run on
-    /// the development runtime (`host dev`), until the new version serves.
-    pub(crate) async fn python_save(&self, run: usize, saves: usize) -> anyhow::Result<Run> {
+    /// R1-<language>: the example's entry saved in a watched copy of its folder, run on its
+    /// development runtime (`host dev`), until the new version serves.
+    pub(crate) async fn dev_save(
+        &self,
+        save: &DevSave,
+        run: usize,
+        saves: usize,
+    ) -> anyhow::Result<Run> {
         let sandbox =
             Sandbox::with_plugin_limits(Limits::DEFAULT, HashMap::new(), None, Compiler::Winch)?;
-        let rig = self.rig(StoreKind::Sqlite, "python-save", run).await?;
-        let example = self.args.examples.join(PYTHON_EXAMPLE).canonicalize()?;
-        let plugins = self.scratch.join(format!("python-save-{run}"));
-        let folder = plugins.join(PYTHON_EXAMPLE);
+        let rig = self.rig(StoreKind::Sqlite, save.id, run).await?;
+        let example = self.args.examples.join(save.example).canonicalize()?;
+        let plugins = self.scratch.join(format!("{}-{run}", save.id));
+        let folder = plugins.join(save.example);
         std::fs::create_dir_all(&folder)?;
         // The copy's manifest names the example's SDK, contract and runtime where they are.
         let manifest = std::fs::read_to_string(example.join("plugin.toml"))?;
         let root = example.join("../..").canonicalize()?;
         let manifest = manifest.replace("\"../../", &format!("\"{}/", root.display()));
         std::fs::write(folder.join("plugin.toml"), manifest)?;
-        let source = std::fs::read_to_string(example.join("app.py"))?;
-        std::fs::write(folder.join("app.py"), &source)?;
+        let source = std::fs::read_to_string(example.join(save.source))?;
+        std::fs::write(folder.join(save.source), &source)?;
         let (plugins, registry) = PluginDir::load(&sandbox, &plugins, BuildPolicy::Develop).await?;
         let Some(mut serving) = registry
-            .plugin(PYTHON_EXAMPLE)
+            .plugin(save.example)
             .map(|p| p.identity().to_owned())
         else {
             bail!(
-                "the Python example did not load on its development runtime: {:?}",
+                "the {} example did not load on its development runtime: {:?}",
+                save.language,
                 registry.load_errors()
             );
         };
         let watcher = follow(&rig, plugins, registry)?;
         let mut timings = Vec::with_capacity(saves);
-        for save in 0..saves {
-            let edited = format!("{source}\n# save {}\n", run * saves + save);
+        for n in 0..saves {
+            let edited = source.clone() + &(save.edit)(run * saves + n);
             let start = Instant::now();
-            std::fs::write(folder.join("app.py"), edited)?;
-            let served = until_serving(&rig, PYTHON_EXAMPLE, |p| p.identity() != serving).await;
+            std::fs::write(folder.join(save.source), edited)?;
+            let served = until_serving(&rig, save.example, |p| p.identity() != serving).await;
             let Some(served) = served else {
                 watcher.abort();
-                bail!("save {save} did not serve within {RELOAD_DEADLINE:?}");
+                bail!("save {n} did not serve within {RELOAD_DEADLINE:?}");
             };
             timings.push(start.elapsed());
             serving = served;
