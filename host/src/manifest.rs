@@ -475,9 +475,10 @@ pub async fn build(folder: &Path, spec: &BuildSpec) -> Result<PathBuf, LoadError
     }
     // A build tool that finds its output up to date (cargo, when an input changed that does
     // not affect it) leaves it untouched: mark it built from the inputs it ran on, or it would
-    // stay stale forever.
-    if is_stale(folder, spec)
-        && let Some(as_of) = as_of
+    // stay stale forever. An input saved while the build ran is newer than what was built:
+    // the output is dated back to what it was built from, so that save is built next.
+    if let Some(as_of) = as_of
+        && (is_stale(folder, spec) || newest_input(folder, spec).is_some_and(|now| now > as_of))
     {
         mark_fresh(&output, as_of);
     }
@@ -549,6 +550,28 @@ mod tests {
         std::fs::write(&source, "fn a() {}").unwrap();
         std::fs::write(dir.path().join("src/more.rs"), "").unwrap();
         assert!(!built_from_current_inputs(dir.path(), spec), "a new file");
+    }
+
+    #[tokio::test]
+    async fn an_input_saved_while_the_build_runs_leaves_the_output_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        // The edit lands after the build read its inputs, before it writes the output.
+        let manifest: Manifest = toml::from_str(
+            "[build]\ncommand=[\"sh\", \"-c\", \"sleep 0.05; echo 'int y;' > src/app.c; sleep 0.05; date +%N > p.wasm\"]\noutput=\"p.wasm\"\ninputs=[\"src\"]",
+        )
+        .unwrap();
+        let spec = &manifest.build;
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/app.c"), "int x;").unwrap();
+        build(dir.path(), spec).await.unwrap();
+        assert!(
+            is_stale(dir.path(), spec),
+            "the saved edit is not built yet"
+        );
+        assert!(
+            !built_from_current_inputs(dir.path(), spec),
+            "the record is of the inputs the build read"
+        );
     }
 
     #[tokio::test]
