@@ -57,7 +57,7 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// `run --build --watch`: build, serve, and rebuild and swap in each plugin as its sources
     /// or component change, with no restart and nothing dropped. The plugin author's loop.
-    Dev(RunArgs),
+    Dev(DevArgs),
     /// Create a plugin project that builds and loads as it is: a command, an event
     /// subscription and a query to start from.
     New(crate::scaffold::NewArgs),
@@ -156,11 +156,6 @@ pub(crate) struct RunArgs {
     /// a warning. Without it such a change is refused and the old version keeps serving.
     #[arg(long, env = "HOST_ALLOW_STRANDING")]
     pub allow_stranding: bool,
-    /// `host dev` only: build every source folder into its component on each save, also
-    /// those whose plugin.toml has a `[dev]` table (Python, JavaScript), which otherwise run
-    /// on their language's development runtime and need no component build.
-    #[arg(long)]
-    pub no_dev_runtime: bool,
     /// Set by `host dev`: source folders with a `[dev]` table run on their development runtime.
     #[arg(skip)]
     pub dev_runtimes: bool,
@@ -194,6 +189,18 @@ pub(crate) struct RunArgs {
     /// leases no partitions. For tests that flush by hand.
     #[arg(long, env = "HOST_NO_DISPATCH")]
     pub no_dispatch: bool,
+}
+
+/// `host dev`: `host run`'s options, and how source folders with a `[dev]` table run.
+#[derive(Debug, Args)]
+pub(crate) struct DevArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Build every source folder into its component on each save, also those whose
+    /// plugin.toml has a `[dev]` table (Python, JavaScript), which otherwise run on their
+    /// language's development runtime and need no component build.
+    #[arg(long)]
+    pub no_dev_runtime: bool,
 }
 
 /// The host config file and the command-line overrides of its `[defaults]`. Built-in
@@ -356,19 +363,15 @@ pub(crate) enum Format {
 /// Whatever stops the command; `main` prints it and exits non-zero.
 pub async fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run(args) => {
-            if args.no_dev_runtime {
-                bail!(
-                    "`--no-dev-runtime` is an option of `host dev`: `host run` never uses a development runtime"
-                );
-            }
-            run(args).await
-        }
-        Command::Dev(args) => {
+        Command::Run(args) => run(args).await,
+        Command::Dev(DevArgs {
+            run: args,
+            no_dev_runtime,
+        }) => {
             run(RunArgs {
                 watch: true,
                 build: true,
-                dev_runtimes: !args.no_dev_runtime,
+                dev_runtimes: !no_dev_runtime,
                 compiler: args.compiler.or(Some(Compiler::Winch)),
                 ..args
             })
