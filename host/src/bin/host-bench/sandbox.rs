@@ -218,7 +218,7 @@ impl Bench {
     }
 }
 
-/// A save on a development runtime that an R1-<language> figure times: an example's entry
+/// A save on a development runtime that an `R1-<language>` figure times: an example's entry
 /// file, edited so that the version changes (a JavaScript comment is bundled away, so its
 /// edit is code).
 pub(crate) struct DevSave {
@@ -259,7 +259,7 @@ fn javascript_edit(n: usize) -> String {
 }
 
 impl Bench {
-    /// R1-<language>: the example's entry saved in a watched copy of its folder, run on its
+    /// `R1-<language>`: the example's entry saved in a watched copy of its folder, run on its
     /// development runtime (`host dev`), until the new version serves.
     pub(crate) async fn dev_save(
         &self,
