@@ -1,9 +1,11 @@
 //! The one place a running host is assembled from its configuration: the committer and the
 //! executor on one store, then, when the host works in the background, the partition leases,
-//! the dispatcher and the maintenance task. `host run` and `host dev` serve it, `host send`
+//! the dispatcher, the maintenance task and the count of the delivery backlog that
+//! back-pressure refuses commands by. `host run` and `host dev` serve it, `host send`
 //! and `host bus flush` run one piece of work on it, and the benchmark measures it; all of
 //! them start here, so what one measures or tests is what the others run.
 
+use crate::backpressure::Backpressure;
 use crate::committer::Committer;
 use crate::config::{DEFAULT_LEASE_TIMEOUT, DispatchConfig, HostConfig};
 use crate::dispatcher::{self, Dispatcher};
@@ -85,14 +87,22 @@ impl Host {
         &self.wake
     }
 
-    /// Starts the background work: the maintenance task always; with `delivery`, the
-    /// dispatcher too, after this host has joined the others on the database (PostgreSQL)
-    /// and taken its share of the partitions. Commits of other processes (other hosts,
-    /// `host send`, `host bus replay`) wake the dispatcher at once on PostgreSQL; on SQLite
-    /// its poll finds them, and deliveries committed before a crash are found by its first
-    /// scan.
+    /// Starts the background work: the maintenance task always, and the backlog count of
+    /// back-pressure unless its bound is off (its first count before this returns); with
+    /// `delivery`, the dispatcher too, after this host has joined the others on the database
+    /// (PostgreSQL) and taken its share of the partitions. Commits of other processes (other
+    /// hosts, `host send`, `host bus replay`) wake the dispatcher at once on PostgreSQL; on
+    /// SQLite its poll finds them, and deliveries committed before a crash are found by its
+    /// first scan.
     pub async fn start(&self, delivery: Option<&Delivery>) -> Background {
         let store = self.store();
+        let bound = self.config.backpressure;
+        let (backpressure, counting) = if bound.is_on() {
+            let (backpressure, counting) = Backpressure::start(store.clone(), bound).await;
+            (Some(backpressure), Some(counting))
+        } else {
+            (None, None)
+        };
         let (leases, dispatcher) = match delivery {
             None => (None, None),
             Some(delivery) => {
@@ -121,11 +131,14 @@ impl Host {
             dispatcher,
             leases,
             maintenance,
+            backpressure,
+            counting,
         }
     }
 
     /// What the HTTP ingress and the admin API serve: this host, with what `background`
-    /// runs for `GET /health` and `GET /ready`.
+    /// runs for `GET /health` and `GET /ready`, and its back-pressure (none without
+    /// `background`: nothing counts the backlog).
     pub fn app_state(&self, background: Option<&Background>) -> AppState {
         AppState {
             executor: self.executor.clone(),
@@ -134,6 +147,7 @@ impl Host {
             dispatcher: background
                 .and_then(|b| b.dispatcher.as_ref())
                 .map(Dispatcher::liveness),
+            backpressure: background.and_then(|b| b.backpressure.clone()),
         }
     }
 }
@@ -143,6 +157,9 @@ pub struct Background {
     dispatcher: Option<Dispatcher>,
     leases: Option<Arc<PartitionLeases>>,
     maintenance: JoinHandle<()>,
+    backpressure: Option<Arc<Backpressure>>,
+    /// The task that counts the backlog for `backpressure`.
+    counting: Option<JoinHandle<()>>,
 }
 
 impl Background {
@@ -152,6 +169,9 @@ impl Background {
     /// delivered again later).
     pub async fn stop(self, grace: Duration) -> usize {
         self.maintenance.abort();
+        if let Some(counting) = &self.counting {
+            counting.abort();
+        }
         let unfinished = match self.dispatcher {
             Some(dispatcher) => dispatcher.drain(grace).await,
             None => 0,

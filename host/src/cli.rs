@@ -2,17 +2,15 @@
 
 use crate::app::{Delivery, Host};
 use crate::cache::ComponentCache;
-use crate::config::{
-    ConfigError, DEFAULT_DATABASE_URL, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN, DispatchConfig,
-    HostConfig, PluginPolicy,
-};
+use crate::config::{DEFAULT_DATABASE_URL, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN, DispatchConfig};
 use crate::executor::{Reply, Request};
 use crate::http;
 use crate::plugin_dir::{self, BuildPolicy, PluginDir};
-use crate::sandbox::{Compiler, Sandbox};
+use crate::sandbox::Compiler;
 use crate::store::{FirstOutcome, Store};
 mod bus;
 mod remote;
+mod tuning;
 
 use anyhow::{Context, bail};
 pub(crate) use bus::{BusCommand, BusFilter, ListType};
@@ -21,6 +19,8 @@ pub(crate) use remote::Reach;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+pub(crate) use tuning::Tuning;
+use tuning::sandbox_for;
 
 /// The `host` command line: the global options and the subcommand to run.
 #[derive(Debug, Parser)]
@@ -66,7 +66,8 @@ pub(crate) enum Command {
         #[command(flatten)]
         plugins: PluginsArg,
     },
-    /// Run one command in-process against the database and print its answer.
+    /// Run one command in-process against the database and print its answer. Refused, as
+    /// over HTTP, while the deliveries due and not yet delivered are at or past --max-due.
     Send(SendArgs),
     /// Measure throughput and latency against raw SQLite, PostgreSQL and wasmtime baselines:
     /// runs `host-bench`, installed beside `host` (`host bench --help` for its options).
@@ -201,102 +202,6 @@ pub(crate) struct DevArgs {
     /// language's development runtime and need no component build.
     #[arg(long)]
     pub no_dev_runtime: bool,
-}
-
-/// The host config file and the command-line overrides of its `[defaults]`. Built-in
-/// defaults come from [`PluginPolicy::DEFAULT`]; the file's `[defaults]` override them, these
-/// flags override the file's `[defaults]`, and `[plugins.NAME]` sections override all three
-/// for their plugin.
-#[derive(Debug, Args)]
-pub(crate) struct Tuning {
-    /// Host config file (TOML): per-plugin retry, ordering, deadline and memory; idempotency
-    /// key lifetimes; retention. See `docs/guarantees.md`.
-    #[arg(long, env = "HOST_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Wall-clock budget of one handler call, in milliseconds [default: 5000].
-    #[arg(long)]
-    pub call_deadline_ms: Option<u64>,
-    /// Cap on a plugin's linear memory, in MiB [default: 64].
-    #[arg(long)]
-    pub memory_mib: Option<usize>,
-    /// Attempts per delivery before it is dead-lettered [default: 5].
-    #[arg(long)]
-    pub max_attempts: Option<u32>,
-    /// Delay before the first retry, in milliseconds [default: 200].
-    #[arg(long)]
-    pub retry_initial_ms: Option<u64>,
-    /// Longest delay between retries, in milliseconds [default: 30000].
-    #[arg(long)]
-    pub retry_max_ms: Option<u64>,
-    /// How long an idempotency key's outcome is kept and replayed, in seconds [default: 86400].
-    #[arg(long)]
-    pub idempotency_ttl_secs: Option<u64>,
-}
-
-impl Tuning {
-    /// The resolved configuration: the file (if any) with these flags applied to its
-    /// `[defaults]`.
-    fn host_config(&self) -> anyhow::Result<HostConfig> {
-        let flags = |defaults: &mut PluginPolicy| -> Result<(), ConfigError> {
-            let flag = |name: &str, message: &str| ConfigError {
-                key: format!("--{name}"),
-                message: message.to_owned(),
-            };
-            if let Some(ms) = self.call_deadline_ms {
-                if ms == 0 {
-                    return Err(flag("call-deadline-ms", "must be greater than 0"));
-                }
-                defaults.limits.call_deadline = Duration::from_millis(ms);
-            }
-            if let Some(mib) = self.memory_mib {
-                if mib == 0 || mib as u64 > crate::config::MAX_MEMORY_MIB {
-                    return Err(flag("memory-mib", "must be between 1 and 4096"));
-                }
-                defaults.limits.memory_bytes = mib << 20;
-            }
-            if let Some(attempts) = self.max_attempts {
-                defaults.retry.max_attempts = attempts;
-            }
-            if let Some(ms) = self.retry_initial_ms {
-                defaults.retry.initial_delay = Duration::from_millis(ms);
-            }
-            if let Some(ms) = self.retry_max_ms {
-                defaults.retry.max_delay = Duration::from_millis(ms);
-            }
-            Ok(())
-        };
-        let mut config = match &self.config {
-            Some(path) => HostConfig::load(path, flags)?,
-            None => HostConfig::without_file(flags)?,
-        };
-        if let Some(secs) = self.idempotency_ttl_secs {
-            if secs == 0 {
-                bail!("--idempotency-ttl-secs must be greater than 0");
-            }
-            config.idempotency.ttl = Duration::from_secs(secs);
-        }
-        Ok(config)
-    }
-}
-
-/// The sandbox with each configured plugin's own limits, the compiled-component cache, and
-/// `compiler`.
-fn sandbox_for(
-    config: &HostConfig,
-    cache: &CacheArg,
-    compiler: Compiler,
-) -> anyhow::Result<Arc<Sandbox>> {
-    let plugin_limits = config
-        .plugins
-        .iter()
-        .map(|(name, policy)| (name.clone(), policy.limits))
-        .collect();
-    Sandbox::with_plugin_limits(
-        config.defaults.limits,
-        plugin_limits,
-        cache.cache(),
-        compiler,
-    )
 }
 
 #[derive(Debug, Args)]
@@ -621,6 +526,12 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     };
     serde_json::from_slice::<serde::de::IgnoredAny>(&request.payload)
         .context("--payload must be JSON")?;
+    // One process, one command: the backlog is counted once, against the bound alone.
+    if let Some(refusal) =
+        crate::backpressure::refusal_now(host.store(), host.config().backpressure).await?
+    {
+        bail!("{refusal}");
+    }
     match host.executor().command(&request).await {
         Ok(Reply::Success(body)) => println!("{}", String::from_utf8_lossy(&body)),
         Ok(Reply::Replayed(FirstOutcome::Succeeded(body))) => {

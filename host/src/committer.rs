@@ -16,9 +16,10 @@ pub const MAX_BATCH: usize = 512;
 /// Units of work that may wait for the writer before senders are slowed down.
 const QUEUE_DEPTH: usize = 4096;
 
+/// Units of work sent together, applied one after another in one transaction.
 struct Pending {
-    write: Write,
-    reply: oneshot::Sender<Result<Applied, HostError>>,
+    writes: Vec<Write>,
+    reply: oneshot::Sender<Result<Vec<Applied>, HostError>>,
 }
 
 /// A handle for submitting units of work to the writer; cheap to clone.
@@ -70,9 +71,20 @@ impl Committer {
     /// [`HostError::Database`] when the transaction failed (the whole batch: nothing of it
     /// was committed), [`HostError::WriterStopped`] when the writer has stopped.
     pub async fn submit(&self, write: Write) -> Result<Applied, HostError> {
+        let mut applied = self.submit_run(vec![write]).await?;
+        Ok(applied.pop().expect("one result per write"))
+    }
+
+    /// Commits `writes` one after another in the same transaction, nothing between them (a
+    /// run of deliveries, whose [`Write::Chained`] items rely on that), and returns once they
+    /// are durable: one result per write, in order.
+    ///
+    /// # Errors
+    /// As [`Committer::submit`].
+    pub async fn submit_run(&self, writes: Vec<Write>) -> Result<Vec<Applied>, HostError> {
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { write, reply })
+            .send(Pending { writes, reply })
             .await
             .map_err(|_| HostError::WriterStopped)?;
         answer.await.map_err(|_| HostError::WriterStopped)?
@@ -81,9 +93,13 @@ impl Committer {
 
 async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Pending>, committed: Arc<Notify>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut writes = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (writes, replies): (Vec<Write>, Vec<_>) =
-            batch.drain(..).map(|p| (p.write, p.reply)).unzip();
+        for pending in batch.drain(..) {
+            replies.push((pending.reply, pending.writes.len()));
+            writes.extend(pending.writes);
+        }
         let started = std::time::Instant::now();
         match store.apply_batch(&writes).await {
             Ok(results) => {
@@ -96,8 +112,9 @@ async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Pending>, committ
                 if results.contains(&Applied::Committed) {
                     committed.notify_one();
                 }
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
+                let mut results = results.into_iter();
+                for (reply, count) in replies.drain(..) {
+                    let _ = reply.send(Ok(results.by_ref().take(count).collect()));
                 }
             }
             Err(error) => {
@@ -108,10 +125,11 @@ async fn run_writer(store: Store, mut receiver: mpsc::Receiver<Pending>, committ
                     "batch commit failed"
                 );
                 let error = HostError::database(error);
-                for reply in replies {
+                for (reply, _) in replies.drain(..) {
                     let _ = reply.send(Err(error.clone()));
                 }
             }
         }
+        writes.clear();
     }
 }

@@ -10,7 +10,7 @@
 //! On PostgreSQL it claims only deliveries of the partitions this host leases
 //! ([`crate::partitions`]), each under the epoch of its lease, which the commit checks.
 
-use crate::config::{DispatchConfig, HostConfig, Ordering};
+use crate::config::{DispatchConfig, HostConfig, Ordering, PluginPolicy};
 use crate::executor::{Delivered, Executor};
 use crate::partitions::PartitionLeases;
 use crate::store::{DeliveryFate, DueDelivery, Partitions, Store, now_ms};
@@ -18,12 +18,17 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 
 /// Most deliveries claimed by one scan (the free slots decide below that).
 const SCAN_LIMIT: u32 = 256;
 /// A new scan waits until one slot in this many is free (see [`worth_a_scan`]).
 const REFILL_FRACTION: usize = 4;
+/// Most deliveries of one subscriber and key claimed as one run, which runs one after another
+/// in one slot and commits together: enough that a hot key pays for a commit and a scan
+/// once per this many events, few enough that a run of a slow handler (a millisecond and
+/// more a call) still commits within tens of milliseconds.
+const RUN_LENGTH: usize = 32;
 
 /// What is running now: delivery ids, and (subscriber, key) pairs that must not overlap.
 #[derive(Default)]
@@ -164,72 +169,51 @@ async fn run(
             _ if limit == 0 => Ok(Vec::new()),
             _ => {
                 let held = partitions.as_ref().and_then(Option::as_ref);
-                store
+                match store
                     .due_deliveries(&subscribers, &skip, &running, held, limit)
                     .await
+                {
+                    Ok(heads) => store.delivery_runs(heads, RUN_LENGTH).await,
+                    Err(error) => Err(error),
+                }
             }
         };
         match scanned {
-            Ok(due) => {
-                for mut delivery in due {
-                    let key = delivery
-                        .message
-                        .partition_key
-                        .clone()
-                        .map(|k| (delivery.subscriber.clone(), k));
-                    {
-                        let mut running = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                        if running.deliveries.contains(&delivery.delivery_id)
-                            || key.as_ref().is_some_and(|k| running.keys.contains(k))
-                        {
-                            continue;
+            Ok(runs) => {
+                for run in runs {
+                    let started = start_run(run, &in_flight, &slots, leases.as_ref());
+                    let Some((mut run, key, slot, claim)) = started else {
+                        continue;
+                    };
+                    if let Some((_, _, epoch)) = &claim {
+                        for delivery in &mut run {
+                            delivery.lease = Some(*epoch);
                         }
-                        let Ok(slot) = slots.clone().try_acquire_owned() else {
-                            break; // all busy: a finishing delivery wakes the next scan
-                        };
-                        // The lease may have gone since the scan (given back, expired).
-                        let claim = match (&leases, delivery.partition) {
-                            (Some(leases), Some(partition)) => {
-                                let Some(epoch) = leases.claim(partition) else {
-                                    continue;
-                                };
-                                delivery.lease = Some(epoch);
-                                Some((leases.clone(), partition))
-                            }
-                            _ => None,
-                        };
-                        running.deliveries.insert(delivery.delivery_id);
-                        if let Some(k) = &key {
-                            running.keys.insert(k.clone());
-                        }
-                        let (executor, in_flight, wake, policy) = (
-                            executor.clone(),
-                            in_flight.clone(),
-                            wake.clone(),
-                            *policies.policy(&delivery.subscriber),
-                        );
-                        tokio::spawn(async move {
-                            let outcome = executor.deliver(&delivery, &policy).await;
-                            tracing::debug!(
-                                delivery = delivery.delivery_id,
-                                ?outcome,
-                                "delivery finished"
-                            );
-                            let mut running = in_flight.lock().unwrap_or_else(|e| e.into_inner());
-                            running.deliveries.remove(&delivery.delivery_id);
-                            if let Some(k) = &key {
-                                running.keys.remove(k);
-                            }
-                            drop(running);
-                            if let Some((leases, partition)) = claim {
-                                leases.finished(partition);
-                            }
-                            drop(slot);
-                            if outcome != Delivered::NotRecorded {
-                                wake.notify_one();
-                            }
-                        });
                     }
+                    let policy = *policies.policy(&run[0].subscriber);
+                    let worker = KeyWorker {
+                        executor: executor.clone(),
+                        store: store.clone(),
+                        in_flight: in_flight.clone(),
+                        stopped: stopped.clone(),
+                        lease: claim.as_ref().map(|(_, _, epoch)| *epoch),
+                    };
+                    let wake = wake.clone();
+                    tokio::spawn(async move {
+                        let recorded = worker.work(run, &policy, key.is_some()).await;
+                        if let Some(k) = &key {
+                            let mut running =
+                                worker.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+                            running.keys.remove(k);
+                        }
+                        if let Some((leases, partition, _)) = claim {
+                            leases.finished(partition);
+                        }
+                        drop(slot);
+                        if recorded {
+                            wake.notify_one();
+                        }
+                    });
                 }
             }
             Err(error) => tracing::debug!("dispatcher scan failed: {error:#}"),
@@ -246,6 +230,113 @@ async fn run(
             _ = stopped.wait_for(|stop| *stop) => return,
         }
     }
+}
+
+/// What runs the deliveries of one (subscriber, key), run after run.
+struct KeyWorker {
+    executor: Arc<Executor>,
+    store: Store,
+    in_flight: Arc<Mutex<InFlight>>,
+    stopped: watch::Receiver<bool>,
+    /// The epoch of the partition lease the key's deliveries were claimed under.
+    lease: Option<i64>,
+}
+
+impl KeyWorker {
+    /// Runs `run`; then, while the last run was whole (as long as a run may be, and all of it
+    /// done) and its deliveries are `keyed`, the next run of the same key straight away, with
+    /// no scan between: a hot key's backlog is worked at the pace of its handler and its
+    /// commits. Stops at a failure, at the end of the backlog and when the dispatcher stops.
+    /// Returns whether any outcome was recorded.
+    async fn work(&self, mut run: Vec<DueDelivery>, policy: &PluginPolicy, keyed: bool) -> bool {
+        let mut recorded = false;
+        loop {
+            let outcomes = self.executor.deliver_run(&run, policy).await;
+            for (delivery, outcome) in run.iter().zip(&outcomes) {
+                tracing::debug!(
+                    delivery = delivery.delivery_id,
+                    ?outcome,
+                    "delivery finished"
+                );
+            }
+            recorded |= outcomes.iter().any(|o| *o != Delivered::NotRecorded);
+            let whole =
+                outcomes.len() == RUN_LENGTH && outcomes.iter().all(|o| *o == Delivered::Done);
+            let mut next = Vec::new();
+            if whole && keyed && !*self.stopped.borrow() {
+                let last = run.last().cloned().into_iter().collect();
+                match self.store.delivery_runs(last, RUN_LENGTH + 1).await {
+                    Ok(mut runs) => next = runs.pop().unwrap_or_default().split_off(1),
+                    Err(error) => {
+                        tracing::debug!("reading the next run of a key failed: {error:#}")
+                    }
+                }
+            }
+            for delivery in &mut next {
+                delivery.lease = self.lease;
+            }
+            let mut running = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            for delivery in &run {
+                running.deliveries.remove(&delivery.delivery_id);
+            }
+            running
+                .deliveries
+                .extend(next.iter().map(|d| d.delivery_id));
+            drop(running);
+            if next.is_empty() {
+                return recorded;
+            }
+            run = next;
+        }
+    }
+}
+
+/// What a started run holds until it finishes: its (subscriber, key), its slot, and the
+/// partition lease it was claimed under (leases, partition, epoch).
+type Started = (
+    Vec<DueDelivery>,
+    Option<(String, String)>,
+    OwnedSemaphorePermit,
+    Option<(Arc<PartitionLeases>, i64, i64)>,
+);
+
+/// Marks `run` running, unless one of its key already runs or it was claimed before: takes a
+/// slot (none free: `None`, and a finishing run wakes the next scan) and the lease of its
+/// partition (gone since the scan: `None`).
+fn start_run(
+    run: Vec<DueDelivery>,
+    in_flight: &Mutex<InFlight>,
+    slots: &Arc<Semaphore>,
+    leases: Option<&Arc<PartitionLeases>>,
+) -> Option<Started> {
+    let head = run.first()?;
+    let key = head
+        .message
+        .partition_key
+        .clone()
+        .map(|k| (head.subscriber.clone(), k));
+    let mut running = in_flight.lock().unwrap_or_else(|e| e.into_inner());
+    if run
+        .iter()
+        .any(|d| running.deliveries.contains(&d.delivery_id))
+        || key.as_ref().is_some_and(|k| running.keys.contains(k))
+    {
+        return None;
+    }
+    let slot = slots.clone().try_acquire_owned().ok()?;
+    // The lease may have gone since the scan (given back, expired).
+    let claim = match (leases, head.partition) {
+        (Some(leases), Some(partition)) => {
+            let epoch = leases.claim(partition)?;
+            Some((leases.clone(), partition, epoch))
+        }
+        _ => None,
+    };
+    running.deliveries.extend(run.iter().map(|d| d.delivery_id));
+    if let Some(k) = &key {
+        running.keys.insert(k.clone());
+    }
+    Some((run, key, slot, claim))
 }
 
 /// The subscribers whose failing message is parked so that its key moves on.

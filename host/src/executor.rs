@@ -327,8 +327,8 @@ impl Executor {
                 }
                 Ok(Applied::Conflict) => continue,
                 Ok(Applied::IdempotencyTaken) => return Err(CommandError::KeyTaken),
-                Ok(Applied::DeliveryStale | Applied::LeaseLost) => {
-                    unreachable!("a command write has no delivery")
+                Ok(Applied::DeliveryStale | Applied::LeaseLost | Applied::RunCut) => {
+                    unreachable!("a command write has no delivery and is not chained")
                 }
                 Err(error) => return Err(CommandError::Exec(error.into())),
             }

@@ -5,15 +5,17 @@
 //!   handler's JSON with 200, or an error (see [`crate::error::error_body`]): 400 bad request,
 //!   404 unknown kind or route, 405 wrong method, 408 body not received in time, 413 body over
 //!   the owning plugin's `payload_in_bytes`, 422 rejected or idempotency mismatch, 500 trap or
-//!   permanent, 503 retryable or host failure. A replayed idempotent answer carries
+//!   permanent, 503 retryable or host failure, and 503 `overloaded` with `Retry-After` while
+//!   the deliveries due and not yet delivered are past their bound (see
+//!   [`crate::backpressure`]). A replayed idempotent answer carries
 //!   `Idempotent-Replayed: true`. Every answer carries the request's `Correlation-Id`: the
 //!   caller's, or one the host assigned (`host trace` takes it).
 //! - `POST /queries/{kind}` — the same, read-only.
 //! - `GET /health` — alive: the loaded plugins, the plugins that failed to load, the database,
 //!   and (PostgreSQL) the partitions this host leases; file paths and load errors' causes
 //!   only with the admin token.
-//! - `GET /ready` — 200 while plugins are loaded, the database works and the dispatcher runs;
-//!   503 with the reasons otherwise.
+//! - `GET /ready` — 200 while plugins are loaded, the database works, the dispatcher runs and
+//!   commands are not refused for the backlog; 503 with the reasons otherwise.
 //! - `GET /metrics` — Prometheus text exposition (see [`crate::telemetry`]).
 //! - `/admin/…` — the `host bus` operations and `host trace` (the admin API), behind
 //!   the admin token.
@@ -29,7 +31,7 @@ mod answer;
 mod request;
 
 pub(crate) use answer::json_response;
-use answer::{error_response, failure_status, host_error, with_correlation_id};
+use answer::{error_response, failure_status, host_error, overloaded, with_correlation_id};
 use request::{What, read_request};
 
 use crate::error::error_body;
@@ -108,6 +110,8 @@ pub struct AppState {
     pub leases: Option<Arc<crate::partitions::PartitionLeases>>,
     /// Whether the dispatcher runs, for `GET /ready`; `None` when background dispatch is off.
     pub dispatcher: Option<crate::dispatcher::Liveness>,
+    /// The bound on the delivery backlog past which commands are refused; `None` when off.
+    pub backpressure: Option<Arc<crate::backpressure::Backpressure>>,
 }
 
 #[derive(Clone)]
@@ -209,6 +213,13 @@ async fn command(
         Ok(request) => request,
         Err(response) => return response,
     };
+    // Refused before it runs: nothing of it is written.
+    if let Some(refusal) = routed.app.backpressure.as_ref().and_then(|b| b.refusal()) {
+        let registry = routed.app.executor.registry();
+        let owner = registry.command_owner(&request.kind).map(|p| p.name());
+        crate::telemetry::command_refused(owner.unwrap_or_default(), &request.kind);
+        return with_correlation_id(overloaded(&refusal), request.correlation_id.as_deref());
+    }
     let executor = routed.app.executor.clone();
     // Run to the end even if the client goes away: a command cancelled halfway would leave
     // its idempotency key's lock behind.
@@ -318,7 +329,8 @@ async fn health(State(routed): State<Routed>, headers: HeaderMap) -> Response {
 }
 
 /// 200 when the host can do its work: plugins loaded, the database working, the dispatcher
-/// running (unless background dispatch is off); else 503 with every reason.
+/// running (unless background dispatch is off), commands not refused for the backlog; else
+/// 503 with every reason.
 async fn ready(State(routed): State<Routed>) -> Response {
     let database = routed.app.executor.store().health().status();
     let plugins = routed.app.executor.registry().plugins().count();
@@ -337,6 +349,8 @@ async fn ready(State(routed): State<Routed>) -> Response {
     if dispatcher == "stopped" {
         reasons.push("the dispatcher has stopped".to_owned());
     }
+    let backpressure = routed.app.backpressure.as_ref().map(|b| b.status());
+    reasons.extend(backpressure.and_then(|b| b.reason()));
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
@@ -345,6 +359,7 @@ async fn ready(State(routed): State<Routed>) -> Response {
     let body = serde_json::json!({
         "status": if reasons.is_empty() { "ready".to_owned() } else { reasons.join("; ") },
         "database": database, "plugins": plugins, "dispatcher": dispatcher,
+        "backpressure": backpressure,
     });
     json_response(status, body.to_string().into_bytes())
 }
@@ -356,6 +371,7 @@ async fn metrics(State(routed): State<Routed>) -> Response {
         &executor.registry(),
         executor.store(),
         routed.app.leases.as_deref(),
+        routed.app.backpressure.as_deref(),
     )
     .await;
     (

@@ -8,7 +8,8 @@
 //! outbox to subscribers, with [`retry`] and the dead-letter queue).
 //!
 //! - [`app`]: the one place a running host is assembled from its configuration (committer,
-//!   executor, dispatcher, leases, maintenance), for `run`, `dev`, `send`, `bus` and the bench.
+//!   executor, dispatcher, leases, maintenance, back-pressure), for `run`, `dev`, `send`,
+//!   `bus` and the bench.
 //! - `bindings`: the Rust side of the WIT contract, generated once.
 //! - [`sandbox`]: the wasmtime engine, limits, traps and what a guest may touch.
 //! - [`plugin`]: one loaded component and the typed calls into it.
@@ -27,6 +28,8 @@
 //! - [`committer`]: the single writer that applies many units of work per transaction.
 //! - [`executor`]: runs commands, queries and event deliveries end to end.
 //! - `dispatcher`: the background delivery loop: ordering, retries, dead letters.
+//! - [`backpressure`]: the bound on due, undelivered deliveries past which commands are
+//!   refused (503) until the backlog falls back.
 //! - `partitions`: on PostgreSQL, the partitions this host leases and so dispatches, when
 //!   several hosts share one database.
 //! - [`retry`]: the retry policy and its backoff.
@@ -54,6 +57,7 @@
 
 mod admin;
 pub mod app;
+pub mod backpressure;
 mod bindings;
 pub mod cache;
 pub mod cli;

@@ -15,9 +15,10 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `handler_host_commands_total` | counter | `plugin`, `kind`, `outcome` (`ok`, `replayed`, or the error class) |
+//! | `handler_host_commands_total` | counter | `plugin`, `kind`, `outcome` (`ok`, `replayed`, the error class, or `overloaded`: refused for the backlog) |
 //! | `handler_host_queries_total` | counter | `plugin`, `kind`, `outcome` |
 //! | `handler_host_deliveries_total` | counter | `subscriber`, `kind`, `outcome` (`done`, `retry`, `dead`, `skipped`, `not_recorded`) |
+//! | `handler_host_delivery_runs_total` | counter | `subscriber`: runs started, each one or more consecutive deliveries of one key that commit together (deliveries ÷ runs is the mean run length) |
 //! | `handler_host_delivery_retries_total` | counter | `subscriber`, `kind`, `class` |
 //! | `handler_host_dead_letters_total` | counter | `subscriber`, `kind`, `class` |
 //! | `handler_host_handler_duration_seconds` | histogram | `plugin`, `kind`, `handler` (`command`, `event`, `query`) |
@@ -32,9 +33,13 @@
 //! | `handler_host_plugin_load_errors` | gauge | |
 //! | `handler_host_database_up` | gauge | |
 //! | `handler_host_partitions_held` | gauge | (PostgreSQL) |
+//! | `handler_host_due_deliveries` | gauge | due and not yet delivered, as back-pressure counts them (up to `max_due` + 1; absent when off) |
+//! | `handler_host_backpressure_max_due` | gauge | the bound (0: off) |
+//! | `handler_host_backpressure_refusing` | gauge | 1 while commands are refused for the backlog, else 0 |
 
 pub mod commands;
 
+use crate::backpressure::Backpressure;
 use crate::executor::{Delivered, ExecError, Reply};
 use crate::partitions::PartitionLeases;
 use crate::registry::Registry;
@@ -95,6 +100,10 @@ fn describe() {
         "Delivery attempts finished, by outcome"
     );
     describe_counter!(
+        "handler_host_delivery_runs_total",
+        "Runs of deliveries started: consecutive deliveries of one key run one after another and commit together"
+    );
+    describe_counter!(
         "handler_host_delivery_retries_total",
         "Failed delivery attempts that will be retried, by error class"
     );
@@ -153,6 +162,18 @@ fn describe() {
     describe_gauge!(
         "handler_host_partitions_held",
         "Partitions this host leases (PostgreSQL)"
+    );
+    describe_gauge!(
+        "handler_host_due_deliveries",
+        "Deliveries due and not yet delivered, as back-pressure last counted them (database-wide, up to max_due + 1)"
+    );
+    describe_gauge!(
+        "handler_host_backpressure_max_due",
+        "Due deliveries at which commands are refused (0: no bound)"
+    );
+    describe_gauge!(
+        "handler_host_backpressure_refusing",
+        "1 while commands are refused because the due deliveries passed their bound, else 0"
     );
 }
 
@@ -219,6 +240,15 @@ pub fn query_answered<T>(plugin: &str, kind: &str, result: &Result<T, ExecError>
     .increment(1);
 }
 
+/// A command of `kind`, owned by `plugin`, was refused for the delivery backlog before it ran.
+pub fn command_refused(plugin: &str, kind: &str) {
+    counter!(
+        "handler_host_commands_total",
+        "plugin" => plugin.to_owned(), "kind" => kind.to_owned(), "outcome" => "overloaded"
+    )
+    .increment(1);
+}
+
 fn error_outcome(error: &ExecError) -> &'static str {
     match error {
         ExecError::UnknownKind { .. } => "unknown_kind",
@@ -226,6 +256,13 @@ fn error_outcome(error: &ExecError) -> &'static str {
         ExecError::Host(_) => "host",
         ExecError::Failure(failure) => failure.class.as_str(),
     }
+}
+
+/// A run of consecutive deliveries to `subscriber` started (see
+/// [`crate::executor::Executor::deliver_run`]).
+pub fn run_started(subscriber: &str) {
+    counter!("handler_host_delivery_runs_total", "subscriber" => subscriber.to_owned())
+        .increment(1);
 }
 
 /// The delivery `due` ended as `delivered`.
@@ -280,11 +317,12 @@ static SAMPLED: Mutex<BTreeSet<Series>> = Mutex::new(BTreeSet::new());
 type Series = (&'static str, Vec<(&'static str, String)>);
 
 /// The Prometheus text exposition of every metric, the gauges sampled now from `registry`,
-/// `store` and `leases`.
+/// `store`, `leases` and `backpressure`.
 pub async fn render(
     registry: &Registry,
     store: &Store,
     leases: Option<&PartitionLeases>,
+    backpressure: Option<&Backpressure>,
 ) -> String {
     let handle = install();
     let mut sampled = BTreeSet::new();
@@ -312,6 +350,24 @@ pub async fn render(
             leases.status().held.len() as f64,
         );
     }
+    let backlog = backpressure.map(Backpressure::status);
+    if let Some(backlog) = backlog {
+        set("handler_host_due_deliveries", vec![], backlog.due as f64);
+    }
+    set(
+        "handler_host_backpressure_max_due",
+        vec![],
+        backlog.map_or(0.0, |b| b.max_due as f64),
+    );
+    set(
+        "handler_host_backpressure_refusing",
+        vec![],
+        if backlog.is_some_and(|b| b.refusing) {
+            1.0
+        } else {
+            0.0
+        },
+    );
     match store.backlog().await {
         Ok(backlogs) => {
             let now = now_ms();

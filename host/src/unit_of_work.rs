@@ -8,6 +8,10 @@
 use crate::config::Limits;
 use crate::store::{StateChanges, StateVersion, Store};
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Key → value (`None`: deleted) written by the units of work before one in a run.
+pub type Overlay = BTreeMap<String, Option<Vec<u8>>>;
 
 /// Longest event kind a handler may emit: the same bound `describe` puts on declared kinds.
 pub const MAX_EVENT_KIND_BYTES: usize = 256;
@@ -74,6 +78,9 @@ pub struct UnitOfWork {
     writes: BTreeMap<String, Option<Vec<u8>>>,
     /// Key → version seen at first read (0 when the key did not exist).
     reads: BTreeMap<String, StateVersion>,
+    /// Key → value left by the units of work before this one in a run, which commit with it
+    /// or not at all: read as committed, without a version to check.
+    overlay: Option<Arc<Overlay>>,
     events: Vec<EmittedEvent>,
     limits: Limits,
     /// Bytes buffered by `writes` and `events`, checked against
@@ -116,6 +123,7 @@ impl UnitOfWork {
             store,
             writes: BTreeMap::new(),
             reads: BTreeMap::new(),
+            overlay: None,
             events: Vec::new(),
             limits: Limits::DEFAULT,
             buffered_bytes: 0,
@@ -125,6 +133,13 @@ impl UnitOfWork {
     /// The limits this unit of work enforces (the plugin's; [`Limits::DEFAULT`] until set).
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// Reads `overlay` in place of the committed state for its keys: the writes of the units
+    /// of work that run before this one and commit together with it ([`crate::store::Write::Chained`]).
+    pub fn with_overlay(mut self, overlay: Arc<Overlay>) -> Self {
+        self.overlay = Some(overlay);
         self
     }
 
@@ -151,7 +166,8 @@ impl UnitOfWork {
     /// Fails when the database cannot be read, or (as an [`AccessError`]) when the key is one
     /// distinct key past [`Limits::keys_read_per_call`].
     pub async fn get(&mut self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        if let Some(written) = self.writes.get(key) {
+        let overlaid = || self.overlay.as_ref().and_then(|overlay| overlay.get(key));
+        if let Some(written) = self.writes.get(key).or_else(overlaid) {
             return Ok(written.clone());
         }
         self.check_read(key)?;

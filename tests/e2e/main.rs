@@ -25,6 +25,8 @@
 //! - `group_commit`: commands answered under concurrent load survive `kill -9` (durable before answered).
 //! - `bench_smoke`: `host bench --quick` produces every figure (no speed asserted).
 //! - `lifetimes`: idempotency TTL per command kind; retention of delivered rows.
+//! - `hot_key`: a backlog of one key runs in runs committed together, in order, exactly once;
+//!   a failure ends its run and holds the rest back.
 //! - `crash_loop`: `kill -9` at random instants under load; exactly once, in order, nothing lost.
 //! - `hot_reload`: a plugin replaced 20 times under load (and once by a broken build): nothing
 //!   lost or repeated, each message handled by one build; removal and return; kind conflicts.
@@ -62,6 +64,9 @@
 //! - `dev_runtime`: `host dev` runs Python sources on the development runtime with no build,
 //!   granting only their folder, read-only; a module it lacks is named; JavaScript saves are
 //!   only bundled, and a bug while evaluating the bundle is named; `host run` never does.
+//! - `backpressure`: past `--max-due` due deliveries commands answer 503 with `Retry-After`,
+//!   `/ready` and `/metrics` say so, and an over-rate load levels off at the bound; drained to
+//!   the resume mark, commands are accepted again, and nothing accepted is lost.
 //! - `readme`: the README's walk through the demo, run a line at a time with a reader's pauses;
 //!   every answer it shows is what the line printed.
 
@@ -93,6 +98,7 @@ mod harness;
 mod ledger;
 
 mod admin_api;
+mod backpressure;
 mod bench_smoke;
 mod bus_lifecycle;
 mod bus_via_host;
@@ -113,6 +119,7 @@ mod faults;
 mod flush;
 mod group_commit;
 mod hostile;
+mod hot_key;
 mod hot_reload;
 mod idempotency;
 mod lifetimes;

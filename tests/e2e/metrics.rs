@@ -145,12 +145,12 @@ fn plugin_build(host: &Host, plugin: &str) -> String {
 }
 
 /// One scrape of `GET /metrics`, already accepted by `promtool check metrics`.
-struct Metrics {
-    text: String,
+pub struct Metrics {
+    pub text: String,
 }
 
 impl Metrics {
-    fn scrape(host: &Host) -> Self {
+    pub fn scrape(host: &Host) -> Self {
         let response =
             reqwest::blocking::get(format!("{}/metrics", host.base_url())).expect("GET /metrics");
         assert_eq!(response.status(), 200);
@@ -169,7 +169,7 @@ impl Metrics {
 
     /// The value of the sample of `name` whose labels include `labels`, when there is exactly
     /// one; panics when several match.
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let matching: Vec<f64> = self
             .text
             .lines()

@@ -150,3 +150,13 @@ pub const DEFAULT_LEASE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an idempotency key's first outcome is kept and replayed.
 pub const DEFAULT_IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Due deliveries not yet delivered at which commands are refused (`[backpressure] max_due`,
+/// `--max-due`). Far past any backlog a healthy host has (at thousands of deliveries a second
+/// it is tens of seconds of lag), near enough that the lag stays bounded when subscribers
+/// cannot keep up; counting up to it every [`crate::backpressure::SAMPLE_EVERY`] costs a few
+/// milliseconds of index scan at worst.
+pub const DEFAULT_MAX_DUE: u64 = 100_000;
+
+/// Largest `max_due` accepted: each sample counts up to the bound.
+pub const MAX_MAX_DUE: u64 = 1_000_000_000;

@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     idempotency: RawIdempotency,
     #[serde(default)]
     retention: RawRetention,
+    #[serde(default)]
+    backpressure: RawBackpressure,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +56,13 @@ struct RawRetention {
     delivered: Option<String>,
     batch_size: Option<u32>,
     interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBackpressure {
+    max_due: Option<u64>,
+    resume_at: Option<u64>,
 }
 
 impl RawConfig {
@@ -97,11 +106,17 @@ impl RawConfig {
         if let Some(interval) = &self.retention.interval {
             retention.interval = positive_duration("retention.interval", interval)?;
         }
+        let backpressure = BackpressureConfig::DEFAULT.over(
+            self.backpressure.max_due,
+            self.backpressure.resume_at,
+            ["backpressure.max_due", "backpressure.resume_at"],
+        )?;
         Ok(HostConfig {
             defaults,
             plugins,
             idempotency,
             retention,
+            backpressure,
         })
     }
 }

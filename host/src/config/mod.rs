@@ -25,12 +25,17 @@
 //! delivered = "7d"                 # `done` deliveries (inbox marks) older than this are removed
 //! batch_size = 500                 # rows per short delete transaction
 //! interval = "1m"                  # how often the maintenance task runs
+//!
+//! [backpressure]
+//! max_due = 100000                 # due, undelivered deliveries at which commands get 503; 0: off
+//! resume_at = 80000                # commands are accepted again at or below this many
 //! ```
 //!
 //! Durations are numbers with units, as people write them: `500ms`, `5s`, `1h 30m`, `7d`
 //! (`--print-config` prints them the same way: `1m 30s`, `1day`). Every key is optional; the
-//! defaults are [`PluginPolicy::DEFAULT`], [`IdempotencyConfig::DEFAULT`] and
-//! [`RetentionConfig::DEFAULT`]. An unknown key or a bad value is an error naming the key.
+//! defaults are [`PluginPolicy::DEFAULT`], [`IdempotencyConfig::DEFAULT`],
+//! [`RetentionConfig::DEFAULT`] and [`BackpressureConfig::DEFAULT`]. An unknown key or a bad
+//! value is an error naming the key.
 
 use crate::error::ErrorClass;
 use crate::retry::RetryPolicy;
@@ -43,7 +48,7 @@ mod defaults;
 mod file;
 pub use defaults::{
     DEFAULT_DATABASE_URL, DEFAULT_IDEMPOTENCY_TTL, DEFAULT_LEASE_TIMEOUT, DEFAULT_LISTEN,
-    DispatchConfig, Limits,
+    DEFAULT_MAX_DUE, DispatchConfig, Limits, MAX_MAX_DUE,
 };
 use file::RawConfig;
 pub use file::{format_duration, parse_duration};
@@ -230,6 +235,84 @@ impl RetentionConfig {
     };
 }
 
+/// The bound on the deliveries that are due and not yet delivered (`[backpressure]`, see
+/// [`crate::backpressure`]): from `max_due` of them on, commands are refused until they fall
+/// to `resume_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackpressureConfig {
+    /// Due deliveries at which commands start being refused; 0 turns back-pressure off.
+    pub max_due: u64,
+    /// Due deliveries at or below which refused commands are accepted again; below
+    /// `max_due`, so the host does not flap at the bound.
+    pub resume_at: u64,
+}
+
+impl BackpressureConfig {
+    /// The built-in bound, [`DEFAULT_MAX_DUE`], with its default resume mark.
+    pub const DEFAULT: Self = Self::bounded_at(DEFAULT_MAX_DUE);
+    /// No bound: commands are never refused for the backlog.
+    pub const OFF: Self = Self::bounded_at(0);
+
+    /// The bound `max_due` with its default resume mark: `max_due` less a fifth, rounded so
+    /// that it stays below `max_due` (16 for 20, 80,000 for 100,000); off when 0.
+    pub const fn bounded_at(max_due: u64) -> Self {
+        Self {
+            max_due,
+            resume_at: max_due - max_due.div_ceil(5),
+        }
+    }
+
+    /// Whether commands are ever refused for the backlog.
+    pub const fn is_on(&self) -> bool {
+        self.max_due > 0
+    }
+
+    /// `self` with `max_due` and `resume_at` laid over it, as the `[backpressure]` section or
+    /// the command line gives them; `keys` name the two in errors. A new `max_due` without a
+    /// `resume_at` takes its own default mark, not the one set for the bound it replaces.
+    ///
+    /// # Errors
+    /// `max_due` over [`MAX_MAX_DUE`], `resume_at` not below `max_due`, or a `resume_at`
+    /// with back-pressure off.
+    pub fn over(
+        self,
+        max_due: Option<u64>,
+        resume_at: Option<u64>,
+        keys: [&str; 2],
+    ) -> Result<Self, ConfigError> {
+        let mut resolved = match max_due {
+            Some(bound) if bound > MAX_MAX_DUE => {
+                return Err(invalid(
+                    keys[0],
+                    format!("{bound} is out of range: expected 0 (off) to {MAX_MAX_DUE}"),
+                ));
+            }
+            Some(bound) => Self::bounded_at(bound),
+            None => self,
+        };
+        if let Some(mark) = resume_at {
+            if !resolved.is_on() {
+                return Err(invalid(
+                    keys[1],
+                    "has no effect: back-pressure is off (max_due = 0)",
+                ));
+            }
+            if mark >= resolved.max_due {
+                return Err(invalid(
+                    keys[1],
+                    format!(
+                        "{mark} must be below max_due ({}): commands are accepted again once \
+                         the backlog falls to it",
+                        resolved.max_due
+                    ),
+                ));
+            }
+            resolved.resume_at = mark;
+        }
+        Ok(resolved)
+    }
+}
+
 /// The resolved configuration of a host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HostConfig {
@@ -242,6 +325,8 @@ pub struct HostConfig {
     pub idempotency: IdempotencyConfig,
     /// How long finished deliveries are kept, and how they are trimmed (`[retention]`).
     pub retention: RetentionConfig,
+    /// The bound on due deliveries past which commands are refused (`[backpressure]`).
+    pub backpressure: BackpressureConfig,
 }
 
 impl Default for HostConfig {
@@ -251,6 +336,7 @@ impl Default for HostConfig {
             plugins: BTreeMap::new(),
             idempotency: IdempotencyConfig::DEFAULT,
             retention: RetentionConfig::DEFAULT,
+            backpressure: BackpressureConfig::DEFAULT,
         }
     }
 }
@@ -339,214 +425,13 @@ impl HostConfig {
                 "batch_size": self.retention.batch_size,
                 "interval": format_duration(self.retention.interval),
             },
+            "backpressure": {
+                "max_due": self.backpressure.max_due,
+                "resume_at": self.backpressure.resume_at,
+            },
         })
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> anyhow::Result<HostConfig> {
-        HostConfig::parse(text, |_| Ok(()))
-    }
-
-    fn error(text: &str) -> String {
-        format!("{:#}", parse(text).expect_err("the config must be refused"))
-    }
-
-    #[test]
-    fn no_file_and_an_empty_file_give_the_defaults() {
-        let empty = parse("").unwrap();
-        assert_eq!(empty, HostConfig::default());
-        assert_eq!(*empty.policy("anyone"), PluginPolicy::DEFAULT);
-        assert_eq!(
-            HostConfig::without_file(|_| Ok(())).unwrap(),
-            HostConfig::default()
-        );
-    }
-
-    #[test]
-    fn default_dead_letter_classes_are_those_not_worth_a_retry() {
-        let set = PluginPolicy::DEFAULT.dead_letter_at_once;
-        for class in ErrorClass::ALL {
-            assert_eq!(set.contains(class), !class.is_retried(), "{class}");
-        }
-    }
-
-    #[test]
-    fn a_plugin_section_overrides_the_defaults_field_by_field() {
-        let config = parse(
-            r#"
-            [defaults]
-            call_deadline = "2s"
-            retry = { max_attempts = 7, initial_delay = "50ms" }
-
-            [plugins.billing]
-            ordering = "skip"
-            memory_mib = 16
-            calls_per_instance = 500
-            max_causal_depth = 5
-            dead_letter_at_once = ["permanent"]
-            retry = { max_attempts = 3, jitter = 0.0 }
-
-            [idempotency]
-            ttl = "1h"
-            ttl_by_kind = { "order.place" = "10m" }
-
-            [retention]
-            delivered = "1d"
-            batch_size = 10
-            interval = "30s"
-            "#,
-        )
-        .unwrap();
-        assert_eq!(config.defaults.retry.max_attempts, 7);
-        assert_eq!(config.defaults.ordering, Ordering::Strict);
-        let billing = config.policy("billing");
-        assert_eq!(billing.ordering, Ordering::Skip);
-        assert_eq!(billing.retry.max_attempts, 3);
-        assert_eq!(billing.retry.jitter, 0.0);
-        // Inherited from [defaults], not from the built-in defaults.
-        assert_eq!(billing.retry.initial_delay, Duration::from_millis(50));
-        assert_eq!(billing.limits.call_deadline, Duration::from_secs(2));
-        assert_eq!(billing.limits.memory_bytes, 16 << 20);
-        assert_eq!(billing.limits.calls_per_instance, 500);
-        assert_eq!(billing.max_causal_depth, 5);
-        assert_eq!(config.policy("other").max_causal_depth, 32);
-        assert_eq!(config.policy("other").limits.calls_per_instance, 1);
-        assert!(billing.dead_letter_at_once.contains(ErrorClass::Permanent));
-        assert!(!billing.dead_letter_at_once.contains(ErrorClass::Deadline));
-        assert!(billing.is_dead(ErrorClass::Permanent, 1));
-        assert!(!billing.is_dead(ErrorClass::Deadline, 2));
-        assert!(billing.is_dead(ErrorClass::Deadline, 3));
-        assert_eq!(config.policy("other").retry.max_attempts, 7);
-        assert_eq!(
-            config.idempotency.ttl_for("order.place"),
-            Duration::from_secs(600)
-        );
-        assert_eq!(
-            config.idempotency.ttl_for("order.cancel"),
-            Duration::from_secs(3600)
-        );
-        assert_eq!(config.retention.delivered, Duration::from_secs(86_400));
-        assert_eq!(config.retention.batch_size, 10);
-    }
-
-    #[test]
-    fn a_loop_is_dead_at_once_whatever_the_configured_classes() {
-        let policy = PluginPolicy {
-            dead_letter_at_once: ClassSet::EMPTY,
-            ..PluginPolicy::DEFAULT
-        };
-        assert!(policy.is_dead(ErrorClass::Loop, 1));
-        assert!(!policy.is_dead(ErrorClass::Permanent, 1));
-    }
-
-    #[test]
-    fn command_line_overrides_apply_to_the_defaults_under_the_plugin_sections() {
-        let config = HostConfig::parse("[plugins.a]\nretry = { max_attempts = 2 }", |defaults| {
-            defaults.retry.max_attempts = 9;
-            Ok(())
-        })
-        .unwrap();
-        assert_eq!(config.defaults.retry.max_attempts, 9);
-        assert_eq!(config.policy("a").retry.max_attempts, 2);
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_by_name() {
-        assert!(error("[defaults]\nretries = 3").contains("retries"));
-        assert!(error("[plugins.a]\nretry = { attempts = 3 }").contains("attempts"));
-        assert!(error("[bogus]\nx = 1").contains("bogus"));
-        assert!(error("[retention]\nkeep = \"1d\"").contains("keep"));
-    }
-
-    #[test]
-    fn bad_values_are_refused_naming_the_key() {
-        let cases = [
-            ("[plugins.a]\nordering = \"random\"", "plugins.a.ordering"),
-            (
-                "[defaults]\ncall_deadline = \"5\"",
-                "defaults.call_deadline",
-            ),
-            (
-                "[defaults]\ncall_deadline = \"0s\"",
-                "defaults.call_deadline",
-            ),
-            ("[plugins.a]\nmemory_mib = 0", "plugins.a.memory_mib"),
-            ("[plugins.a]\nmemory_mib = 4097", "plugins.a.memory_mib"),
-            (
-                "[plugins.a]\ncalls_per_instance = 0",
-                "plugins.a.calls_per_instance",
-            ),
-            (
-                "[plugins.a]\nmax_causal_depth = 0",
-                "plugins.a.max_causal_depth",
-            ),
-            (
-                "[plugins.a]\ndead_letter_at_once = [\"fatal\"]",
-                "plugins.a.dead_letter_at_once",
-            ),
-            (
-                "[plugins.a]\nretry = { jitter = 1.5 }",
-                "plugins.a.retry.jitter",
-            ),
-            (
-                "[defaults]\nretry = { multiplier = 0.5 }",
-                "defaults.retry.multiplier",
-            ),
-            (
-                "[plugins.a]\nretry = { max_attempts = 0 }",
-                "plugins.a.retry.max_attempts",
-            ),
-            (
-                "[plugins.a]\nretry = { initial_delay = \"1m\", max_delay = \"1s\" }",
-                "plugins.a.retry.initial_delay",
-            ),
-            ("[idempotency]\nttl = \"0h\"", "idempotency.ttl"),
-            (
-                "[idempotency]\nttl_by_kind = { \"a.b\" = \"soon\" }",
-                "idempotency.ttl_by_kind.\"a.b\"",
-            ),
-            ("[retention]\nbatch_size = 0", "retention.batch_size"),
-        ];
-        for (text, key) in cases {
-            let message = error(text);
-            assert!(
-                message.contains(&format!("`{key}`")),
-                "{text:?} → {message}"
-            );
-        }
-        // A wrong type is caught by the TOML reader, which shows the line and the key.
-        assert!(error("[plugins.a]\nmemory_mib = \"lots\"").contains("memory_mib"));
-    }
-
-    #[test]
-    fn durations_parse_and_print_exactly() {
-        for (text, ms) in [
-            ("0ms", 0),
-            ("250ms", 250),
-            ("5s", 5_000),
-            ("2m", 120_000),
-            ("24h", 86_400_000),
-            ("7d", 604_800_000),
-            ("1h 30m", 5_400_000),
-            (" 2days ", 172_800_000),
-        ] {
-            let duration = parse_duration("k", text).unwrap();
-            assert_eq!(duration, Duration::from_millis(ms), "{text}");
-            let printed = format_duration(duration);
-            assert_eq!(
-                parse_duration("k", &printed).unwrap(),
-                duration,
-                "{printed}"
-            );
-        }
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1s 500ms");
-        assert_eq!(format_duration(Duration::from_secs(90)), "1m 30s");
-        for bad in ["", "5", "s", "-1s", "5 parsecs", "99999999999999999999d"] {
-            assert!(parse_duration("k", bad).is_err(), "{bad:?}");
-        }
-    }
-}
+mod tests;

@@ -6,9 +6,11 @@ use super::{Executor, MAX_CONFLICT_RERUNS};
 use crate::config::PluginPolicy;
 use crate::error::{ErrorClass, HandlerFailure, HostError};
 use crate::fault::{self, FaultPoint};
+use crate::plugin::Plugin;
 use crate::store::{Applied, DeliveryFate, DueDelivery, Write, now_ms};
 use crate::telemetry;
-use crate::unit_of_work::{Access, EmittedEvent, UnitOfWork};
+use crate::unit_of_work::{Access, EmittedEvent, Overlay, UnitOfWork};
+use std::sync::Arc;
 use tracing::Instrument;
 
 /// What became of one delivery attempt.
@@ -75,149 +77,197 @@ impl Executor {
     /// Runs one delivery: the subscriber's effects commit together with its inbox mark, or
     /// the failure is recorded with its retry time or as dead, by the subscriber's `policy`.
     pub async fn deliver(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
-        // Every log line about this delivery (the guest's own included) carries these.
-        let span = tracing::info_span!(
-            "delivery",
-            delivery = due.delivery_id,
-            subscriber = %due.subscriber,
-            kind = %due.message.kind,
-            message_id = %due.message.id,
-            correlation_id = %due.message.correlation_id,
-            causation_id = due.message.causation_id.as_deref(),
-        );
-        telemetry::continue_trace(
-            &span,
-            due.message
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        let delivered = self.run_delivery(due, policy).instrument(span).await;
-        telemetry::delivery_finished(due, &delivered);
-        delivered
+        let mut outcomes = self.deliver_run(std::slice::from_ref(due), policy).await;
+        outcomes.pop().unwrap_or(Delivered::NotRecorded)
     }
 
-    async fn run_delivery(&self, due: &DueDelivery, policy: &PluginPolicy) -> Delivered {
-        let retry = &policy.retry;
-        let Some(plugin) = self.registry.load().plugin(&due.subscriber).cloned() else {
-            return Delivered::NotRecorded;
+    /// Runs consecutive deliveries of one subscriber (and partition key) one after another,
+    /// each reading the writes of those before it, and commits their outcomes together: a
+    /// hot key waits for one commit per run, not one per event. The first delivery that fails
+    /// ends the run there: its failure commits with the successes before it, and the
+    /// deliveries after it are not run. Returns the outcomes of the deliveries that ran, in
+    /// order (the first ones of `run`); the rest stay pending as they were.
+    pub async fn deliver_run(&self, run: &[DueDelivery], policy: &PluginPolicy) -> Vec<Delivered> {
+        // Every log line about a delivery (the guest's own included) carries these.
+        let spans: Vec<tracing::Span> = run.iter().map(delivery_span).collect();
+        let mut outcomes = Vec::with_capacity(run.len());
+        let Some(plugin) = run
+            .first()
+            .and_then(|first| self.registry.load().plugin(&first.subscriber).cloned())
+        else {
+            if let Some(first) = run.first() {
+                outcomes.push(Delivered::NotRecorded);
+                telemetry::delivery_finished(first, &Delivered::NotRecorded);
+            }
+            return outcomes;
         };
-        let attempt = due.attempts + 1;
-        let envelope = due.message.envelope(attempt);
-        // The loop guard: one comparison, and the chain is read only when it trips.
-        let too_deep = if due.message.depth > policy.max_causal_depth {
-            Some(self.loop_failure(due, policy, plugin.name()).await)
-        } else {
-            None
-        };
+        telemetry::run_started(plugin.name());
+        let mut start = 0;
         for _ in 0..MAX_CONFLICT_RERUNS {
-            let (outcome, unit_of_work) = match &too_deep {
-                Some(failure) => (Err(failure.clone()), None),
-                None => {
-                    let unit =
-                        UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone());
-                    let call = plugin.handle_event(&envelope, unit).await;
-                    (call.outcome, call.unit_of_work)
+            // Run the handlers from `start` on, until one fails.
+            let mut overlay = Arc::new(Overlay::new());
+            let mut writes = Vec::new();
+            let mut ran = Vec::new();
+            for (due, span) in run[start..].iter().zip(&spans[start..]) {
+                let (write, delivered) = self
+                    .attempt(due, policy, &plugin, overlay.clone())
+                    .instrument(span.clone())
+                    .await;
+                if let Write::Delivered { changes, .. } = &write {
+                    // The call's unit of work is gone: no copy is made.
+                    Arc::make_mut(&mut overlay).extend(changes.writes.iter().cloned());
+                }
+                let ended = delivered != Delivered::Done;
+                writes.push(if writes.is_empty() {
+                    write
+                } else {
+                    Write::Chained(Box::new(write))
+                });
+                ran.push(delivered);
+                if ended {
+                    break;
+                }
+            }
+            let results = match self.committer.submit_run(writes).await {
+                Ok(results) => results,
+                Err(error) => {
+                    let delivered = not_recorded(&run[start], &error);
+                    telemetry::delivery_finished(&run[start], &delivered);
+                    outcomes.push(delivered);
+                    return outcomes;
                 }
             };
-            let (write, delivered) = match outcome {
-                Ok(()) => {
-                    let (changes, emitted) = unit_of_work
-                        .expect("a successful call returns its unit of work")
-                        .finish();
-                    let outbox = self.address(&due.message, plugin.name(), emitted);
-                    fault::hit(FaultPoint::AfterEffects);
-                    (
-                        Write::Delivered {
-                            delivery_id: due.delivery_id,
-                            attempt,
-                            lease: due.lease,
-                            handled_by: plugin.identity().to_owned(),
-                            changes,
-                            outbox,
-                        },
-                        Delivered::Done,
-                    )
+            let mut rerun_from = None;
+            for (index, (applied, delivered)) in results.into_iter().zip(ran).enumerate() {
+                let (due, span) = (&run[start + index], &spans[start + index]);
+                let delivered = match applied {
+                    Applied::Committed => {
+                        span.in_scope(|| {
+                            tracing::debug!(
+                                delivery = due.delivery_id, message = %due.message.id,
+                                version = plugin.identity(), outcome = delivered.as_str(),
+                                "delivery recorded"
+                            );
+                        });
+                        delivered
+                    }
+                    Applied::Conflict | Applied::RunCut => {
+                        rerun_from = Some(start + index);
+                        break;
+                    }
+                    Applied::DeliveryStale => Delivered::Skipped,
+                    Applied::LeaseLost => {
+                        span.in_scope(|| {
+                            tracing::info!(
+                                delivery = due.delivery_id, message = %due.message.id,
+                                partition = due.partition,
+                                "outcome not recorded: the partition passed to another host, which runs the delivery"
+                            );
+                        });
+                        Delivered::NotRecorded
+                    }
+                    Applied::IdempotencyTaken => {
+                        unreachable!("a delivery write has no idempotency key")
+                    }
+                };
+                telemetry::delivery_finished(due, &delivered);
+                let ends = !matches!(delivered, Delivered::Done | Delivered::Failed { .. });
+                outcomes.push(delivered);
+                if ends {
+                    // Stale or lost: what follows ran on a state that did not commit.
+                    return outcomes;
                 }
-                Err(failure) => {
-                    let fate = if policy.is_dead(failure.class, attempt) {
-                        DeliveryFate::Dead
-                    } else {
-                        let delay = retry.delay(attempt, &mut rand::rng());
-                        DeliveryFate::RetryAt(now_ms() + delay.as_millis() as i64)
-                    };
-                    // The delivery, message and correlation ids are the span's.
-                    tracing::warn!(
-                        version = plugin.identity(), attempt,
-                        class = %failure.class,
-                        fault = if failure.class.is_guest_fault() { "guest" } else { "host" },
-                        next = %fate, "delivery failed: {}", failure.message
-                    );
-                    let delivered = Delivered::Failed {
-                        class: failure.class,
-                        fate,
-                    };
-                    (
-                        Write::DeliveryFailed {
-                            delivery_id: due.delivery_id,
-                            attempt,
-                            lease: due.lease,
-                            handled_by: plugin.identity().to_owned(),
-                            failure,
-                            fate,
-                        },
-                        delivered,
-                    )
-                }
-            };
-            match self.committer.submit(write).await {
-                Ok(Applied::Committed) => {
-                    tracing::debug!(
-                        delivery = due.delivery_id, message = %due.message.id,
-                        version = plugin.identity(), outcome = delivered.as_str(), "delivery recorded"
-                    );
-                    return delivered;
-                }
-                Ok(Applied::Conflict) => continue,
-                Ok(Applied::DeliveryStale) => return Delivered::Skipped,
-                Ok(Applied::LeaseLost) => {
-                    tracing::info!(
-                        delivery = due.delivery_id, message = %due.message.id,
-                        partition = due.partition,
-                        "outcome not recorded: the partition passed to another host, which runs the delivery"
-                    );
-                    return Delivered::NotRecorded;
-                }
-                Ok(Applied::IdempotencyTaken) => {
-                    unreachable!("a delivery write has no idempotency key")
-                }
-                Err(error) => return not_recorded(due, &error),
+            }
+            match rerun_from {
+                Some(index) => start = index,
+                None => return outcomes,
             }
         }
+        let due = &run[start];
+        let delivered = self
+            .record_contention(due, policy, &plugin)
+            .instrument(spans[start].clone())
+            .await;
+        telemetry::delivery_finished(due, &delivered);
+        outcomes.push(delivered);
+        outcomes
+    }
+
+    /// Runs the subscriber's handler for `due` over `overlay` (the writes of the deliveries
+    /// before it in its run) and says what to commit: its effects and inbox mark, or its
+    /// failure with its retry time or as dead.
+    async fn attempt(
+        &self,
+        due: &DueDelivery,
+        policy: &PluginPolicy,
+        plugin: &Plugin,
+        overlay: Arc<Overlay>,
+    ) -> (Write, Delivered) {
+        let attempt = due.attempts + 1;
+        // The loop guard: one comparison, and the chain is read only when it trips.
+        let outcome = if due.message.depth > policy.max_causal_depth {
+            Err(self.loop_failure(due, policy, plugin.name()).await)
+        } else {
+            let unit = UnitOfWork::new(plugin.name(), Access::ReadWrite, self.store.clone())
+                .with_overlay(overlay);
+            let call = plugin
+                .handle_event(&due.message.envelope(attempt), unit)
+                .await;
+            call.outcome.map(|()| {
+                call.unit_of_work
+                    .expect("a successful call returns its unit of work")
+            })
+        };
+        match outcome {
+            Ok(unit_of_work) => {
+                let (changes, emitted) = unit_of_work.finish();
+                let outbox = self.address(&due.message, plugin.name(), emitted);
+                fault::hit(FaultPoint::AfterEffects);
+                let write = Write::Delivered {
+                    delivery_id: due.delivery_id,
+                    attempt,
+                    lease: due.lease,
+                    handled_by: plugin.identity().to_owned(),
+                    changes,
+                    outbox,
+                };
+                (write, Delivered::Done)
+            }
+            Err(failure) => {
+                let fate = if policy.is_dead(failure.class, attempt) {
+                    DeliveryFate::Dead
+                } else {
+                    retry_at(policy, attempt)
+                };
+                // The delivery, message and correlation ids are the span's.
+                tracing::warn!(
+                    version = plugin.identity(), attempt,
+                    class = %failure.class,
+                    fault = if failure.class.is_guest_fault() { "guest" } else { "host" },
+                    next = %fate, "delivery failed: {}", failure.message
+                );
+                failed(due, plugin, failure, fate)
+            }
+        }
+    }
+
+    /// Records that `due`'s handler kept reading state that changed before its commit: a
+    /// retryable failure, retried later rather than re-run at once without end.
+    async fn record_contention(
+        &self,
+        due: &DueDelivery,
+        policy: &PluginPolicy,
+        plugin: &Plugin,
+    ) -> Delivered {
         let failure = HandlerFailure::new(
             ErrorClass::Retryable,
             plugin.name(),
             "state read by the handler kept changing",
         );
-        let fate = DeliveryFate::RetryAt(
-            now_ms() + retry.delay(attempt, &mut rand::rng()).as_millis() as i64,
-        );
-        match self
-            .committer
-            .submit(Write::DeliveryFailed {
-                delivery_id: due.delivery_id,
-                attempt,
-                lease: due.lease,
-                handled_by: plugin.identity().to_owned(),
-                failure,
-                fate,
-            })
-            .await
-        {
-            Ok(_) => Delivered::Failed {
-                class: ErrorClass::Retryable,
-                fate,
-            },
+        let fate = retry_at(policy, due.attempts + 1);
+        let (write, delivered) = failed(due, plugin, failure, fate);
+        match self.committer.submit(write).await {
+            Ok(_) => delivered,
             Err(error) => not_recorded(due, &error),
         }
     }
@@ -310,6 +360,56 @@ impl Executor {
             ),
         )
     }
+}
+
+/// What to commit for `due`'s failed attempt by `plugin`, and what the delivery became.
+fn failed(
+    due: &DueDelivery,
+    plugin: &Plugin,
+    failure: HandlerFailure,
+    fate: DeliveryFate,
+) -> (Write, Delivered) {
+    let delivered = Delivered::Failed {
+        class: failure.class,
+        fate,
+    };
+    let write = Write::DeliveryFailed {
+        delivery_id: due.delivery_id,
+        attempt: due.attempts + 1,
+        lease: due.lease,
+        handled_by: plugin.identity().to_owned(),
+        failure,
+        fate,
+    };
+    (write, delivered)
+}
+
+/// When failed attempt number `attempt` runs again, by `policy`'s backoff.
+fn retry_at(policy: &PluginPolicy, attempt: u32) -> DeliveryFate {
+    let delay = policy.retry.delay(attempt, &mut rand::rng());
+    DeliveryFate::RetryAt(now_ms() + delay.as_millis() as i64)
+}
+
+/// The span of one delivery: every log line about it carries its ids, and it continues the
+/// trace its message carries.
+fn delivery_span(due: &DueDelivery) -> tracing::Span {
+    let span = tracing::info_span!(
+        "delivery",
+        delivery = due.delivery_id,
+        subscriber = %due.subscriber,
+        kind = %due.message.kind,
+        message_id = %due.message.id,
+        correlation_id = %due.message.correlation_id,
+        causation_id = due.message.causation_id.as_deref(),
+    );
+    telemetry::continue_trace(
+        &span,
+        due.message
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    );
+    span
 }
 
 /// The database did not take a delivery's outcome: the delivery stays pending and runs again

@@ -2,6 +2,7 @@
 //! and the headers every answer carries.
 
 use super::{CORRELATION_ID, Routed};
+use crate::backpressure::{RETRY_AFTER, Refusal};
 use crate::error::{ErrorClass, error_body};
 use crate::executor::ExecError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -31,6 +32,20 @@ pub(super) fn host_error(kind: &str, panicked: &tokio::task::JoinError) -> Respo
         StatusCode::INTERNAL_SERVER_ERROR,
         error_body("host", None, "the host failed while running this request"),
     )
+}
+
+/// A command refused before it ran because the delivery backlog is past its bound: 503, a
+/// `Retry-After` in seconds, and the backlog and bound in the message.
+pub(super) fn overloaded(refusal: &Refusal) -> Response {
+    let mut response = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        error_body("overloaded", None, &refusal.to_string()),
+    );
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(RETRY_AFTER.as_secs()),
+    );
+    response
 }
 
 /// The status code of an error a command or query ended with: the one place it is decided.

@@ -38,40 +38,7 @@ impl<'a> Lookups<'a> {
     pub fn of(batch: &'a [Write]) -> Self {
         let mut lookups = Self::default();
         for item in batch {
-            let changes = match item {
-                Write::Command {
-                    changes,
-                    idempotency,
-                    ..
-                } => {
-                    if let Some(record) = idempotency {
-                        lookups.idempotency_keys.push(&record.key);
-                    }
-                    changes
-                }
-                Write::Delivered {
-                    delivery_id,
-                    lease,
-                    changes,
-                    ..
-                } => {
-                    lookups.delivery_ids.push(*delivery_id);
-                    lookups.lease_epochs.extend(lease);
-                    changes
-                }
-                Write::DeliveryFailed {
-                    delivery_id, lease, ..
-                } => {
-                    lookups.delivery_ids.push(*delivery_id);
-                    lookups.lease_epochs.extend(lease);
-                    continue;
-                }
-            };
-            let keys = changes.reads.iter().map(|(key, _)| key);
-            let keys = keys.chain(changes.writes.iter().map(|(key, _)| key));
-            lookups
-                .state_keys
-                .extend(keys.map(|key| (changes.plugin.as_str(), key.as_str())));
+            lookups.add(item);
         }
         lookups.state_keys.sort_unstable();
         lookups.state_keys.dedup();
@@ -82,6 +49,46 @@ impl<'a> Lookups<'a> {
         lookups.lease_epochs.sort_unstable();
         lookups.lease_epochs.dedup();
         lookups
+    }
+
+    /// Adds what `item` needs (unsorted).
+    fn add(&mut self, item: &'a Write) {
+        let lookups = self;
+        let changes = match item {
+            Write::Command {
+                changes,
+                idempotency,
+                ..
+            } => {
+                if let Some(record) = idempotency {
+                    lookups.idempotency_keys.push(&record.key);
+                }
+                changes
+            }
+            Write::Delivered {
+                delivery_id,
+                lease,
+                changes,
+                ..
+            } => {
+                lookups.delivery_ids.push(*delivery_id);
+                lookups.lease_epochs.extend(lease);
+                changes
+            }
+            Write::DeliveryFailed {
+                delivery_id, lease, ..
+            } => {
+                lookups.delivery_ids.push(*delivery_id);
+                lookups.lease_epochs.extend(lease);
+                return;
+            }
+            Write::Chained(next) => return lookups.add(next),
+        };
+        let keys = changes.reads.iter().map(|(key, _)| key);
+        let keys = keys.chain(changes.writes.iter().map(|(key, _)| key));
+        lookups
+            .state_keys
+            .extend(keys.map(|key| (changes.plugin.as_str(), key.as_str())));
     }
 }
 
@@ -171,25 +178,52 @@ pub struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    /// Whether any item committed (and so the dispatcher has something new to look at).
-    pub fn commits_anything(&self) -> bool {
-        self.results.contains(&Applied::Committed)
+    /// Whether the batch writes a delivery: a message with at least one subscriber.
+    pub fn adds_deliveries(&self) -> bool {
+        self.messages.iter().any(|m| !m.subscribers.is_empty())
     }
 }
 
 /// Walks `batch` in order against `snapshot`, as of `now`, and returns what to write.
-pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
-    let mut plan = Plan::default();
-    let mut state: BTreeMap<(&str, &str), StateRow> = BTreeMap::new();
-    let mut failures: BTreeMap<i64, FailureMark> = BTreeMap::new();
+pub fn plan(batch: &[Write], snapshot: Snapshot, now: i64) -> Plan<'_> {
+    let mut planner = Planner {
+        plan: Plan::default(),
+        snapshot,
+        state: BTreeMap::new(),
+        failures: BTreeMap::new(),
+        now,
+    };
     for item in batch {
-        let applied = match item {
+        let applied = planner.item(item);
+        planner.plan.results.push(applied);
+    }
+    let mut plan = planner.plan;
+    plan.state = planner.state.into_values().collect();
+    plan.failures = planner.failures.into_values().collect();
+    plan
+}
+
+/// The walk of [`plan`]: the snapshot as the items before changed it, and what they write.
+struct Planner<'a> {
+    plan: Plan<'a>,
+    snapshot: Snapshot,
+    state: BTreeMap<(&'a str, &'a str), StateRow<'a>>,
+    failures: BTreeMap<i64, FailureMark<'a>>,
+    now: i64,
+}
+
+impl<'a> Planner<'a> {
+    /// Checks one item against the snapshot as the items before it left it; records its rows
+    /// when it commits.
+    fn item(&mut self, item: &'a Write) -> Applied {
+        let snapshot = &mut self.snapshot;
+        match item {
             Write::Command {
                 changes,
                 outbox,
                 idempotency,
             } => {
-                if !reads_are_current(&snapshot, changes) {
+                if !reads_are_current(snapshot, changes) {
                     Applied::Conflict
                 } else if idempotency
                     .as_ref()
@@ -198,14 +232,14 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
                     Applied::IdempotencyTaken
                 } else {
                     if let Some(record) = idempotency {
-                        if record.expires_at_ms > now {
+                        if record.expires_at_ms > self.now {
                             snapshot.live_idempotency_keys.insert(record.key.clone());
                         }
-                        plan.idempotency.retain(|r| r.key != record.key);
-                        plan.idempotency.push(record);
+                        self.plan.idempotency.retain(|r| r.key != record.key);
+                        self.plan.idempotency.push(record);
                     }
-                    write_state(&mut snapshot, &mut state, changes);
-                    plan.messages.extend(outbox);
+                    write_state(snapshot, &mut self.state, changes);
+                    self.plan.messages.extend(outbox);
                     Applied::Committed
                 }
             }
@@ -217,16 +251,16 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
                 changes,
                 outbox,
             } => {
-                if !lease_is_live(&snapshot, *lease) {
+                if !lease_is_live(snapshot, *lease) {
                     Applied::LeaseLost
-                } else if !reads_are_current(&snapshot, changes) {
+                } else if !reads_are_current(snapshot, changes) {
                     Applied::Conflict
-                } else if !take_attempt(&mut snapshot, *delivery_id, *attempt, false) {
+                } else if !take_attempt(snapshot, *delivery_id, *attempt, false) {
                     Applied::DeliveryStale
                 } else {
-                    write_state(&mut snapshot, &mut state, changes);
-                    plan.messages.extend(outbox);
-                    plan.done.push(DoneMark {
+                    write_state(snapshot, &mut self.state, changes);
+                    self.plan.messages.extend(outbox);
+                    self.plan.done.push(DoneMark {
                         delivery_id: *delivery_id,
                         attempts: *attempt,
                         lease: *lease,
@@ -245,12 +279,12 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
             } => {
                 let (dead, next_attempt_at_ms) = match fate {
                     DeliveryFate::RetryAt(at) => (false, *at),
-                    DeliveryFate::Dead => (true, now),
+                    DeliveryFate::Dead => (true, self.now),
                 };
-                if !lease_is_live(&snapshot, *lease) {
+                if !lease_is_live(snapshot, *lease) {
                     Applied::LeaseLost
-                } else if take_attempt(&mut snapshot, *delivery_id, *attempt, !dead) {
-                    failures.insert(
+                } else if take_attempt(snapshot, *delivery_id, *attempt, !dead) {
+                    self.failures.insert(
                         *delivery_id,
                         FailureMark {
                             delivery_id: *delivery_id,
@@ -267,12 +301,15 @@ pub fn plan(batch: &[Write], mut snapshot: Snapshot, now: i64) -> Plan<'_> {
                     Applied::DeliveryStale
                 }
             }
-        };
-        plan.results.push(applied);
+            Write::Chained(next) => {
+                if self.plan.results.last() == Some(&Applied::Committed) {
+                    self.item(next)
+                } else {
+                    Applied::RunCut
+                }
+            }
+        }
     }
-    plan.state = state.into_values().collect();
-    plan.failures = failures.into_values().collect();
-    plan
 }
 
 /// Whether the lease a delivery was claimed under (if any) is still its partition's.

@@ -2,11 +2,13 @@
 //! database each), so the two backends keep the same semantics.
 
 mod deliveries;
+mod runs;
 mod state;
 mod two_hosts;
 
 use super::test_support::on_every_backend;
 use deliveries::*;
+use runs::*;
 use state::*;
 
 on_every_backend!(
@@ -23,4 +25,7 @@ on_every_backend!(
     a_large_mixed_batch_commits_in_order,
     an_event_keeps_its_depth_and_its_cause_is_readable,
     the_backlog_counts_each_subscribers_unfinished_deliveries,
+    a_hot_keys_deliveries_are_claimed_as_one_run_in_order,
+    a_run_stops_before_a_delivery_that_failed_before,
+    a_chained_write_commits_only_after_the_one_before_it,
 );

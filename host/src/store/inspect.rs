@@ -250,12 +250,12 @@ impl DeadChange {
 
 /// Binds $1 now, $2 the id.
 pub(super) const REPLAY_ONE: &str =
-    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1
+    "UPDATE deliveries SET status = 'pending', attempts = 0, waiting = 0, next_attempt_at_ms = $1
      WHERE id = $2 AND status = 'dead'";
 
 /// [`REPLAY_ONE`] whatever the delivery's status: a done one runs again.
 pub(super) const REPLAY_FORCED: &str =
-    "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1,
+    "UPDATE deliveries SET status = 'pending', attempts = 0, waiting = 0, next_attempt_at_ms = $1,
          completed_at_ms = NULL
      WHERE id = $2";
 

@@ -56,6 +56,7 @@ pub fn now_ms() -> i64 {
 pub struct Store {
     backend: Backend,
     health: Arc<DatabaseHealth>,
+    due_tally: Arc<due::DueTally>,
 }
 
 #[derive(Clone)]
@@ -74,8 +75,10 @@ macro_rules! on_backend {
     };
 }
 
-// Declared after `on_backend!`, which it uses.
+// Declared after `on_backend!`, which they use.
+mod due;
 mod operators;
+mod runs;
 pub use operators::{BusHealth, MetricsReport, RunningHost};
 
 impl Store {
@@ -98,6 +101,7 @@ impl Store {
         Ok(Self {
             backend,
             health: Arc::default(),
+            due_tally: Arc::default(),
         })
     }
 
@@ -178,7 +182,10 @@ impl Store {
     /// # Errors
     /// Fails, committing nothing, when the database itself fails.
     pub async fn apply_batch(&self, batch: &[Write]) -> anyhow::Result<Vec<Applied>> {
+        let now = now_ms();
+        let expected = self.due_tally.expect(batch, now);
         let applied = on_backend!(self, b => b.apply_batch(batch).await);
+        self.due_tally.settle(batch, now, expected, &applied);
         self.health.record(health::Operation::Commit, &applied);
         applied
     }

@@ -119,6 +119,12 @@ pub(super) const NEXT_RETRY: &str = "SELECT MIN(next_attempt_at_ms) FROM deliver
 pub(super) const WRITE_PROBE: &str = "INSERT INTO write_probe (id, at_ms) VALUES (1, $1)
      ON CONFLICT (id) DO UPDATE SET at_ms = excluded.at_ms";
 
+/// Deliveries due now (pending, their time come), counted up to $2 so that a huge backlog
+/// costs no more than the bound (the `deliveries_due` index): binds $1 now, $2 the limit.
+pub(super) const DUE_COUNT: &str = "SELECT COUNT(*) FROM (
+         SELECT 1 FROM deliveries
+         WHERE status = 'pending' AND next_attempt_at_ms <= $1 LIMIT $2) AS due";
+
 pub(super) const PENDING_COUNT: &str =
     "SELECT COUNT(*) FROM deliveries WHERE status = 'pending' AND subscriber = $1";
 
@@ -134,20 +140,42 @@ pub(super) const PENDING_COUNT: &str =
 /// every unfinished one does; under `skip` one that has failed at least once, or is dead, is
 /// parked and no longer holds anything back. Under both, a scheduled event not yet due (never
 /// attempted, due later) holds nothing back: it takes its place in the lane when it comes due.
+///
+/// Due time is an index: the deliveries written due at once are walked in commit order along
+/// `deliveries_ready_by_seq`; those written to wait (scheduled, retrying) are reached along
+/// `deliveries_waiting` by due time, only as far as now, oldest due first. Neither walk reads
+/// a delivery that is not due, and each stops at the limit.
 macro_rules! due_query {
     ($in_subscribers:literal, $in_skip:literal, $in_running:literal,
      $partition:literal, $owned:literal) => {
         concat!(
-            // The claim is chosen first, from the pending index in commit order, and only then
-            // joined to its messages: a planner left to join first (PostgreSQL with stale
-            // statistics halfway through a drain) walks every message already delivered.
+            // The claim is chosen first, from the pending indexes, and only then joined to its
+            // messages: a planner left to join first (PostgreSQL with stale statistics halfway
+            // through a drain) walks every message already delivered.
             "SELECT d.id, d.subscriber, d.attempts, m.id AS message_id, m.seq, m.kind,
                     m.partition_key, m.tenant_id, m.correlation_id, m.causation_id, m.actor,
                     m.schema_version, m.occurred_at_ms, m.headers, m.payload, m.depth, d.partition
-             FROM (SELECT d.id, d.subscriber, d.attempts, d.message_seq, ",
+             FROM (SELECT * FROM (",
+            due_query!(@walk "0", "d.message_seq", $in_subscribers, $in_skip, $in_running,
+                       $partition, $owned),
+            ") ready UNION ALL SELECT * FROM (",
+            due_query!(@walk "1", "d.next_attempt_at_ms", $in_subscribers, $in_skip,
+                       $in_running, $partition, $owned),
+            ") came_due ORDER BY message_seq LIMIT $4) d
+             JOIN messages m ON m.seq = d.message_seq
+             ORDER BY d.message_seq"
+        )
+    };
+    // One walk: the pending deliveries with `waiting` = $waiting, in `$order`.
+    (@walk $waiting:literal, $order:literal, $in_subscribers:literal, $in_skip:literal,
+     $in_running:literal, $partition:literal, $owned:literal) => {
+        concat!(
+            "SELECT d.id, d.subscriber, d.attempts, d.message_seq, ",
             $partition,
             " AS partition FROM deliveries d
-                   WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 ",
+                   WHERE d.status = 'pending' AND d.waiting = ",
+            $waiting,
+            " AND d.next_attempt_at_ms <= $1 ",
             $owned,
             " AND d.subscriber ",
             $in_subscribers,
@@ -164,10 +192,9 @@ macro_rules! due_query {
                                   OR NOT (d.subscriber ",
             $in_skip,
             "))))
-                   ORDER BY d.message_seq
-                   LIMIT $4) d
-             JOIN messages m ON m.seq = d.message_seq
-             ORDER BY d.message_seq"
+                   ORDER BY ",
+            $order,
+            " LIMIT $4"
         )
     };
 }
@@ -177,19 +204,6 @@ pub(super) use due_query;
 /// `$read` and `$write` name its pools for reads and for writes.
 macro_rules! shared_queries {
     ($read:ident, $write:ident) => {
-        pub(super) async fn read_state(
-            &self,
-            plugin: &str,
-            key: &str,
-        ) -> anyhow::Result<(Option<Vec<u8>>, StateVersion)> {
-            let row: Option<(Option<Vec<u8>>, i64)> = sqlx::query_as(queue::READ_STATE)
-                .bind(plugin)
-                .bind(key)
-                .fetch_optional(&self.$read)
-                .await
-                .with_context(|| format!("reading state of plugin `{plugin}`"))?;
-            Ok(row.unwrap_or((None, 0)))
-        }
         pub(super) async fn idempotency_record(
             &self,
             key: &str,
@@ -240,6 +254,14 @@ macro_rules! shared_queries {
                 .await
                 .context("probing whether commits work")?;
             Ok(())
+        }
+        pub(super) async fn due_count(&self, now_ms: i64, limit: i64) -> anyhow::Result<i64> {
+            sqlx::query_scalar(queue::DUE_COUNT)
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_one(&self.$read)
+                .await
+                .context("counting due deliveries")
         }
         pub(super) async fn pending_count(&self, subscriber: &str) -> anyhow::Result<i64> {
             sqlx::query_scalar(queue::PENDING_COUNT)
@@ -385,6 +407,23 @@ pub(super) struct DueRow {
     payload: Vec<u8>,
     depth: i64,
     partition: Option<i64>,
+}
+
+impl DueRow {
+    /// The delivery's id.
+    pub(super) fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The plugin the delivery is for.
+    pub(super) fn subscriber(&self) -> &str {
+        &self.subscriber
+    }
+
+    /// The message's partition key.
+    pub(super) fn partition_key(&self) -> Option<&str> {
+        self.partition_key.as_deref()
+    }
 }
 
 impl TryFrom<DueRow> for DueDelivery {

@@ -1,6 +1,7 @@
 //! The SQLite backend: one file in WAL mode, `synchronous = FULL`.
 //!
-//! Reads go through a pool of read-only connections and see committed data only. Writes go
+//! Reads go through a pool of read-only connections and see committed data only; handlers'
+//! reads of state skip sqlx's worker threads (`sqlite/state_reads.rs`). Writes go
 //! through one connection (SQLite has one writer anyway); a batch takes the write lock up
 //! front (`BEGIN IMMEDIATE`), which also holds every other process off until it commits, so
 //! what its lookups read stays true until then. Lists are passed as one JSON parameter and
@@ -10,6 +11,7 @@
 use super::batch::{self, Lookups, Plan, Snapshot};
 use super::inspect::{self, DeadChange, ViewRow, delivery_filter, view_columns};
 use super::queue::{self, DueRow, IdempotencyRow, Trim, due_query};
+use super::runs::{self, FollowerRow, Head};
 use super::{
     Applied, DeliveryDetail, DeliveryFilter, DeliveryStatus, DeliveryView, DueDelivery,
     IdempotencyRecord, StateVersion, Write, now_ms,
@@ -18,9 +20,13 @@ use crate::fault::{self, FaultPoint};
 use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
+use state_reads::StateReads;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
+
+mod state_reads;
 
 /// Readers in the pool. Handlers read state concurrently; WAL lets them run beside the writer.
 const READ_CONNECTIONS: u32 = 8;
@@ -28,10 +34,22 @@ const READ_CONNECTIONS: u32 = 8;
 /// the host runs) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The dispatcher's scan: $1 now, $2 subscribers, $3 those that skip (JSON arrays), $4 limit,
+/// $5 running delivery ids (a JSON array).
+const DUE: &str = due_query!(
+    "IN (SELECT value FROM json_each($2))",
+    "IN (SELECT value FROM json_each($3))",
+    "IN (SELECT value FROM json_each($5))",
+    "NULL",
+    ""
+);
+
 #[derive(Clone)]
 pub(super) struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
+    /// Handlers' reads of state, on the calling thread.
+    state: Arc<StateReads>,
 }
 
 /// Why the database file at `path` cannot be opened, in the words of the file system: a
@@ -79,10 +97,15 @@ impl SqliteStore {
             .with_context(|| format!("cannot migrate database `{url}`"))?;
         let read = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .with_context(|| format!("cannot open database `{url}` for reading"))?;
-        Ok(Self { read, write })
+        let state = StateReads::new(options.get_filename().to_owned(), BUSY_TIMEOUT);
+        Ok(Self {
+            read,
+            write,
+            state: Arc::new(state),
+        })
     }
 
     pub(super) async fn close(&self) {
@@ -109,6 +132,14 @@ impl SqliteStore {
     }
 
     queue::shared_queries!(read, write);
+
+    pub(super) async fn read_state(
+        &self,
+        plugin: &str,
+        key: &str,
+    ) -> anyhow::Result<(Option<Vec<u8>>, StateVersion)> {
+        self.state.read_state(plugin, key)
+    }
     super::operators::operator_queries!(read, write);
 
     pub(super) async fn apply_batch(&self, batch: &[Write]) -> anyhow::Result<Vec<Applied>> {
@@ -151,13 +182,6 @@ impl SqliteStore {
         running: &[i64],
         limit: u32,
     ) -> anyhow::Result<Vec<DueDelivery>> {
-        const DUE: &str = due_query!(
-            "IN (SELECT value FROM json_each($2))",
-            "IN (SELECT value FROM json_each($3))",
-            "IN (SELECT value FROM json_each($5))",
-            "NULL",
-            ""
-        );
         let rows: Vec<DueRow> = sqlx::query_as(DUE)
             .bind(now_ms())
             .bind(serde_json::to_string(subscribers)?)
@@ -168,6 +192,20 @@ impl SqliteStore {
             .await
             .context("scanning due deliveries")?;
         rows.into_iter().map(TryInto::try_into).collect()
+    }
+
+    pub(super) async fn followers(
+        &self,
+        heads: &[Head<'_>],
+        most: i64,
+    ) -> anyhow::Result<Vec<FollowerRow>> {
+        sqlx::query_as(runs::SQLITE_FOLLOWERS)
+            .bind(serde_json::to_string(heads)?)
+            .bind(now_ms())
+            .bind(most)
+            .fetch_all(&self.read)
+            .await
+            .context("reading the runs of due deliveries")
     }
 
     pub(super) async fn list_deliveries(
@@ -224,7 +262,7 @@ impl SqliteStore {
         let ids_json = serde_json::to_string(&ids)?;
         let statement = match change {
             DeadChange::Replay => sqlx::query(
-                "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $2
+                "UPDATE deliveries SET status = 'pending', attempts = 0, waiting = 0, next_attempt_at_ms = $2
                  WHERE status = 'dead' AND id IN (SELECT value FROM json_each($1))",
             )
             .bind(ids_json)
@@ -396,12 +434,15 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> a
         .context("writing messages")?;
         if !deliveries.is_empty() {
             sqlx::query(
-                "INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms)
-                 SELECT m.seq, j.value ->> 1, m.partition_key, 'pending', j.value ->> 2
+                "INSERT INTO deliveries (message_seq, subscriber, partition_key, status,
+                                         next_attempt_at_ms, waiting)
+                 SELECT m.seq, j.value ->> 1, m.partition_key, 'pending', j.value ->> 2,
+                        j.value ->> 2 > $2
                  FROM json_each($1) j JOIN messages m ON m.id = j.value ->> 0
                  ORDER BY j.key",
             )
             .bind(serde_json::to_string(&deliveries)?)
+            .bind(now)
             .execute(&mut *conn)
             .await
             .context("writing deliveries")?;
@@ -428,7 +469,8 @@ async fn write_plan(conn: &mut SqliteConnection, plan: &Plan<'_>, now: i64) -> a
         sqlx::query(
             "UPDATE deliveries
              SET status = j.value ->> 1, attempts = j.value ->> 2,
-                 next_attempt_at_ms = j.value ->> 3, last_error = j.value ->> 4,
+                 next_attempt_at_ms = j.value ->> 3, waiting = j.value ->> 1 = 'pending',
+                 last_error = j.value ->> 4,
                  error_class = j.value ->> 5, first_failed_at_ms = COALESCE(first_failed_at_ms, $2),
                  last_failed_at_ms = $2, handled_by = j.value ->> 6
              FROM json_each($1) j WHERE deliveries.id = j.value ->> 0",
@@ -480,5 +522,39 @@ mod tests {
         let folder = open_error(dir.path()).await;
         assert!(folder.contains("is a directory"), "{folder}");
         assert_eq!(folder.matches("cannot open").count(), 1, "{folder}");
+    }
+
+    /// A delivery that is not due is never read by a scan: the scan walks the deliveries
+    /// written due in commit order, and the waiting ones (scheduled, retrying) only by due time
+    /// up to now. SQLite's plan names each index and its range.
+    #[tokio::test]
+    async fn the_scan_reads_waiting_deliveries_only_once_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&format!("sqlite://{}", dir.path().join("h.db").display()))
+            .await
+            .unwrap();
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {DUE}"))
+                .bind(now_ms())
+                .bind("[\"s\"]")
+                .bind("[]")
+                .bind(64_i64)
+                .bind("[]")
+                .fetch_all(&store.read)
+                .await
+                .unwrap();
+        let plan: Vec<String> = plan.into_iter().map(|row| row.3).collect();
+        let walks: Vec<&String> = plan
+            .iter()
+            .filter(|step| step.starts_with("SCAN d ") || step.starts_with("SEARCH d "))
+            .collect();
+        assert_eq!(
+            walks,
+            [
+                "SCAN d USING INDEX deliveries_ready_by_seq",
+                "SEARCH d USING INDEX deliveries_waiting (next_attempt_at_ms<?)",
+            ],
+            "{plan:#?}"
+        );
     }
 }

@@ -120,6 +120,10 @@ pub enum Write {
         /// Whether it is retried, and when, or dead-lettered.
         fate: DeliveryFate,
     },
+    /// The next delivery of a run: consecutive deliveries of one subscriber and partition key
+    /// run one after another, each reading the writes of the one before before they are
+    /// committed, so it commits only when the item just before it in the batch committed.
+    Chained(Box<Write>),
 }
 
 /// The result of one item of a batch.
@@ -137,4 +141,7 @@ pub enum Applied {
     /// the partitions were changed): its outcome is not recorded; the partition's owner runs
     /// it.
     LeaseLost,
+    /// The item before this [`Write::Chained`] one did not commit, so neither does this one:
+    /// it ran on writes that are not there.
+    RunCut,
 }

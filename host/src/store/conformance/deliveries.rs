@@ -148,7 +148,7 @@ pub(super) async fn an_event_keeps_its_depth_and_its_cause_is_readable(store: &S
     assert_eq!(store.message_cause("the-command").await.unwrap(), None);
 }
 
-async fn emit(store: &Store, events: Vec<OutboxEvent>) {
+pub(super) async fn emit(store: &Store, events: Vec<OutboxEvent>) {
     let write = Write::Command {
         changes: StateChanges::default(),
         outbox: events,
@@ -160,7 +160,13 @@ async fn emit(store: &Store, events: Vec<OutboxEvent>) {
     );
 }
 
-async fn fail(store: &Store, id: i64, attempt: u32, class: ErrorClass, fate: DeliveryFate) {
+pub(super) async fn fail(
+    store: &Store,
+    id: i64,
+    attempt: u32,
+    class: ErrorClass,
+    fate: DeliveryFate,
+) {
     let write = Write::DeliveryFailed {
         delivery_id: id,
         attempt,

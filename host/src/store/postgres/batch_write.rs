@@ -14,7 +14,9 @@ pub(super) async fn apply_once(
     let snapshot = lock_and_read(&mut tx, &lookups, now).await?;
     let plan = batch::plan(batch, snapshot, now);
     write_plan(&mut tx, &plan, now).await?;
-    if plan.commits_anything() {
+    // Other hosts need waking only for new deliveries: a finished or retried one changes
+    // nothing they could claim (a retry is this host's to run, at its time).
+    if plan.adds_deliveries() {
         sqlx::query("SELECT pg_notify($1, '')")
             .bind(COMMIT_CHANNEL)
             .execute(&mut *tx)
@@ -176,6 +178,7 @@ async fn write_plan(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> anyho
         sqlx::query(
             "UPDATE deliveries d
              SET status = t.status, attempts = t.attempts, next_attempt_at_ms = t.next_at,
+                 waiting = CASE WHEN t.status = 'pending' THEN 1 ELSE 0 END,
                  last_error = t.last_error, error_class = t.error_class,
                  first_failed_at_ms = COALESCE(d.first_failed_at_ms, $8),
                  last_failed_at_ms = $8, handled_by = t.handled_by, lease_epoch = t.lease
@@ -282,8 +285,9 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
            ORDER BY n
            RETURNING seq, id, partition_key)
          INSERT INTO deliveries (message_seq, subscriber, partition_key, status, next_attempt_at_ms,
-                                 partition_hash)
+                                 waiting, partition_hash)
          SELECT m.seq, s.subscriber, m.partition_key, 'pending', s.due,
+                CASE WHEN s.due > $17 THEN 1 ELSE 0 END,
                 partition_hash(s.subscriber, COALESCE(m.partition_key, m.id))
          FROM UNNEST($13::text[], $14::text[], $15::bigint[]) WITH ORDINALITY
               AS s(message_id, subscriber, due, n)
@@ -306,6 +310,7 @@ async fn write_messages(conn: &mut PgConnection, plan: &Plan<'_>, now: i64) -> a
     .bind(&subscribers)
     .bind(&due)
     .bind(messages.iter().map(|m| i64::from(m.message.depth)).collect::<Vec<_>>())
+    .bind(now)
     .execute(&mut *conn)
     .await
     .context("writing messages and deliveries")?;
