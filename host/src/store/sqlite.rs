@@ -110,6 +110,7 @@ impl SqliteStore {
 
     pub(super) async fn close(&self) {
         self.read.close().await;
+        self.state.close();
         // With the readers gone, fold the whole WAL back into the file; closing the writer,
         // the last connection, then removes the `-wal` and `-shm` files.
         match self.write.acquire().await {

@@ -70,6 +70,12 @@ impl StateReads {
         Ok(row?.unwrap_or((None, 0)))
     }
 
+    /// Closes the connections kept between reads (the file's last connection to close folds
+    /// the WAL back into it, so none may stay open past the store's own close).
+    pub(in crate::store) fn close(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
     fn open(&self) -> anyhow::Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&self.path, flags)
