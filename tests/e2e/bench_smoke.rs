@@ -14,6 +14,8 @@ const FIGURES: &[&str] = &[
     "P2-native",
     "P3",
     "P4-backlog",
+    "H1",
+    "P4-sched",
     "P4-stream",
     "B2",
     "B0-pg",
@@ -22,6 +24,8 @@ const FIGURES: &[&str] = &[
     "P1-pg-3",
     "P4-pg-3",
     "P5",
+    "S1",
+    "S1-pg",
     "R1",
     "R1-run",
     "R1-python",
@@ -79,7 +83,16 @@ fn quick_bench_writes_every_figure() {
         );
     }
     let markdown = std::fs::read_to_string(out.path().join("bench.md")).unwrap();
-    for ratio in ["P1 / B0-FULL", "P1 / B2", "P4-stream / P1", "P1-pg / B0-pg"] {
+    for ratio in [
+        "P1 / B0-FULL",
+        "P1 / B2",
+        "P4-stream / P1",
+        "P1-pg / B0-pg",
+        "H1 / P4-backlog",
+        "P4-sched / P4-backlog",
+        "S1 / P1",
+        "S1-pg / P1-pg",
+    ] {
         assert!(markdown.contains(&format!("| {ratio} |")), "{markdown}");
     }
 }

@@ -3,7 +3,9 @@
 //! - command `bench.touch` `{"key"}`: reads `count/{key}`, writes it incremented, emits
 //!   `bench.touched` `{"key"}` with partition key `key`, answers `{"key","count"}`.
 //! - command `bench.noop` `{}`: touches nothing and answers `{}` — the bare cost of a call.
-//! - event `bench.touched`: reads `seen/{key}`, writes it incremented.
+//! - event `bench.touched` `{"key", "seq"?}`: reads `seen/{key}`, writes it incremented; an
+//!   event numbered `seq` (its place among the events of its key, from 1) that does not find
+//!   `seq - 1` there ran out of order, and writes `seq` to `disorder/{key}`.
 //! - query `bench.seen` `{"key"}`: `{"key","seen"}`.
 
 use handler_host_sdk::prelude::*;
@@ -14,6 +16,14 @@ struct Trivial;
 #[derive(Serialize, Deserialize)]
 struct Key {
     key: String,
+}
+
+/// A `bench.touched` event.
+#[derive(Deserialize)]
+struct TouchedEvent {
+    key: String,
+    /// The event's place among the events of `key`, from 1, when the sender numbers them.
+    seq: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -54,8 +64,11 @@ impl Plugin for Trivial {
     }
 
     fn handle_event(event: Message) -> Result<(), HandlerError> {
-        let Key { key } = event.payload()?;
-        increment(&format!("seen/{key}"))?;
+        let TouchedEvent { key, seq } = event.payload()?;
+        let seen = increment(&format!("seen/{key}"))?;
+        if let Some(seq) = seq.filter(|&seq| seq != seen) {
+            state::put(&format!("disorder/{key}"), &seq)?;
+        }
         Ok(())
     }
 

@@ -116,6 +116,31 @@ pub(crate) async fn measure_all(bench: &Bench, table: &mut Table) -> anyhow::Res
     bench
         .measure(
             table,
+            "H1",
+            "events delivered/s from a pre-filled backlog on one partition key (a hot key), strict order",
+            "ev/s",
+            &format!(
+                "{backlog} events on one partition key, numbered in commit order, 1 subscriber, strict ordering; the subscriber's state checked after the drain: each handled once, in order"
+            ),
+            |i| bench.hot_key_backlog(i, backlog),
+        )
+        .await?;
+    let scheduled = if bench.args.quick { 1_000 } else { 100_000 };
+    bench
+        .measure(
+            table,
+            "P4-sched",
+            "events delivered/s from a pre-filled backlog, other deliveries scheduled an hour ahead",
+            "ev/s",
+            &format!(
+                "as P4-backlog, behind {scheduled} deliveries to the same subscriber (a key each) committed first and due an hour later"
+            ),
+            |i| bench.scheduled_backlog(i, backlog, scheduled),
+        )
+        .await?;
+    bench
+        .measure(
+            table,
             "P4-stream",
             "events delivered/s while commands stream in",
             "ev/s",
@@ -205,6 +230,34 @@ pub(crate) async fn measure_all(bench: &Bench, table: &mut Table) -> anyhow::Res
                 |i| bench.latency(i, duration, rate),
             )
             .await?;
+    }
+    // P1 and P1-pg are measured whenever S1 and S1-pg are (see `with_dependencies`).
+    for (id, what, ceiling_id, kind) in [
+        (
+            "S1",
+            "highest open-loop command rate with fewer than 1 000 deliveries pending (1 subscriber)",
+            "P1",
+            StoreKind::Sqlite,
+        ),
+        (
+            "S1-pg",
+            "highest open-loop command rate with fewer than 1 000 deliveries pending (1 subscriber), PostgreSQL",
+            "P1-pg",
+            StoreKind::Postgres,
+        ),
+    ] {
+        if let Some(ceiling) = table.median(ceiling_id) {
+            bench
+                .measure(
+                    table,
+                    id,
+                    what,
+                    "cmd/s",
+                    &bench.saturation_conditions(ceiling_id, ceiling),
+                    |i| bench.saturation(i, kind, ceiling),
+                )
+                .await?;
+        }
     }
     let swaps = if bench.args.quick { 3 } else { 20 };
     for (id, what, compiler) in [

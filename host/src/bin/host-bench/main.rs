@@ -11,17 +11,22 @@
 //! this process, each with its own pool, committer and partition leases). Project figures:
 //! **P1** durable commands/s in-process and over HTTP, **P1-kept** the same with the plugin's instances kept between calls, **P2** the same pipeline with a native
 //! handler (WASM/native ratio), **P3** fresh-store invocation cost,
-//! **P4** events/s to a subscriber with inbox dedup (backlog and steady stream), **P5** latency
-//! at half the measured peak. Every figure is the median of `--runs` runs, each on a fresh
-//! database; ratios compare figures from the same run, which is what is comparable on a noisy
-//! machine. Writes `bench.md` and `bench.json` to `--out`.
+//! **P4** events/s to a subscriber with inbox dedup (backlog and steady stream), **H1** the
+//! backlog on one partition key (a hot key, strict order), **P4-sched** the backlog beside
+//! deliveries scheduled an hour ahead, **P5** latency at half the measured peak, **S1** and
+//! **S1-pg** the highest open-loop command rate whose deliveries keep up. Every figure is the
+//! median of `--runs` runs, each on a fresh database; ratios compare figures from the same
+//! run, which is what is comparable on a noisy machine. Writes `bench.md` and `bench.json` to
+//! `--out`.
 
 mod baselines;
 mod cold_start;
+mod delivery;
 mod figures;
 mod pipeline;
 mod report;
 mod sandbox;
+mod saturation;
 mod soak;
 
 use anyhow::{Context, bail};

@@ -1,6 +1,6 @@
-//! The pipeline's figures: **P1**/**P2** durable commands per second, **P4** events delivered
-//! per second from a backlog and while commands stream in, **P5** latency; on SQLite and on
-//! PostgreSQL, with one host or several sharing the database.
+//! The pipeline's figures: **P1**/**P2** durable commands per second, **P4-stream** events
+//! delivered per second while commands stream in, **P5** latency in an open loop; on SQLite
+//! and on PostgreSQL, with one host or several sharing the database.
 
 use crate::report::Run;
 use crate::{Bench, PLUGIN, close};
@@ -12,7 +12,7 @@ use handler_host::store::{StateChanges, Store, Write, now_ms};
 use handler_host::telemetry::percentile;
 use handler_host::unit_of_work::{Access, UnitOfWork};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy)]
@@ -87,12 +87,11 @@ impl Bench {
                 let mut i = 0u64;
                 while Instant::now() < deadline {
                     let key = format!("c{caller}-{i}");
-                    let payload = format!("{{\"key\":\"{key}\"}}").into_bytes();
                     match (&http_base, route) {
                         (Some(base), _) => {
                             let response = client
                                 .post(format!("{base}/commands/bench.touch"))
-                                .body(payload)
+                                .body(touch_payload(&key))
                                 .send()
                                 .await?;
                             anyhow::ensure!(
@@ -103,17 +102,7 @@ impl Bench {
                             response.bytes().await?;
                         }
                         (None, Route::Native) => native_touch(&executor, &store, &key).await?,
-                        (None, _) => {
-                            let request = Request {
-                                kind: "bench.touch".into(),
-                                payload,
-                                ..Request::default()
-                            };
-                            executor
-                                .command(&request)
-                                .await
-                                .map_err(|e| anyhow::anyhow!("{e}"))?;
-                        }
+                        (None, _) => touch(&executor, &key).await?,
                     }
                     done.fetch_add(1, Ordering::Relaxed);
                     i += 1;
@@ -132,62 +121,6 @@ impl Bench {
         })
     }
 
-    /// P4 backlog: commands fill the outbox with the dispatcher off; then it drains, on
-    /// `hosts` hosts (rigs in this process) sharing the database's partitions.
-    pub(crate) async fn event_backlog(
-        &self,
-        run: usize,
-        events: usize,
-        kind: StoreKind,
-        hosts: usize,
-    ) -> anyhow::Result<Run> {
-        let mut rigs = Vec::new();
-        for _ in 0..hosts {
-            rigs.push(self.rig(kind, "backlog", run).await?);
-        }
-        let rig = &rigs[0];
-        let mut fill = tokio::task::JoinSet::new();
-        for chunk in 0..self.args.concurrency {
-            let executor = rig.executor().clone();
-            let per_chunk = events.div_ceil(self.args.concurrency);
-            fill.spawn(async move {
-                for i in 0..per_chunk {
-                    let request = Request {
-                        kind: "bench.touch".into(),
-                        payload: format!("{{\"key\":\"b{chunk}-{i}\"}}").into_bytes(),
-                        ..Request::default()
-                    };
-                    executor
-                        .command(&request)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                }
-                anyhow::Ok(())
-            });
-        }
-        while let Some(result) = fill.join_next().await {
-            result??;
-        }
-        let total = pending(rig.store()).await?;
-        let start = Instant::now();
-        let mut dispatchers = Vec::new();
-        for rig in &rigs {
-            dispatchers.push(rig.start(Some(&Delivery::new("bench"))).await);
-        }
-        while pending(rig.store()).await? > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let elapsed = start.elapsed();
-        for dispatcher in dispatchers {
-            dispatcher.stop(Duration::ZERO).await;
-        }
-        close(&rigs).await;
-        Ok(Run {
-            value: total as f64 / elapsed.as_secs_f64(),
-            detail: vec![],
-        })
-    }
-
     /// P4 stream: commands at full concurrency with the dispatcher running; events done per second.
     pub(crate) async fn event_stream(&self, run: usize, duration: Duration) -> anyhow::Result<Run> {
         let rig = self.rig(StoreKind::Sqlite, "stream", run).await?;
@@ -200,15 +133,7 @@ impl Bench {
             callers.spawn(async move {
                 let mut i = 0u64;
                 while Instant::now() < deadline {
-                    let request = Request {
-                        kind: "bench.touch".into(),
-                        payload: format!("{{\"key\":\"s{caller}-{i}\"}}").into_bytes(),
-                        ..Request::default()
-                    };
-                    executor
-                        .command(&request)
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    touch(&executor, &format!("s{caller}-{i}")).await?;
                     i += 1;
                 }
                 anyhow::Ok(())
@@ -227,7 +152,7 @@ impl Bench {
     }
 
     /// P5: open loop at `rate` commands/s; latency of each command, and command → subscriber
-    /// done for a sample (detected by polling the subscriber's state every millisecond).
+    /// done for a sample.
     pub(crate) async fn latency(
         &self,
         run: usize,
@@ -236,53 +161,12 @@ impl Bench {
     ) -> anyhow::Result<Run> {
         let rig = self.rig(StoreKind::Sqlite, "latency", run).await?;
         let task = rig.start(Some(&Delivery::new("bench"))).await;
-        let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let deadline = Instant::now() + duration;
-        let mut requests = tokio::task::JoinSet::new();
-        let mut i = 0u64;
-        let sample_every = ((rate * duration.as_secs_f64()) / 200.0).max(1.0) as u64;
-        while Instant::now() < deadline {
-            ticker.tick().await;
-            let (executor, store) = (rig.executor().clone(), rig.store().clone());
-            let end_to_end = i.is_multiple_of(sample_every);
-            requests.spawn(async move {
-                let key = format!("l{i}");
-                let request = Request {
-                    kind: "bench.touch".into(),
-                    payload: format!("{{\"key\":\"{key}\"}}").into_bytes(),
-                    ..Request::default()
-                };
-                let start = Instant::now();
-                executor
-                    .command(&request)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let answered = start.elapsed();
-                let mut delivered = None;
-                if end_to_end {
-                    let seen_key = format!("seen/{key}");
-                    while store.read_state(PLUGIN, &seen_key).await?.0.is_none() {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
-                    delivered = Some(start.elapsed());
-                }
-                anyhow::Ok((answered, delivered))
-            });
-            i += 1;
-        }
-        let mut answered = Vec::new();
-        let mut delivered = Vec::new();
-        while let Some(result) = requests.join_next().await {
-            let (a, d) = result??;
-            answered.push(a);
-            delivered.extend(d);
-        }
+        let measured = open_loop(&rig, duration, rate, &Arc::default()).await;
         task.stop(Duration::ZERO).await;
-        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
-        answered.sort();
+        let OpenLoop { answered, sampled } = measured?;
+        let mut delivered: Vec<Duration> = sampled.iter().map(|&(_, done)| done).collect();
         delivered.sort();
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
         Ok(Run {
             value: ms(&percentile(&answered, 50.0)),
             detail: vec![
@@ -302,6 +186,87 @@ impl Bench {
     }
 }
 
+/// What an open loop of `bench.touch` commands measured.
+pub(crate) struct OpenLoop {
+    /// Each command's time from its start to its answer, shortest first.
+    pub(crate) answered: Vec<Duration>,
+    /// For a sample of about 200 commands, (answered, subscriber done), both from the
+    /// command's start.
+    pub(crate) sampled: Vec<(Duration, Duration)>,
+}
+
+/// Sends `bench.touch` commands to `rig`, each on its own key, at `rate` a second for
+/// `duration`: open loop, each command on a task of its own started at its tick whether the
+/// ones before have answered or not. For a sample of about 200 it waits until the subscriber
+/// is done too (polling the subscriber's state every millisecond). Sending stops early once
+/// `stop` is set, and the sample's waits then give up.
+pub(crate) async fn open_loop(
+    rig: &Host,
+    duration: Duration,
+    rate: f64,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<OpenLoop> {
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let deadline = Instant::now() + duration;
+    let mut requests = tokio::task::JoinSet::new();
+    let mut i = 0u64;
+    let sample_every = ((rate * duration.as_secs_f64()) / 200.0).max(1.0) as u64;
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
+        ticker.tick().await;
+        let (executor, store, stop) = (rig.executor().clone(), rig.store().clone(), stop.clone());
+        let end_to_end = i.is_multiple_of(sample_every);
+        requests.spawn(async move {
+            let key = format!("l{i}");
+            let start = Instant::now();
+            touch(&executor, &key).await?;
+            let answered = start.elapsed();
+            let mut delivered = None;
+            if end_to_end {
+                let seen_key = format!("seen/{key}");
+                while !stop.load(Ordering::Relaxed) {
+                    if store.read_state(PLUGIN, &seen_key).await?.0.is_some() {
+                        delivered = Some((answered, start.elapsed()));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            anyhow::Ok((answered, delivered))
+        });
+        i += 1;
+    }
+    let mut answered = Vec::new();
+    let mut sampled = Vec::new();
+    while let Some(result) = requests.join_next().await {
+        let (a, d) = result??;
+        answered.push(a);
+        sampled.extend(d);
+    }
+    answered.sort();
+    Ok(OpenLoop { answered, sampled })
+}
+
+/// `bench.touch` on `key` through `executor`, as a caller in this process sends it.
+pub(crate) async fn touch(executor: &Executor, key: &str) -> anyhow::Result<()> {
+    let request = Request {
+        kind: "bench.touch".into(),
+        payload: touch_payload(key),
+        ..Request::default()
+    };
+    executor
+        .command(&request)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// The payload of `bench.touch` on `key`.
+fn touch_payload(key: &str) -> Vec<u8> {
+    format!("{{\"key\":\"{key}\"}}").into_bytes()
+}
+
 /// P2's handler: what `bench.touch` does, in native code, through the same unit of work,
 /// addressing and committer as a WASM handler.
 pub(crate) async fn native_touch(
@@ -309,7 +274,7 @@ pub(crate) async fn native_touch(
     store: &Store,
     key: &str,
 ) -> anyhow::Result<()> {
-    let message = bench_message("bench.touch", format!("{{\"key\":\"{key}\"}}").into_bytes());
+    let message = bench_message("bench.touch", touch_payload(key));
     let mut unit = UnitOfWork::new(PLUGIN, Access::ReadWrite, store.clone());
     let count_key = format!("count/{key}");
     let count: u64 = match unit.get(&count_key).await? {
@@ -364,8 +329,8 @@ pub(crate) async fn serve(rig: &Host) -> anyhow::Result<String> {
     Ok(format!("http://{address}"))
 }
 
-/// The deliveries waiting for the benchmark plugin: a count over the pending rows, not the
-/// whole table (the drain is timed by polling it).
+/// The deliveries waiting for the benchmark plugin (due or not): a count over the pending
+/// rows, not the whole table (S1 polls it while commands stream in).
 pub(crate) async fn pending(store: &Store) -> anyhow::Result<i64> {
     store.pending_count(PLUGIN).await
 }

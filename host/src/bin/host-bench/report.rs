@@ -45,12 +45,16 @@ pub(crate) const RATIOS: &[(&str, &str, &str)] = &[
     ),
     ("P3 / B1", "P3", "B1"),
     ("P4-backlog / B0-FULL", "P4-backlog", "B0-FULL"),
+    ("H1 / P4-backlog", "H1", "P4-backlog"),
+    ("P4-sched / P4-backlog", "P4-sched", "P4-backlog"),
     ("P4-stream / B0-FULL", "P4-stream", "B0-FULL"),
     ("P4-stream / P1", "P4-stream", "P1"),
     ("P1-pg / B0-pg", "P1-pg", "B0-pg"),
     ("P4-pg / B0-pg", "P4-pg", "B0-pg"),
     ("P1-pg-3 / P1-pg", "P1-pg-3", "P1-pg"),
     ("P4-pg-3 / P4-pg", "P4-pg-3", "P4-pg"),
+    ("S1 / P1", "S1", "P1"),
+    ("S1-pg / P1-pg", "S1-pg", "P1-pg"),
 ];
 
 /// The ids of every figure `host bench` measures, in the order it measures them.
@@ -65,6 +69,8 @@ pub(crate) fn figure_ids() -> impl Iterator<Item = &'static str> {
         "P2-native",
         "P3",
         "P4-backlog",
+        "H1",
+        "P4-sched",
         "P4-stream",
         "B2",
         "B0-pg",
@@ -73,6 +79,8 @@ pub(crate) fn figure_ids() -> impl Iterator<Item = &'static str> {
         "P1-pg-3",
         "P4-pg-3",
         "P5",
+        "S1",
+        "S1-pg",
         "R1",
         "R1-run",
     ]
@@ -82,11 +90,17 @@ pub(crate) fn figure_ids() -> impl Iterator<Item = &'static str> {
     .chain(LANGUAGES.iter().map(|language| language.id))
 }
 
-/// `only` with the figures its figures are measured against: P5 runs at half of P1.
+/// The figures measured against another of the same run, as (figure, the one it needs): P5
+/// runs at half of P1, S1 and S1-pg bisect the rate up to P1 and P1-pg.
+const DEPENDENCIES: &[(&str, &str)] = &[("P5", "P1"), ("S1", "P1"), ("S1-pg", "P1-pg")];
+
+/// `only` with the figures its figures are measured against (see [`DEPENDENCIES`]).
 pub(crate) fn with_dependencies(mut only: Vec<String>) -> Vec<String> {
-    let names = |id: &str| only.iter().any(|o| o.eq_ignore_ascii_case(id));
-    if names("P5") && !names("P1") {
-        only.push("P1".to_owned());
+    for (figure, needed) in DEPENDENCIES {
+        let names = |id: &str| only.iter().any(|o| o.eq_ignore_ascii_case(id));
+        if names(figure) && !names(needed) {
+            only.push((*needed).to_owned());
+        }
     }
     only
 }
