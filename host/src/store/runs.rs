@@ -109,12 +109,11 @@ impl Store {
             }
         };
         let mut followers = followers.into_iter().peekable();
-        let mut runs = Vec::with_capacity(heads.len());
         // Both lists are ordered by (subscriber, key, seq); the heads are taken by key.
         let mut by_key: Vec<(usize, DueDelivery)> = heads.into_iter().enumerate().collect();
         by_key.sort_by(|(_, a), (_, b)| {
-            let key = |d: &DueDelivery| (d.subscriber.clone(), d.message.partition_key.clone());
-            key(a).cmp(&key(b))
+            (a.subscriber.as_str(), a.message.partition_key.as_deref())
+                .cmp(&(b.subscriber.as_str(), b.message.partition_key.as_deref()))
         });
         let mut ordered = Vec::with_capacity(by_key.len());
         for (place, head) in by_key {
@@ -142,7 +141,6 @@ impl Store {
             ordered.push((place, run));
         }
         ordered.sort_by_key(|(place, _)| *place);
-        runs.extend(ordered.into_iter().map(|(_, run)| run));
-        Ok(runs)
+        Ok(ordered.into_iter().map(|(_, run)| run).collect())
     }
 }
