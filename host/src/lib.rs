@@ -38,6 +38,7 @@
 //! - [`http`]: the HTTP ingress: requests read and checked, and the one place an error
 //!   becomes a status code and a JSON body.
 //! - `admin`: the admin API, the `host bus` operations over HTTP behind the admin token.
+//! - [`stats`]: percentiles and shares of collected figures, for the metrics and the store.
 //! - [`telemetry`]: Prometheus metrics, counted as the work happens and sampled from the
 //!   database when scraped.
 //! - [`config`]: the host config file (per-plugin retry, ordering, limits; idempotency and
@@ -50,7 +51,7 @@
 //! Beside the library: the `host` binary (`main.rs`) and `host-bench` (`bin/host-bench`), the
 //! project measured against its baselines. The library's public surface is what those two
 //! use: assembling and running a host ([`app`], [`config`], [`store`], [`executor`],
-//! [`plugin_dir`], [`sandbox`], [`http`], [`telemetry`]) and the command line ([`cli`]); the
+//! [`plugin_dir`], [`sandbox`], [`http`], [`telemetry`], [`stats`]) and the command line ([`cli`]); the
 //! modules named in plain text above are the host's own.
 
 #![warn(missing_docs)]
@@ -78,6 +79,7 @@ pub mod registry;
 pub mod retry;
 pub mod sandbox;
 mod scaffold;
+pub mod stats;
 pub mod store;
 pub mod telemetry;
 mod trace;

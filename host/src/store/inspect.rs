@@ -199,17 +199,14 @@ impl DeliveryMetrics {
                     .filter_map(|r| r.4)
                     .collect();
                 latencies.sort_unstable();
-                let at = |p| crate::telemetry::percentile(&latencies, p);
+                let at = |p| crate::stats::percentile(&latencies, p);
                 Self {
                     subscriber,
                     kind,
                     done,
                     pending,
                     dead,
-                    failure_rate: crate::telemetry::share(
-                        failed_first as u64,
-                        finished.unsigned_abs(),
-                    ),
+                    failure_rate: crate::stats::share(failed_first as u64, finished.unsigned_abs()),
                     latency_p50_ms: at(50.0),
                     latency_p95_ms: at(95.0),
                     latency_p99_ms: at(99.0),

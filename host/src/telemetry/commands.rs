@@ -89,7 +89,7 @@ pub fn report() -> Vec<CommandMetrics> {
             let answered = tally.ok + tally.replayed + failed;
             let mut sorted: Vec<u64> = tally.samples.iter().copied().collect();
             sorted.sort_unstable();
-            let ms = |p: f64| super::percentile(&sorted, p) as f64 / 1000.0;
+            let ms = |p: f64| crate::stats::percentile(&sorted, p) as f64 / 1000.0;
             CommandMetrics {
                 plugin: plugin.clone(),
                 kind: kind.clone(),
@@ -100,7 +100,7 @@ pub fn report() -> Vec<CommandMetrics> {
                     .iter()
                     .map(|(class, n)| ((*class).to_owned(), *n))
                     .collect(),
-                failure_rate: super::share(failed, answered),
+                failure_rate: crate::stats::share(failed, answered),
                 latency_p50_ms: ms(50.0),
                 latency_p95_ms: ms(95.0),
                 latency_p99_ms: ms(99.0),

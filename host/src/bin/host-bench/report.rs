@@ -2,7 +2,7 @@
 
 use crate::BenchArgs;
 use crate::sandbox::{DEV_SAVES, LANGUAGES};
-use handler_host::telemetry::percentile;
+use handler_host::stats::percentile;
 use serde::Serialize;
 use std::time::Duration;
 

@@ -13,7 +13,7 @@ use handler_host::plugin::Plugin;
 use handler_host::plugin_dir::{self, BuildPolicy, PluginDir};
 use handler_host::registry::Registry;
 use handler_host::sandbox::{Compiler, Sandbox};
-use handler_host::telemetry::percentile;
+use handler_host::stats::percentile;
 use handler_host::unit_of_work::{Access, UnitOfWork};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

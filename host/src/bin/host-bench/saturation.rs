@@ -6,7 +6,7 @@ use crate::pipeline::{OpenLoop, StoreKind, open_loop, pending};
 use crate::report::Run;
 use crate::{Bench, close};
 use handler_host::app::Delivery;
-use handler_host::telemetry::percentile;
+use handler_host::stats::percentile;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
